@@ -1,0 +1,1 @@
+"""Supervised losses: the ``loss=`` family."""

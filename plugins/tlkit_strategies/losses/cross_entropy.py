@@ -1,0 +1,32 @@
+r"""Cross-entropy: the default supervised loss for classification.
+
+.. math::
+    \ell(x, y) = -\log \operatorname{softmax}(f(x))_y
+
+Shapes: logits ``(B, K)``, targets ``(B,)`` int64 -> per-sample losses ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import tlkit
+
+
+class CrossEntropy:
+    """Cross-entropy on the labelled samples (the baseline every robust loss is compared to)."""
+
+    name = "cross_entropy"
+    family = "loss"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    @tlkit.hookimpl(trylast=True)
+    def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), targets, reduction="none", label_smoothing=self.label_smoothing
+        )

@@ -1,0 +1,106 @@
+"""The one-call entry points: fit, fit_two_stage, load."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tlkit.backbones.base import TransferModel, make_head
+from tlkit.datasets.domain import Domain, DomainPair
+from tlkit.engine.config import ConfigError, FitConfig
+from tlkit.engine.trainer import Trainer
+from tlkit.run import Run, load
+
+_OPTIONS = {f.name for f in dataclasses.fields(FitConfig)}
+
+
+def fit(
+    data: DomainPair | Domain | str,
+    backbone: str | nn.Module = "efficientnet_lite0",
+    *,
+    epochs: int = 5,
+    model: TransferModel | None = None,
+    resume: str | Path | bool | None = None,
+    observers: tuple[Any, ...] | list[Any] = (),
+    **options: Any,
+) -> Run:
+    """Fine-tune a pretrained backbone on ``data`` and return the :class:`Run`.
+
+    The common path is one call: ``tlkit.fit(tlkit.datasets.load("digits"), epochs=3)``.
+
+    Args:
+        data: a task (``DomainPair``), a labelled ``Domain``, or a bundled dataset name.
+        backbone: a name from ``tlkit.backbones.list_backbones()`` or an ``nn.Module``.
+        epochs: total epochs, including ``freeze_epochs`` with a frozen backbone.
+        model: a ready ``TransferModel`` (overrides ``backbone``), e.g. from an earlier run.
+        resume: a checkpoint to continue from, or ``True`` for ``checkpoint_dir/last.pt``.
+        observers: objects with ``@tlkit.hookimpl`` observer hooks for this run.
+        **options: any :class:`tlkit.FitConfig` field. The main ones:
+
+            * ``mode``: ``"fine_tune"`` (default: ``freeze_epochs`` head-only, then all layers
+              with discriminative rates), ``"full"`` (all layers from the start) or
+              ``"feature_extraction"`` (frozen backbone, features computed once and cached).
+            * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``),
+              ``batch_size``, ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
+              ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
+            * strategies: ``loss``, ``pseudo_label``, ``adapt``, ``regularize`` (names from
+              ``tlkit.strategies()``, or ``(name, {options})``).
+            * ``seed``, ``device``, ``precision`` ("auto" = bf16 on CUDA), ``channels_last``,
+              ``compile``, ``checkpoint_dir``, ``checkpoint_every``, ``monitor``, ``max_steps``.
+    """
+    if isinstance(data, str):
+        from tlkit.datasets import load as load_dataset
+
+        data = load_dataset(data, seed=options.get("seed", 0))
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown fit() options {unknown}; known options: {sorted(_OPTIONS)}.")
+    if isinstance(backbone, nn.Module) and model is None:
+        model_arg: Any = backbone
+        name = getattr(backbone, "name", "custom")
+    else:
+        model_arg = model
+        name = model.backbone.name if model is not None else backbone
+    if not isinstance(name, str):
+        raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
+    config = FitConfig(backbone=name, epochs=epochs, **options)
+    trainer = Trainer(data, config, model=model_arg, observers=observers)
+    return trainer.fit(resume=resume)
+
+
+def fit_two_stage(
+    source: DomainPair | Domain | str,
+    target: DomainPair | Domain | str,
+    backbone: str | nn.Module = "efficientnet_lite0",
+    *,
+    source_epochs: int = 5,
+    target_epochs: int = 5,
+    source_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Run:
+    """Pretrain on a labelled source task, then fine-tune on a labelled target task.
+
+    The two tasks may differ in kind (regression -> classification) and in label set: stage 2
+    keeps the stage-1 backbone and puts a fresh head on it. ``source_options`` override
+    ``options`` for stage 1 only. The returned run is stage 2's; ``run.pretrain_run`` is stage 1's.
+    """
+    first = fit(source, backbone, epochs=source_epochs, **{**options, **(source_options or {})})
+    target_task = target if not isinstance(target, str) else None
+    if target_task is None:
+        from tlkit.datasets import load as load_dataset
+
+        target_task = load_dataset(target, seed=options.get("seed", 0))
+    pair = target_task if isinstance(target_task, DomainPair) else DomainPair(source=target_task)
+    stage1 = first.model.backbone
+    head = make_head(pair.task, stage1.num_features, pair.num_classes, options.get("dropout", 0.0))
+    model = TransferModel(copy.deepcopy(stage1), head, pair.task)
+    second = fit(pair, model=model, epochs=target_epochs, **options)
+    second.pretrain_run = first
+    return second
+
+
+__all__ = ["fit", "fit_two_stage", "load"]

@@ -1,0 +1,187 @@
+"""The ``tlkit`` command: fit, demo, evaluate, and listings of datasets, backbones, strategies.
+
+    tlkit demo
+    tlkit fit --data synth-digits->digits --backbone small_cnn --epochs 5 --save run.pt
+    tlkit fit --config experiment.yaml --set lr=3e-4 --set batch_size=32
+    tlkit evaluate run.pt --data synth-digits->digits
+    tlkit datasets | tlkit backbones | tlkit strategies
+
+A config file (YAML or JSON) holds ``data``, ``backbone``, ``epochs`` and any ``tlkit.fit`` option;
+command-line flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value`` values: YAML scalars (numbers, booleans, null, lists)."""
+    return yaml.safe_load(text)
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"tlkit: config file '{p}' does not exist.")
+    try:
+        values = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"tlkit: config file '{p}' is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise SystemExit(f"tlkit: config file '{p}' must hold a mapping of option: value.")
+    return values
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import tlkit
+    from tlkit.demo import format_table
+
+    options = _load_config(args.config)
+    for flag in ("data", "backbone", "epochs", "mode", "lr", "batch_size", "image_size", "seed",
+                 "loss", "pseudo_label", "checkpoint_dir", "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            options[flag] = value
+    if args.adapt:
+        options["adapt"] = args.adapt.split(",")
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"tlkit: --set expects key=value, got '{item}'.")
+        options[key.strip()] = _parse_value(value)
+    data = options.pop("data", None)
+    if not data:
+        raise SystemExit("tlkit: say which data to train on: --data NAME (see `tlkit datasets`) "
+                         "or a 'data:' entry in --config.")
+    if isinstance(data, str) and Path(data).is_dir():
+        data = tlkit.datasets.from_folder(data, image_size=options.get("image_size") or 224)
+    backbone = options.pop("backbone", "efficientnet_lite0")
+    start = time.perf_counter()
+    run = tlkit.fit(data, backbone, resume=True if args.resume else None, **options)
+    seconds = time.perf_counter() - start
+    row = {"epochs": len(run.history)}
+    row.update({k: v for k, v in run.last.items() if k.endswith(("accuracy", "mae", "rmse"))})
+    row["seconds"] = seconds
+    print(format_table([row]))
+    if args.save:
+        print(f"saved {run.save(args.save)}")
+    if args.plot:
+        run.plot().savefig(args.plot, dpi=110)
+        print(f"learning curves saved to {args.plot}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tlkit.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, epochs=args.epochs)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import tlkit
+
+    run = tlkit.load(args.checkpoint)
+    task = tlkit.datasets.load(args.data)
+    results = run.evaluate(task)
+    for name, metrics in results.items():
+        shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        print(name, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    import tlkit
+
+    for name in tlkit.datasets.names():
+        print(name)
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    import tlkit
+
+    for name in tlkit.backbones.list_backbones():
+        print(name)
+    return 0
+
+
+def _cmd_strategies(args: argparse.Namespace) -> int:
+    import tlkit
+
+    print(tlkit.strategies())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlkit", description="Transfer learning with tlkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="train on a bundled dataset, a task pair or an image folder")
+    fit.add_argument("--data", help="dataset/pair name (`tlkit datasets`) or an ImageFolder path")
+    fit.add_argument("--backbone", help="backbone name (`tlkit backbones`)")
+    fit.add_argument("--config", help="YAML/JSON file of fit options")
+    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--mode", choices=["fine_tune", "full", "feature_extraction"])
+    fit.add_argument("--lr", type=float)
+    fit.add_argument("--batch-size", dest="batch_size", type=int)
+    fit.add_argument("--image-size", dest="image_size", type=int)
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--loss")
+    fit.add_argument("--pseudo-label", dest="pseudo_label")
+    fit.add_argument("--adapt", help="comma-separated adaptation strategies")
+    fit.add_argument("--device")
+    fit.add_argument("--checkpoint-dir", dest="checkpoint_dir")
+    fit.add_argument("--resume", action="store_true", help="continue from checkpoint-dir/last.pt")
+    fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other fit option")
+    fit.add_argument("--save", help="write the trained run here (load with tlkit.load)")
+    fit.add_argument("--plot", help="save learning curves to this image file")
+    fit.set_defaults(func=_cmd_fit)
+
+    demo = sub.add_parser("demo", help="offline demo on bundled data: table + learning curves")
+    demo.add_argument("--out", default="demo_output", help="folder for the plot")
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--quick", action="store_true", help="a tiny smoke-sized run")
+    demo.set_defaults(func=_cmd_demo)
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved run on a dataset's test sets")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--data", required=True)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    for name, func, text in (
+        ("datasets", _cmd_datasets, "list bundled datasets and pairs"),
+        ("backbones", _cmd_backbones, "list backbone names"),
+        ("strategies", _cmd_strategies, "list installed strategies"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tlkit.backbones import BackboneError
+    from tlkit.datasets import DataError
+    from tlkit.engine import CheckpointError, ConfigError, TrainingError
+    from tlkit.registry import PluginError
+
+    try:
+        return args.func(args)
+    except (DataError, BackboneError, ConfigError, CheckpointError, PluginError,
+            TrainingError) as exc:
+        print(f"tlkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Batched inference and evaluation shared by the trainer and :class:`tlkit.Run`."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from tlkit.datasets.domain import Domain
+from tlkit.engine.metrics import classification_metrics, regression_metrics
+
+
+def autocast_for(device: torch.device, precision: str):
+    """An autocast context for ``precision`` ("fp32" gives a no-op context)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            with autocast_for(device, precision):
+                outs.append(model(batch).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def metrics_from_outputs(outputs: torch.Tensor, domain: Domain, num_classes: int) -> dict:
+    """Metrics against the domain's clean labels (the truth, also under label noise)."""
+    if domain.task == "regression":
+        return regression_metrics(outputs, domain.clean_labels)
+    return classification_metrics(outputs, domain.clean_labels, num_classes)
+
+
+def evaluate_model(
+    model: nn.Module,
+    domain: Domain,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """accuracy / per-class accuracy / confusion matrix (or MAE / RMSE) of ``model`` on ``domain``."""
+    outputs = predict_outputs(
+        model, domain.images, batch_size=batch_size, device=device, precision=precision
+    )
+    num_classes = getattr(model, "out_features", None) or domain.num_classes
+    return metrics_from_outputs(outputs, domain, num_classes)

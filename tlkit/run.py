@@ -1,0 +1,220 @@
+"""Run: what a fit returns -- the trained model, its history, evaluation, plots and saving."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlkit.backbones import create_model
+from tlkit.backbones.base import TransferModel
+from tlkit.datasets.domain import DataError, Domain, DomainPair
+from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tlkit.engine.config import FitConfig
+from tlkit.engine.evaluate import evaluate_model, predict_outputs
+
+
+class Run:
+    """A finished (or stopped) training run.
+
+    Attributes:
+        model: the trained :class:`TransferModel` (last weights; ``best.pt`` in the checkpoint
+            folder holds the best ones).
+        history: one dict per epoch (``pandas.DataFrame(run.history)`` gives a table).
+        step_logs: losses logged every ``log_every`` steps, for finer curves.
+        best: ``{"metric", "value", "epoch"}`` of the monitored metric.
+        config: the :class:`FitConfig` used.
+    """
+
+    def __init__(
+        self,
+        model: TransferModel,
+        config: FitConfig,
+        *,
+        history: list[dict[str, Any]] | None = None,
+        step_logs: list[dict[str, float]] | None = None,
+        best: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
+        data: DomainPair | None = None,
+        stopped_early: bool = False,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.history = history or []
+        self.step_logs = step_logs or []
+        self.best = best or {}
+        self.spec = spec or {}
+        self.data = data
+        self.stopped_early = stopped_early
+
+    @classmethod
+    def from_trainer(cls, trainer: Any) -> Run:
+        from tlkit.engine.trainer import model_spec
+
+        return cls(
+            trainer.model,
+            trainer.config,
+            history=trainer.history,
+            step_logs=trainer.step_logs,
+            best=trainer.best,
+            spec=model_spec(trainer.model, trainer.config, trainer.data),
+            data=trainer.data,
+            stopped_early=trainer.state.stopped_early,
+        )
+
+    # -- facts -----------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.get("classes", []))
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The last epoch's row of the history (empty before the first epoch ends)."""
+        return self.history[-1] if self.history else {}
+
+    def to_dataframe(self):
+        """The history as a pandas DataFrame (pandas is optional; install it for this)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history).set_index("epoch")
+
+    # -- use -------------------------------------------------------------------------------
+    def evaluate(
+        self, data: Domain | DomainPair | None = None, *, batch_size: int = 256, device=None
+    ) -> dict[str, Any]:
+        """Metrics on a domain (its clean labels), or on every held-out set of a task.
+
+        Classification: ``accuracy``, ``per_class_accuracy`` and ``confusion_matrix``;
+        regression: ``mae`` and ``rmse``. A task gives ``{"source": {...}, "target": {...}}``.
+        """
+        data = data if data is not None else self.data
+        if data is None:
+            raise DataError("evaluate() needs data: run.evaluate(task.target_test), say.")
+        if isinstance(data, DomainPair):
+            sets = data.eval_sets()
+            if not sets:
+                raise DataError(f"task '{data.name}' has no test sets to evaluate on.")
+            return {name: self.evaluate(d, batch_size=batch_size, device=device) for name, d in sets.items()}
+        if data.task == "classification" and data.num_classes != self.model.out_features:
+            raise DataError(
+                f"'{data.name}' has {data.num_classes} classes but the model predicts "
+                f"{self.model.out_features}; evaluate on data with the training label set."
+            )
+        return evaluate_model(self.model, data, batch_size=batch_size, device=device)
+
+    def predict(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+        """Class ids ``(N,)`` (or regression outputs ``(N, D)``) for images or a Domain."""
+        outputs = self.predict_outputs(images, batch_size=batch_size)
+        return outputs.argmax(dim=1) if self.task == "classification" else outputs
+
+    def predict_proba(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities ``(N, K)``."""
+        return self.predict_outputs(images, batch_size=batch_size).softmax(dim=1)
+
+    def predict_outputs(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+        imgs = images.images if isinstance(images, Domain) else torch.as_tensor(images)
+        if imgs.ndim == 3:
+            imgs = imgs.unsqueeze(1)
+        return predict_outputs(self.model, imgs, batch_size=batch_size)
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model, its config and history (atomically) for :func:`tlkit.load`."""
+        payload = {
+            "config": self.config.to_dict(),
+            "model_spec": self.spec,
+            "model": self.model.state_dict(),
+            "history": self.history,
+            "step_logs": self.step_logs,
+            "best": self.best,
+        }
+        return save_checkpoint(payload, path)
+
+    # -- display ---------------------------------------------------------------------------
+    def plot(self, metrics: list[str] | None = None):
+        """Learning curves: training losses (left) and held-out metrics (right), per epoch."""
+        from tlkit.plots import plot_history
+
+        return plot_history(self.history, metrics=metrics, title=self._title())
+
+    def plot_confusion_matrix(self, data: Domain, *, normalize: bool = True):
+        """The confusion matrix on ``data`` as a heat map."""
+        from tlkit.plots import plot_confusion_matrix
+
+        cm = self.evaluate(data)["confusion_matrix"]
+        return plot_confusion_matrix(cm, self.classes, normalize=normalize, title=data.name)
+
+    def _title(self) -> str:
+        name = self.data.name if self.data is not None else "run"
+        return f"{name} / {self.spec.get('backbone', '?')}"
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        rows = [("backbone", str(self.spec.get("backbone"))), ("mode", self.config.mode)]
+        rows.append(("epochs", f"{len(self.history)}/{self.config.epochs}"))
+        for k, v in self.last.items():
+            if k.endswith(("accuracy", "mae", "rmse", "loss")) and isinstance(v, float):
+                rows.append((k, f"{v:.4f}"))
+        if self.best.get("epoch"):
+            rows.append(("best", f"{self.best['metric']}={self.best['value']:.4f} @ epoch {self.best['epoch']}"))
+        if self.stopped_early:
+            rows.append(("stopped", "early (stop request or max_steps)"))
+        return rows
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v}" for k, v in self._summary_rows())
+        return f"Run({body})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>"
+            for k, v in self._summary_rows()
+        )
+        return f"<table><caption>tlkit run: {escape(self._title())}</caption>{rows}</table>"
+
+
+def load(path: str | Path, *, model: TransferModel | None = None, device: str = "cpu") -> Run:
+    """Load a run saved with :meth:`Run.save` (or a trainer's ``best.pt`` / ``last.pt``).
+
+    The architecture is rebuilt from the backbone name stored in the file; for a custom
+    ``nn.Module`` backbone pass ``model=`` built the same way.
+    """
+    ckpt = load_checkpoint(path, map_location=device)
+    spec = ckpt.get("model_spec") or {}
+    try:
+        config = FitConfig.from_dict(ckpt["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has no usable config ({exc}).") from exc
+    if model is None:
+        if spec.get("backbone") in (None, "custom"):
+            raise CheckpointError(
+                f"checkpoint '{path}' was trained with a custom nn.Module backbone; rebuild it "
+                "and pass tlkit.load(path, model=tlkit.backbones.create_model(module, num_classes))."
+            )
+        model = create_model(
+            spec["backbone"],
+            spec["out_features"],
+            task=spec["task"],
+            pretrained=False,
+            dropout=spec.get("dropout", 0.0),
+            input_size=spec.get("input_size"),
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit the model ({str(exc).splitlines()[0]})."
+        ) from exc
+    return Run(
+        model.to(device),
+        config,
+        history=list(ckpt.get("history", [])),
+        step_logs=list(ckpt.get("step_logs", [])),
+        best=dict(ckpt.get("best") or {}),
+        spec=spec,
+    )

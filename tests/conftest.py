@@ -19,15 +19,19 @@ def _isolated_cache(tmp_path_factory):
     mp.undo()
 
 
-def quadrant_domain(n: int, *, seed: int, name: str, shift: float = 0.0, size: int = 16) -> Domain:
-    """4 classes; class c lights up quadrant c. ``shift`` brightens the background (a domain)."""
+def pattern_domain(n: int, *, seed: int, name: str, shift: float = 0.0, size: int = 16) -> Domain:
+    """4 texture classes (horizontal / vertical stripes, checkerboard, flat) at random phases,
+    so a translation-invariant CNN can learn them. ``shift`` brightens everything (a domain)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 4
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    phase = torch.randint(0, 4, (n, 2), generator=g)
     images = torch.rand(n, 1, size, size, generator=g) * 0.3 + shift
-    h = size // 2
     for i, c in enumerate(labels.tolist()):
-        r, col = divmod(c, 2)
-        images[i, 0, r * h : (r + 1) * h, col * h : (col + 1) * h] += 0.6
+        py, px = phase[i].tolist()
+        rows, cols = ((yy + py) // 2) % 2, ((xx + px) // 2) % 2
+        pattern = [rows, cols, (rows + cols) % 2, torch.full_like(rows, 1) * 0.5][c]
+        images[i, 0] += 0.6 * pattern.float()
     images = (images.clamp(0, 1) * 255).to(torch.uint8)
     return Domain(images, labels, classes=("a", "b", "c", "d"), name=name)
 
@@ -35,8 +39,8 @@ def quadrant_domain(n: int, *, seed: int, name: str, shift: float = 0.0, size: i
 @pytest.fixture
 def tiny_task() -> DomainPair:
     """A labelled source with test set, an unlabelled shifted target with test set."""
-    source = quadrant_domain(128, seed=0, name="src")
-    target = quadrant_domain(96, seed=1, name="tgt", shift=0.2)
+    source = pattern_domain(128, seed=0, name="src")
+    target = pattern_domain(96, seed=1, name="tgt", shift=0.2)
     s_train, s_test = source.split(0.25, seed=0)
     t_train, t_test = target.split(0.25, seed=0)
     return DomainPair(s_train, s_test, t_train.unlabelled(), t_test, name="tiny")

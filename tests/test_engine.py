@@ -58,8 +58,9 @@ def test_resume_after_a_crash_from_periodic_checkpoint(tiny_task, fast, tmp_path
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tlkit.fit(tiny_task, checkpoint_dir=str(tmp_path), checkpoint_every=3,
-                  observers=[Crash()], **opts)
+        tlkit.fit(
+            tiny_task, checkpoint_dir=str(tmp_path), checkpoint_every=3, observers=[Crash()], **opts
+        )
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
     assert saved["state"]["step"] == 6
     resumed = tlkit.fit(tiny_task, checkpoint_dir=str(tmp_path), resume=True, **opts)
@@ -85,8 +86,15 @@ def test_fine_tune_freezes_then_unfreezes_with_discriminative_rates(tiny_task, f
             first = next(trainer.model.backbone.parameters()).detach().clone()
             seen.append((epoch, lrs, first))
 
-    tlkit.fit(tiny_task, epochs=3, mode="fine_tune", freeze_epochs=1, lr_spread=100,
-              observers=[Watch()], **fast)
+    tlkit.fit(
+        tiny_task,
+        epochs=3,
+        mode="fine_tune",
+        freeze_epochs=1,
+        lr_spread=100,
+        observers=[Watch()],
+        **fast,
+    )
     (_, lrs1, w1), (_, lrs2, w2), (_, lrs3, w3) = seen
     assert len(set(lrs1)) == 1  # frozen: head only, one rate
     assert min(lrs2) == pytest.approx(fast["lr"] / 100) and max(lrs2) == fast["lr"]
@@ -98,8 +106,9 @@ def test_frozen_backbone_does_not_change(tiny_task, fast):
     run = tlkit.fit(tiny_task, epochs=1, mode="feature_extraction", **fast)
     torch.manual_seed(fast["seed"])  # fit() seeds before building the model
     fresh = tlkit.backbones.create_model("small_cnn", 4, pretrained=False)
-    for (k, a), b in zip(run.model.backbone.state_dict().items(),
-                         fresh.backbone.state_dict().values()):
+    for (k, a), b in zip(
+        run.model.backbone.state_dict().items(), fresh.backbone.state_dict().values()
+    ):
         assert torch.equal(a, b), k
 
 
@@ -110,8 +119,11 @@ def test_feature_extraction_runs_the_backbone_once(tiny_task, fast):
         lambda m, inp, out: calls.__setitem__("images", calls["images"] + len(inp[0]))
     )
     run = tlkit.fit(tiny_task, model=model, epochs=4, mode="feature_extraction", **fast)
-    once = len(tiny_task.source) + len(tiny_task.target) + len(tiny_task.source_test) + len(
-        tiny_task.target_test
+    once = (
+        len(tiny_task.source)
+        + len(tiny_task.target)
+        + len(tiny_task.source_test)
+        + len(tiny_task.target_test)
     )
     assert calls["images"] == once  # cached: four epochs cost one pass over each set
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]  # the head learns
@@ -225,8 +237,15 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
 
     temp_strategy(Explodes)
     with pytest.raises(TrainingError, match="at step 8") as err:
-        tlkit.fit(tiny_task, epochs=3, loss="test_nan", checkpoint_dir=str(tmp_path),
-                  checkpoint_every=2, log_every=4, **fast)
+        tlkit.fit(
+            tiny_task,
+            epochs=3,
+            loss="test_nan",
+            checkpoint_dir=str(tmp_path),
+            checkpoint_every=2,
+            log_every=4,
+            **fast,
+        )
     assert "last good checkpoint" in str(err.value)
     good = torch.load(tmp_path / "last.pt", weights_only=True)
     assert good["state"]["step"] == 6
@@ -241,8 +260,11 @@ def test_head_size_mismatch_is_explained(tiny_task, fast):
 
 def test_labels_outside_range_are_explained():
     with pytest.raises(DataError, match=r"outside \[0, 3\)"):
-        Domain(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 2, 5]),
-               classes=("a", "b", "c"))
+        Domain(
+            torch.zeros(4, 1, 8, 8, dtype=torch.uint8),
+            torch.tensor([0, 1, 2, 5]),
+            classes=("a", "b", "c"),
+        )
 
 
 def test_empty_and_misshaped_data_are_explained():
@@ -267,7 +289,9 @@ def test_bad_options_are_explained(tiny_task, fast):
         tlkit.fit(tiny_task, mode="warp", **fast)
     with pytest.raises(ConfigError, match="no target"):
         tlkit.fit(DomainPair(tiny_task.source), adapt="anything", **fast)
-    with pytest.raises(tlkit.PluginError, match="unknown loss strategy 'nope'. Known: .*cross_entropy"):
+    with pytest.raises(
+        tlkit.PluginError, match="unknown loss strategy 'nope'. Known: .*cross_entropy"
+    ):
         tlkit.fit(tiny_task, loss="nope", **fast)
 
 
@@ -306,7 +330,7 @@ def test_small_cnn_learns_bundled_digits():
 def test_regression_head_learns_brightness(fast):
     g = torch.Generator().manual_seed(0)
     level = torch.rand(256, generator=g)
-    images = (level.view(-1, 1, 1, 1) * 200 + torch.rand(256, 1, 12, 12, generator=g) * 40)
+    images = level.view(-1, 1, 1, 1) * 200 + torch.rand(256, 1, 12, 12, generator=g) * 40
     dom = Domain(images.to(torch.uint8), level, task="regression", name="bright")
     train, test = dom.split(0.25)
     run = tlkit.fit(DomainPair(train, test), epochs=6, mode="full", **fast)
@@ -319,8 +343,15 @@ def test_two_stage_regression_then_classification(tiny_task, fast):
     imgs = tiny_task.source.images
     bright = imgs.float().mean(dim=(1, 2, 3)) / 255
     reg = Domain(imgs, bright, task="regression", name="brightness")
-    run = tlkit.fit_two_stage(reg, tiny_task, source_epochs=2, target_epochs=1,
-                              source_options={"mode": "full"}, mode="feature_extraction", **fast)
+    run = tlkit.fit_two_stage(
+        reg,
+        tiny_task,
+        source_epochs=2,
+        target_epochs=1,
+        source_options={"mode": "full"},
+        mode="feature_extraction",
+        **fast,
+    )
     assert run.pretrain_run.task == "regression" and run.task == "classification"
     pre = run.pretrain_run.model.backbone.state_dict()
     post = run.model.backbone.state_dict()

@@ -47,8 +47,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from tlkit.demo import format_table
 
     options = _load_config(args.config)
-    for flag in ("data", "backbone", "epochs", "mode", "lr", "batch_size", "image_size", "seed",
-                 "loss", "pseudo_label", "checkpoint_dir", "device"):
+    for flag in (
+        "data",
+        "backbone",
+        "epochs",
+        "mode",
+        "lr",
+        "batch_size",
+        "image_size",
+        "seed",
+        "loss",
+        "pseudo_label",
+        "checkpoint_dir",
+        "device",
+    ):
         value = getattr(args, flag)
         if value is not None:
             options[flag] = value
@@ -61,8 +73,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         options[key.strip()] = _parse_value(value)
     data = options.pop("data", None)
     if not data:
-        raise SystemExit("tlkit: say which data to train on: --data NAME (see `tlkit datasets`) "
-                         "or a 'data:' entry in --config.")
+        raise SystemExit(
+            "tlkit: say which data to train on: --data NAME (see `tlkit datasets`) "
+            "or a 'data:' entry in --config."
+        )
     if isinstance(data, str) and Path(data).is_dir():
         data = tlkit.datasets.from_folder(data, image_size=options.get("image_size") or 224)
     backbone = options.pop("backbone", "efficientnet_lite0")
@@ -177,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, BackboneError, ConfigError, CheckpointError, PluginError,
-            TrainingError) as exc:
+    except (
+        DataError,
+        BackboneError,
+        ConfigError,
+        CheckpointError,
+        PluginError,
+        TrainingError,
+    ) as exc:
         print(f"tlkit: error: {exc}", file=sys.stderr)
         return 2
 

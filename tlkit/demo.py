@@ -42,7 +42,9 @@ def run_demo(
     if quick:  # a smoke-sized run for tests: a few hundred samples, one epoch each
         data = _shrink(data, 200)
         epochs = 2
-    print(f"tlkit demo: {data.name}, backbone {backbone} (ImageNet weights, offline), {image_size}px")
+    print(
+        f"tlkit demo: {data.name}, backbone {backbone} (ImageNet weights, offline), {image_size}px"
+    )
     print(data)
     common = dict(backbone=backbone, image_size=image_size, seed=seed, batch_size=64)
     setups = [

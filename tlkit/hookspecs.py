@@ -54,7 +54,7 @@ def tlkit_setup(trainer: Trainer) -> nn.Module | None:
     and saves/restores its weights in checkpoints under the strategy's name.
 
     :param trainer: the trainer; ``trainer.model`` and ``trainer.num_classes`` are ready.
-    :return: an ``nn.Module`` to train, or ``None``. All results are collected.
+    :return: an ``nn.Module`` to train, or ``None``. All results are used (not firstresult).
     """
 
 
@@ -66,6 +66,7 @@ def tlkit_wants_target(trainer: Trainer) -> bool | None:
     so BatchNorm sees both) only when some active strategy returns ``True``; source-only runs
     keep BatchNorm statistics clean of target data.
 
+    :param trainer: the trainer, before the epoch starts (asked once per epoch).
     :return: ``True`` to request the target batch. firstresult: the first non-``None`` wins.
     """
 
@@ -83,7 +84,7 @@ def tlkit_supervised_loss(
     :param logits: model outputs ``(B, K)`` (classification) or ``(B, D)`` (regression).
     :param targets: class ids ``(B,)`` (int64) or regression targets ``(B,)`` / ``(B, D)``.
     :param step: the current :class:`Step` (for schedules depending on ``step.progress``).
-    :return: per-sample losses ``(B,)``; the engine averages them.
+    :return: per-sample losses ``(B,)``; the engine averages them. firstresult.
     """
 
 
@@ -98,7 +99,7 @@ def tlkit_pseudo_labels(step: Step) -> PseudoLabels | None:
     (fraction of weights > 0) and, when the clean target labels are known, pseudo-label accuracy.
 
     :param step: the step, with ``step.target_logits`` ``(B_t, K)``.
-    :return: a :class:`PseudoLabels` or ``None`` to skip this step.
+    :return: a :class:`PseudoLabels` or ``None`` to skip this step. firstresult.
     """
 
 
@@ -108,23 +109,31 @@ def tlkit_extra_losses(step: Step) -> dict[str, torch.Tensor] | None:
 
     :param step: the step after the forward pass.
     :return: a mapping ``{term name: scalar tensor}``, already weighted; the engine adds all terms
-        to the loss and logs each under its name. ``None`` adds nothing.
+        to the loss and logs each under its name. ``None`` adds nothing. All results are used
+        (not firstresult); two strategies may not use the same term name.
     """
 
 
 # -- observers --------------------------------------------------------------------------------
 @hookspec
 def tlkit_on_fit_start(trainer: Trainer) -> None:
-    """Called once before training starts (after :func:`tlkit_setup`)."""
+    """Called once before training starts (after :func:`tlkit_setup`), also when resuming.
+
+    :param trainer: the trainer; ``trainer.state`` says where a resumed run starts.
+    :return: nothing. Every implementation is called (not firstresult).
+    """
 
 
 @hookspec
 def tlkit_on_step_end(trainer: Trainer, step: Step, logs: dict[str, float]) -> None:
     """Called after each optimiser step.
 
+    :param trainer: the trainer; ``trainer.state.step`` counts the steps done.
+    :param step: the :class:`Step` just taken (with its outputs).
     :param logs: the step's scalars (``loss``, each loss term, ``lr``...). They are synchronised
         from the device every ``config.log_every`` steps; between syncs ``logs`` is empty, so
         observers that draw should draw when it is not.
+    :return: nothing. Every implementation is called (not firstresult).
     """
 
 
@@ -132,22 +141,32 @@ def tlkit_on_step_end(trainer: Trainer, step: Step, logs: dict[str, float]) -> N
 def tlkit_on_epoch_end(trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
     """Called after each epoch's evaluation with that epoch's row of the history.
 
+    :param trainer: the trainer.
+    :param epoch: the epoch just finished, counting from 1.
     :param metrics: ``epoch``, ``train_loss``, every loss term, ``source_accuracy`` /
         ``target_accuracy`` (or ``*_mae`` / ``*_rmse`` for regression) and ``lr``.
+    :return: nothing. Every implementation is called (not firstresult).
     """
 
 
 @hookspec
 def tlkit_on_fit_end(trainer: Trainer, history: list[dict[str, Any]]) -> None:
-    """Called once when training ends, normally or by a stop request."""
+    """Called once when training ends: normally, by a stop request, or by an error.
+
+    :param trainer: the trainer; ``trainer.state.stopped_early`` tells a stop from an end.
+    :param history: the per-epoch rows recorded so far.
+    :return: nothing. Every implementation is called (not firstresult).
+    """
 
 
 @hookspec(firstresult=True)
 def tlkit_should_stop(trainer: Trainer) -> bool | None:
     """Polled at every step boundary; ``True`` ends training there (a Stop button).
 
-    The engine finishes the step, saves a checkpoint when a checkpoint folder is set, and returns
-    the run as it is. firstresult: the first non-``None`` answer wins.
+    The engine saves a checkpoint when a checkpoint folder is set and returns the run as it is.
+
+    :param trainer: the trainer, between two steps.
+    :return: ``True`` to stop. firstresult: the first non-``None`` answer wins.
     """
 
 

@@ -119,11 +119,7 @@ def _describe(obj: Any, *, name: str | None, family: str | None, provider: str) 
         for n in hookspecs.HOOK_NAMES
         if hasattr(obj, n) and hasattr(getattr(obj, n), "tlkit_impl")
     ]
-    stray = [
-        n
-        for n in dir(obj)
-        if n.startswith("tlkit_") and n not in hookspecs.HOOK_NAMES
-    ]
+    stray = [n for n in dir(obj) if n.startswith("tlkit_") and n not in hookspecs.HOOK_NAMES]
     if stray:
         raise PluginError(
             f"strategy '{name}' defines {stray}, which are not tlkit hooks; known hooks: "
@@ -161,9 +157,7 @@ def _load_entry_points() -> None:
         _registry.setdefault(info.name, info)
 
 
-def register(
-    obj: Any = None, *, name: str | None = None, family: str | None = None
-) -> Any:
+def register(obj: Any = None, *, name: str | None = None, family: str | None = None) -> Any:
     """Make a strategy available by name for this session; usable as a class decorator.
 
     ``obj`` is a class (instantiated per run), an instance or a module with ``@tlkit.hookimpl``

@@ -100,7 +100,10 @@ class Run:
             sets = data.eval_sets()
             if not sets:
                 raise DataError(f"task '{data.name}' has no test sets to evaluate on.")
-            return {name: self.evaluate(d, batch_size=batch_size, device=device) for name, d in sets.items()}
+            return {
+                name: self.evaluate(d, batch_size=batch_size, device=device)
+                for name, d in sets.items()
+            }
         if data.task == "classification" and data.num_classes != self.model.out_features:
             raise DataError(
                 f"'{data.name}' has {data.num_classes} classes but the model predicts "
@@ -113,11 +116,15 @@ class Run:
         outputs = self.predict_outputs(images, batch_size=batch_size)
         return outputs.argmax(dim=1) if self.task == "classification" else outputs
 
-    def predict_proba(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+    def predict_proba(
+        self, images: torch.Tensor | Domain, *, batch_size: int = 256
+    ) -> torch.Tensor:
         """Class probabilities ``(N, K)``."""
         return self.predict_outputs(images, batch_size=batch_size).softmax(dim=1)
 
-    def predict_outputs(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+    def predict_outputs(
+        self, images: torch.Tensor | Domain, *, batch_size: int = 256
+    ) -> torch.Tensor:
         imgs = images.images if isinstance(images, Domain) else torch.as_tensor(images)
         if imgs.ndim == 3:
             imgs = imgs.unsqueeze(1)
@@ -161,7 +168,12 @@ class Run:
             if k.endswith(("accuracy", "mae", "rmse", "loss")) and isinstance(v, float):
                 rows.append((k, f"{v:.4f}"))
         if self.best.get("epoch"):
-            rows.append(("best", f"{self.best['metric']}={self.best['value']:.4f} @ epoch {self.best['epoch']}"))
+            rows.append(
+                (
+                    "best",
+                    f"{self.best['metric']}={self.best['value']:.4f} @ epoch {self.best['epoch']}",
+                )
+            )
         if self.stopped_early:
             rows.append(("stopped", "early (stop request or max_steps)"))
         return rows

@@ -51,9 +51,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"checkpoint '{path}' could not be read ({type(exc).__name__}: {exc}). The file is "
-            "corrupt or not a PyTorch file; use another checkpoint (e.g. best.pt / last.pt)."
+            f"checkpoint '{path}' could not be read ({type(exc).__name__}: {reason}). The file is "
+            "corrupt, not a PyTorch file, or holds pickled objects that tlkit will not execute "
+            "(it loads with weights_only=True); use another checkpoint (best.pt / last.pt)."
         ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(

@@ -175,7 +175,9 @@ class Trainer:
         self.is_main = self.dist.is_main
         seed_everything(config.seed)
         self.model = self._build_model(model)
-        self.pm = registry.make_plugin_manager(self._selected_strategies(), self._observers(observers))
+        self.pm = registry.make_plugin_manager(
+            self._selected_strategies(), self._observers(observers)
+        )
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []
         self.step_logs: list[dict[str, float]] = []
@@ -433,7 +435,9 @@ class Trainer:
             no_decay = [p for p in params if p.ndim <= 1]
             for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
                 if ps:
-                    out.append({"params": ps, "lr": float(lr), "base_lr": float(lr), "weight_decay": wd})
+                    out.append(
+                        {"params": ps, "lr": float(lr), "base_lr": float(lr), "weight_decay": wd}
+                    )
         return out
 
     @torch.no_grad()
@@ -674,7 +678,9 @@ class Trainer:
         self.state.epoch += 1
         self.state.step_in_epoch = 0
         improved = self._update_best(row)
-        registry.call_hook(self.pm, "tlkit_on_epoch_end", trainer=self, epoch=epoch + 1, metrics=row)
+        registry.call_hook(
+            self.pm, "tlkit_on_epoch_end", trainer=self, epoch=epoch + 1, metrics=row
+        )
         if cfg.checkpoint_dir:
             self._save("last.pt")
             if improved:
@@ -798,7 +804,9 @@ class Trainer:
         self.history = list(ckpt["history"])
         self.step_logs = list(ckpt["step_logs"])
         self.best = dict(ckpt["best"])
-        self._epoch_sums = {k: torch.tensor(v, device=self.device) for k, v in ckpt.get("epoch_sums", {}).items()}
+        self._epoch_sums = {
+            k: torch.tensor(v, device=self.device) for k, v in ckpt.get("epoch_sums", {}).items()
+        }
         self._epoch_count = ckpt.get("epoch_count", 0)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

@@ -358,3 +358,44 @@ def test_two_stage_regression_then_classification(tiny_task, fast):
     for k in pre:  # stage 2 (frozen) starts from, and keeps, the stage-1 backbone
         assert torch.equal(pre[k], post[k]), k
     assert run.model.out_features == 4
+
+
+def test_target_scores_join_the_history_and_can_be_monitored(tiny_task, fast, temp_strategy):
+    seen = {}
+
+    class NegEntropy:
+        name, family = "test_score", "validator"
+
+        @tlkit.hookimpl
+        def tlkit_before_evaluate(self, trainer):
+            seen["before"] = seen.get("before", 0) + 1
+
+        @tlkit.hookimpl
+        def tlkit_target_scores(self, logits, features):
+            seen["shapes"] = (tuple(logits.shape), tuple(features.shape))
+            p = logits.softmax(1)
+            return {"score_neg_entropy": float((p * p.clamp_min(1e-8).log()).sum(1).mean())}
+
+    temp_strategy(NegEntropy)
+    run = tlkit.fit(tiny_task, epochs=2, validate="test_score", monitor="score_neg_entropy", **fast)
+    assert seen["before"] == 2
+    assert seen["shapes"] == ((len(tiny_task.target), 4), (len(tiny_task.target), 128))
+    scores = [row["score_neg_entropy"] for row in run.history]
+    assert run.best["metric"] == "score_neg_entropy"
+    assert run.best["value"] == max(scores)  # higher is better for scores
+
+
+def test_step_forward_runs_extra_views_with_gradients(tiny_task, fast, temp_strategy):
+    class Consistency:
+        name, family = "test_views", "regularizer"
+        needs_images = True
+
+        @tlkit.hookimpl
+        def tlkit_extra_losses(self, step):
+            _, logits = step.forward(step.x.flip(-1))
+            assert logits.requires_grad and logits.shape == step.logits.shape
+            return {"flip": (logits - step.logits).pow(2).mean()}
+
+    temp_strategy(Consistency)
+    run = tlkit.fit(tiny_task, epochs=1, regularize="test_views", **fast)
+    assert run.history[-1]["flip"] >= 0

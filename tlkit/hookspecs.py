@@ -114,6 +114,37 @@ def tlkit_extra_losses(step: Step) -> dict[str, torch.Tensor] | None:
     """
 
 
+# -- evaluation -------------------------------------------------------------------------------
+@hookspec
+def tlkit_before_evaluate(trainer: Trainer) -> None:
+    """Called at the end of each epoch, just before the held-out sets are evaluated.
+
+    Strategies that change the model for inference do it here; AdaBN, for one, re-estimates
+    BatchNorm statistics on the target data.
+
+    :param trainer: the trainer; ``trainer.model`` is the model about to be evaluated.
+    :return: nothing. Every implementation is called (not firstresult).
+    """
+
+
+@hookspec
+def tlkit_target_scores(
+    trainer: Trainer, logits: torch.Tensor, features: torch.Tensor
+) -> dict[str, float] | None:
+    """Unsupervised model-selection scores on the unlabelled target training set, each epoch.
+
+    Only called when the task has a target and some active strategy implements it. The scores
+    join the epoch's history row under their names (e.g. ``score_entropy``), so
+    ``monitor="score_entropy"`` can pick the checkpoint without target labels.
+
+    :param trainer: the trainer.
+    :param logits: model outputs on every target training sample, ``(N_t, K)``, on CPU.
+    :param features: backbone features of the same samples, ``(N_t, D)``, on CPU.
+    :return: ``{name: value}`` where higher is better, or ``None``. All results are used
+        (not firstresult).
+    """
+
+
 # -- observers --------------------------------------------------------------------------------
 @hookspec
 def tlkit_on_fit_start(trainer: Trainer) -> None:

@@ -31,6 +31,7 @@ FAMILIES: dict[str, str] = {
     "pseudo_label": "pseudo_label",
     "adapt": "adapt",
     "regularizer": "regularize",
+    "validator": "validate",
 }
 
 

@@ -44,6 +44,7 @@ class FitConfig:
     pseudo_label: Any = None
     adapt: Any = None
     regularize: Any = None
+    validate: Any = None
     monitor: str = "auto"
     seed: int = 0
     device: str = "auto"
@@ -59,9 +60,9 @@ class FitConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.validate()
+        self.check()
 
-    def validate(self) -> None:
+    def check(self) -> None:
         def choice(name: str, allowed: tuple) -> None:
             value = getattr(self, name)
             if value not in allowed:

@@ -31,7 +31,7 @@ from tlkit.engine import distributed
 from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tlkit.engine.config import ConfigError, FitConfig
 from tlkit.engine.ema import EMA
-from tlkit.engine.evaluate import autocast_for, metrics_from_outputs, predict_outputs
+from tlkit.engine.evaluate import autocast_for, metrics_from_outputs
 from tlkit.engine.schedules import lr_multiplier
 
 #: Keep the whole dataset on the accelerator when it is smaller than this (bytes).
@@ -94,6 +94,16 @@ class Step:
     @property
     def model(self) -> TransferModel:
         return self.trainer.model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)`` of extra images (e.g. a strongly augmented view) through the
+        same network and precision as the step's own forward pass, with gradients."""
+        t = self.trainer
+        inputs = t.model.prepare(images)
+        if t._channels_last():
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast_for(t.device, t.precision):
+            return t.forward(inputs)
 
 
 class _Network(nn.Module):
@@ -241,9 +251,9 @@ class Trainer:
             raise ConfigError(
                 f"pseudo_label= takes one strategy at a time, got {[n for n, _ in pseudo]}."
             )
-        if (pseudo or cfg.adapt) and self.data.target is None:
+        if (pseudo or cfg.adapt or cfg.validate) and self.data.target is None:
             raise ConfigError(
-                "pseudo_label= and adapt= learn from unlabelled target data, but this task has "
+                "pseudo_label=, adapt= and validate= use unlabelled target data, but this task has "
                 "no target. Use a pair such as tlkit.datasets.load('synth-digits->digits') or "
                 "tlkit.datasets.few_labels(task, k)."
             )
@@ -253,6 +263,7 @@ class Trainer:
             ("pseudo_label", pseudo),
             ("adapt", registry.normalize_selection(cfg.adapt)),
             ("regularizer", registry.normalize_selection(cfg.regularize)),
+            ("validator", registry.normalize_selection(cfg.validate)),
         ):
             for name, opts in selection:
                 info = registry.get(name, family)
@@ -689,29 +700,56 @@ class Trainer:
     def evaluate_epoch(self) -> dict[str, float]:
         """Scalar metrics on each held-out set, prefixed ``source_`` / ``target_``."""
         out: dict[str, float] = {}
-        eval_model = self.ema.module if self.ema is not None else self.model
+        registry.call_hook(self.pm, "tlkit_before_evaluate", trainer=self)
         for name, domain in self.data.eval_sets().items():
-            if self.net.cached and f"eval_{name}" in self.feature_cache:
-                with torch.no_grad():
-                    self.model.head.eval()
-                    outputs = self.model.head(self.feature_cache[f"eval_{name}"]).float().cpu()
-                    self.model.head.train()
-            else:
-                outputs = predict_outputs(
-                    eval_model,
-                    domain.images,
-                    batch_size=self.config.eval_batch_size,
-                    device=self.device,
-                    precision=self.precision,
-                )
+            _, outputs = self._eval_outputs(domain.images, f"eval_{name}")
             metrics = metrics_from_outputs(outputs, domain, self.num_classes)
             for key in ("accuracy", "mae", "rmse"):
                 if key in metrics:
                     out[f"{name}_{key}"] = metrics[key]
+        if self.data.target is not None and self.pm.hook.tlkit_target_scores.get_hookimpls():
+            features, logits = self._eval_outputs(self.data.target.images, "target")
+            for scores in registry.call_hook(
+                self.pm, "tlkit_target_scores", trainer=self, logits=logits, features=features
+            ):
+                out.update({k: float(v) for k, v in scores.items()})
         self.model.train()
         if not self.net.backbone_trainable or self.config.freeze_bn:
             _set_bn_eval(self.model.backbone)
         return out
+
+    @torch.no_grad()
+    def _eval_outputs(
+        self, images: torch.Tensor, cache_key: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, outputs)`` in eval mode on CPU; the EMA model when EMA is on; from the
+        feature cache while the backbone is frozen and cached."""
+        model = self.ema.module if self.ema is not None else self.model
+        was_training = model.training
+        model.eval()
+        feats, outs = [], []
+        bs = self.config.eval_batch_size
+        try:
+            if self.net.cached and cache_key in self.feature_cache:
+                cached = self.feature_cache[cache_key]
+                chunks = [cached[i : i + bs] for i in range(0, len(cached), bs)]
+            else:
+                chunks = [
+                    images[i : i + bs].to(self.device).float().div_(255)
+                    for i in range(0, len(images), bs)
+                ]
+            for chunk in chunks:
+                with autocast_for(self.device, self.precision):
+                    f = (
+                        chunk
+                        if self.net.cached and cache_key in self.feature_cache
+                        else (model.features(chunk))
+                    )
+                    feats.append(f.float().cpu())
+                    outs.append(model.head(f).float().cpu())
+        finally:
+            model.train(was_training)
+        return torch.cat(feats), torch.cat(outs)
 
     def monitor(self) -> tuple[str, str]:
         """The metric that picks the best checkpoint, and whether higher is better."""
@@ -721,7 +759,7 @@ class Trainer:
                 m = "source_accuracy" if self.task == "classification" else "source_mae"
             else:
                 m = "train_loss"
-        mode = "max" if m.endswith("accuracy") else "min"
+        mode = "max" if m.endswith("accuracy") or m.startswith("score_") else "min"
         return m, mode
 
     def _update_best(self, row: dict[str, Any]) -> bool:

@@ -96,7 +96,7 @@ def test_register_rejects_objects_that_are_not_strategies():
 def test_wrong_family_and_unknown_names_are_explained(tiny_task, fast):
     with pytest.raises(tlkit.PluginError, match="is a loss strategy.*loss='cross_entropy'"):
         tlkit.fit(tiny_task, adapt="cross_entropy", **fast)
-    with pytest.raises(tlkit.PluginError, match="Known: cross_entropy, mse"):
+    with pytest.raises(tlkit.PluginError, match="Known: .*cross_entropy.*mse"):
         registry.get("gcee", "loss")
     with pytest.raises(tlkit.ConfigError, match="exactly one supervised loss"):
         tlkit.fit(tiny_task, loss=["cross_entropy", "mse"], **fast)

@@ -130,6 +130,23 @@ class Run:
             imgs = imgs.unsqueeze(1)
         return predict_outputs(self.model, imgs, batch_size=batch_size)
 
+    def suspicious_labels(
+        self, data: Domain | None = None, *, method: str = "confident_learning", **options: Any
+    ):
+        """Training samples whose labels look wrong, most suspicious first.
+
+        ``data`` defaults to the run's labelled source. ``method`` is ``"confident_learning"``
+        (per-class confidence thresholds, Northcutt et al. 2021) or ``"small_loss"`` (rank by
+        the loss of the given label). See :func:`tlkit.label_issues.suspicious_labels`.
+        """
+        from tlkit.label_issues import suspicious_labels
+
+        if data is None:
+            if self.data is None:
+                raise DataError("suspicious_labels() needs data: pass the labelled Domain.")
+            data = self.data.source
+        return suspicious_labels(self.model, data, method=method, **options)
+
     # -- saving ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the model, its config and history (atomically) for :func:`tlkit.load`."""

@@ -1,0 +1,1 @@
+"""Pseudo-labelling and semi-supervised learning: the ``pseudo_label=`` family."""

@@ -1,0 +1,1 @@
+"""Regularised fine-tuning: the ``regularize=`` family."""

@@ -1,0 +1,1 @@
+"""Unsupervised model selection on the target: the ``validate=`` family."""

@@ -19,6 +19,29 @@ from tlkit.run import Run
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython):  # pragma: no cover - exercised through IPython
+    """``%load_ext tlkit``: register the ``%tlkit`` magics (see :mod:`tlkit.notebook.magics`)."""
+    from tlkit.notebook.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def dashboard(**options):
+    """The training dashboard widget (ipywidgets + matplotlib); see :mod:`tlkit.notebook`."""
+    from tlkit.notebook.dashboard import Dashboard
+
+    return Dashboard(**options)
+
+
+def __getattr__(name: str):
+    if name == "widgets":  # imported on first use: ipywidgets is only needed in notebooks
+        import importlib
+
+        return importlib.import_module("tlkit.notebook")
+    raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -28,6 +51,7 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "backbones",
+    "dashboard",
     "datasets",
     "fit",
     "fit_two_stage",
@@ -36,5 +60,6 @@ __all__ = [
     "register",
     "strategies",
     "unregister",
+    "widgets",
     "__version__",
 ]

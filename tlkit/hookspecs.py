@@ -145,6 +145,21 @@ def tlkit_target_scores(
     """
 
 
+# -- annotation (active learning) ------------------------------------------------------------
+@hookspec(firstresult=True)
+def tlkit_query_scores(probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
+    """How much a person's label for each unlabelled sample would help; the annotation assistant
+    asks about the highest-scoring samples first.
+
+    Called by :mod:`tlkit.notebook.annotate` (not by the training loop) with the current model's
+    predictions on the unlabelled pool.
+
+    :param probs: class probabilities ``(N, K)`` on CPU.
+    :param features: backbone features ``(N, D)`` on CPU (for diversity-based strategies).
+    :return: scores ``(N,)``, higher = ask first. firstresult: one query strategy answers.
+    """
+
+
 # -- observers --------------------------------------------------------------------------------
 @hookspec
 def tlkit_on_fit_start(trainer: Trainer) -> None:

@@ -32,6 +32,7 @@ FAMILIES: dict[str, str] = {
     "adapt": "adapt",
     "regularizer": "regularize",
     "validator": "validate",
+    "query": "query",
 }
 
 

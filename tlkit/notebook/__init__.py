@@ -1,0 +1,1 @@
+"""The notebook layer: %tlkit magics, the training dashboard, live plots, the annotation assistant."""

@@ -50,7 +50,7 @@ def lite0_imagenet() -> nn.Module:
 
 def photo(img: np.ndarray, size: int = 224) -> torch.Tensor:
     """uint8 HWC photo -> float (3, size, size) in [0, 1]: centre square crop, antialiased resize."""
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
     h, w = x.shape[1:]
     s = min(h, w)
     x = x[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
@@ -246,6 +246,10 @@ def test_torchvision_pretrained_from_cache(empty_hub) -> None:
     for key, value in backbone.body.state_dict().items():
         torch.testing.assert_close(value, saved[key])
 
+    # The same full-model file as weights=: the dropped fc.* keys are ignored, nothing downloads.
+    local = create_backbone("resnet18", weights=empty_hub / "resnet18-f37072fd.pth")
+    torch.testing.assert_close(local.body.conv1.weight, saved["conv1.weight"])
+
     (empty_hub / "resnet18-f37072fd.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(BackboneError, match="unreadable"):
         create_backbone("resnet18", pretrained=True)
@@ -361,3 +365,15 @@ def test_weights_file_errors(tmp_path) -> None:
     torch.save([1, 2, 3], not_weights)
     with pytest.raises(BackboneError, match="not a state dict"):
         create_backbone("small_cnn", weights=not_weights)
+
+
+def test_prepare_accepts_float64_and_antialiases_when_shrinking():
+    from tlkit.backbones import create_model
+
+    model = create_model("small_cnn", 3, pretrained=False)
+    x64 = torch.rand(2, 3, 40, 40, dtype=torch.float64)
+    assert model(x64).dtype == torch.float32
+    stripes = torch.zeros(1, 1, 64, 64)
+    stripes[..., ::2] = 1.0  # finest possible stripes: an antialiased shrink averages them out
+    prepared = model.prepare(stripes) * model.backbone.std + model.backbone.mean
+    assert prepared.std() < 0.1

@@ -128,11 +128,16 @@ class TransferModel(nn.Module):
             raise ValueError(
                 f"expected images of shape (B, 1 or 3, H, W), got {tuple(images.shape)}"
             )
+        if images.dtype != self.backbone.mean.dtype:  # float64 arrays, half inputs...
+            images = images.to(self.backbone.mean.dtype)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         size = self.backbone.input_size
         if size is not None and images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+            shrink = images.shape[-1] > size or images.shape[-2] > size
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+            )
         return (images - self.backbone.mean) / self.backbone.std
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

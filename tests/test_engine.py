@@ -399,3 +399,20 @@ def test_step_forward_runs_extra_views_with_gradients(tiny_task, fast, temp_stra
     temp_strategy(Consistency)
     run = tlkit.fit(tiny_task, epochs=1, regularize="test_views", **fast)
     assert run.history[-1]["flip"] >= 0
+
+
+def test_fit_works_under_no_grad(tiny_task, fast):
+    with torch.no_grad():
+        run = tlkit.fit(tiny_task, epochs=1, **fast)
+    assert run.history[0]["train_loss"] > 0
+
+
+def test_evaluation_restores_frozen_batchnorm(tiny_task, fast):
+    from tlkit.engine.evaluate import predict_outputs
+
+    model = tlkit.backbones.create_model("small_cnn", 4, pretrained=False)
+    model.train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()  # frozen by the trainer
+    predict_outputs(model, tiny_task.source_test.images)
+    assert model.training and not bn.training

@@ -7,7 +7,8 @@ Installed strategies come from two places:
 * :func:`register`, called from a notebook cell or a script.
 
 A strategy is a class (instantiated per run with the options the run passes), an instance, or a
-module, carrying ``name``, ``family`` and ``@tlkit.hookimpl`` functions. Many are installed; a run
+module, carrying ``name``, ``family`` and ``@tlkit.hookimpl`` functions. Names are unique across
+families (``loss="gce"`` and ``tlkit.strategies()`` look them up in one namespace). Many are installed; a run
 asks for a few by name and only those are registered in that run's :class:`pluggy.PluginManager`.
 """
 

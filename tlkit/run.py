@@ -200,6 +200,13 @@ class Run:
         return f"Run({body})"
 
     def _repr_html_(self) -> str:
+        """The summary table next to the learning curves (as an embedded PNG)."""
+        from tlkit.notebook.display import run_html
+
+        return run_html(self)
+
+    def summary_html(self) -> str:
+        """The summary table alone, as HTML."""
         rows = "".join(
             f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>"
             for k, v in self._summary_rows()

@@ -19,6 +19,17 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Each sub-module's train/eval flag, so evaluation can restore them exactly (a plain
+    ``model.train()`` would undo BatchNorm layers the trainer keeps frozen in eval mode)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
 @torch.no_grad()
 def predict_outputs(
     model: nn.Module,
@@ -30,7 +41,7 @@ def predict_outputs(
 ) -> torch.Tensor:
     """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
+    modes = training_modes(model)
     model.eval()
     outs = []
     try:
@@ -39,7 +50,7 @@ def predict_outputs(
             with autocast_for(device, precision):
                 outs.append(model(batch).float().cpu())
     finally:
-        model.train(was_training)
+        restore_training_modes(modes)
     return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -31,7 +31,12 @@ from tlkit.engine import distributed
 from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tlkit.engine.config import ConfigError, FitConfig
 from tlkit.engine.ema import EMA
-from tlkit.engine.evaluate import autocast_for, metrics_from_outputs
+from tlkit.engine.evaluate import (
+    autocast_for,
+    metrics_from_outputs,
+    restore_training_modes,
+    training_modes,
+)
 from tlkit.engine.schedules import lr_multiplier
 
 #: Keep the whole dataset on the accelerator when it is smaller than this (bytes).
@@ -287,6 +292,10 @@ class Trainer:
     # -- the run ---------------------------------------------------------------------------
     def fit(self, resume: str | Path | bool | None = None):
         """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``)."""
+        with torch.enable_grad():  # also when called under torch.no_grad() / inference code
+            return self._fit(resume)
+
+    def _fit(self, resume: str | Path | bool | None):
         from tlkit.run import Run
 
         cfg = self.config
@@ -725,7 +734,7 @@ class Trainer:
         """``(features, outputs)`` in eval mode on CPU; the EMA model when EMA is on; from the
         feature cache while the backbone is frozen and cached."""
         model = self.ema.module if self.ema is not None else self.model
-        was_training = model.training
+        modes = training_modes(model)
         model.eval()
         feats, outs = [], []
         bs = self.config.eval_batch_size
@@ -748,7 +757,7 @@ class Trainer:
                     feats.append(f.float().cpu())
                     outs.append(model.head(f).float().cpu())
         finally:
-            model.train(was_training)
+            restore_training_modes(modes)
         return torch.cat(feats), torch.cat(outs)
 
     def monitor(self) -> tuple[str, str]:

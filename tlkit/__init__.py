@@ -35,10 +35,12 @@ def dashboard(**options):
 
 
 def __getattr__(name: str):
-    if name == "widgets":  # imported on first use: ipywidgets is only needed in notebooks
-        import importlib
+    import importlib
 
+    if name == "widgets":  # imported on first use: ipywidgets is only needed in notebooks
         return importlib.import_module("tlkit.notebook")
+    if name == "label_issues":
+        return importlib.import_module("tlkit.label_issues")
     raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
 
 

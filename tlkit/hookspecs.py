@@ -48,6 +48,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def tlkit_setup(trainer: Trainer) -> nn.Module | None:
     """Prepare a strategy for a run; called once, before the first step (also when resuming).
 
+    It runs before a resumed run restores its checkpoint: the model then holds its starting
+    weights (pretrained, or the seeded initialisation), and the returned module's weights are
+    restored from the checkpoint afterwards. Keep state that must survive a resume in the module.
+
     Use it to build modules the strategy trains alongside the model, such as a domain
     discriminator. Return such a module (or ``None``): the engine moves it to the device, adds its
     parameters to the optimizer at the head's learning rate, wraps it for distributed training

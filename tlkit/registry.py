@@ -41,6 +41,10 @@ class PluginError(RuntimeError):
     """A strategy plugin is missing, broken, or failed inside a hook."""
 
 
+class StrategyOptionError(PluginError, ValueError):
+    """A strategy was given an option it rejects."""
+
+
 class UnknownStrategyError(PluginError, KeyError):
     """A run named a strategy that is not installed."""
 
@@ -67,6 +71,8 @@ class StrategyInfo:
                 raise PluginError(
                     f"strategy '{self.name}' does not accept options {sorted(options)}: {exc}"
                 ) from exc
+            except ValueError as exc:
+                raise StrategyOptionError(f"strategy '{self.name}': bad option: {exc}") from exc
         if options:
             raise PluginError(
                 f"strategy '{self.name}' takes no options (it is a module or an instance); "

@@ -40,7 +40,9 @@ def predict_outputs(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is not None:
+        model.to(device)  # evaluate where asked: the model moves with the data
+    device = next(model.parameters()).device
     modes = training_modes(model)
     model.eval()
     outs = []

@@ -52,7 +52,8 @@ class PseudoLabels:
     """What a pseudo-labelling strategy returns for a target batch of ``B_t`` samples.
 
     Attributes:
-        targets: class ids ``(B_t,)`` (or soft targets, if the active loss accepts them).
+        targets: class ids ``(B_t,)`` int64, or class probabilities ``(B_t, K)`` float (soft
+            targets; the first-party losses accept both).
         weights: per-sample weights ``(B_t,)``; 0 masks a sample out.
         logits: the outputs the loss is applied to, ``(B_t, K)``; ``None`` means
             ``step.target_logits``. FixMatch passes the logits of a strongly augmented view.

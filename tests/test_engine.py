@@ -416,3 +416,10 @@ def test_evaluation_restores_frozen_batchnorm(tiny_task, fast):
     bn.eval()  # frozen by the trainer
     predict_outputs(model, tiny_task.source_test.images)
     assert model.training and not bn.training
+
+
+def test_with_ema_the_run_model_is_the_one_the_history_measured(tiny_task, fast):
+    run = tlkit.fit(tiny_task, epochs=2, ema=0.9, **fast)
+    assert run.evaluate(tiny_task.source_test)["accuracy"] == pytest.approx(
+        run.last["source_accuracy"]
+    )

@@ -123,3 +123,13 @@ def test_a_broken_entry_point_warns_and_tlkit_still_works(monkeypatch):
     with pytest.warns(RuntimeWarning, match="skipped plugin 'broken'.*broken-plugin-pkg"):
         names = [s.name for s in tlkit.strategies()]
     assert "cross_entropy" in names and "broken" not in names
+
+
+def test_selection_forms():
+    norm = registry.normalize_selection
+    assert norm(None) == []
+    assert norm("gce") == [("gce", {})]
+    assert norm(("gce", {"q": 0.5})) == [("gce", {"q": 0.5})]
+    assert norm(["fixmatch", {"threshold": 0.8}]) == [("fixmatch", {"threshold": 0.8})]  # YAML
+    assert norm(["cdan", "mcc"]) == [("cdan", {}), ("mcc", {})]
+    assert norm({"cdan": None, "mcc": {"t": 2}}) == [("cdan", {}), ("mcc", {"t": 2})]

@@ -221,7 +221,12 @@ def normalize_selection(value: Any) -> list[tuple[str, dict[str, Any]]]:
         return [(value, {})]
     if isinstance(value, dict):
         return [(k, dict(v or {})) for k, v in value.items()]
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], dict)
+    ):  # ("name", {opts}); YAML/JSON configs give the list form
         return [(value[0], dict(value[1]))]
     out: list[tuple[str, dict[str, Any]]] = []
     for item in value:

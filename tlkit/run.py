@@ -53,8 +53,10 @@ class Run:
     def from_trainer(cls, trainer: Any) -> Run:
         from tlkit.engine.trainer import model_spec
 
+        # With EMA on, the history was measured with the averaged weights: return those.
+        model = trainer.ema.module if trainer.ema is not None else trainer.model
         return cls(
-            trainer.model,
+            model,
             trainer.config,
             history=trainer.history,
             step_logs=trainer.step_logs,

@@ -1,0 +1,159 @@
+r"""Mean Teacher: a student matches the predictions of its own weight average.
+
+Antti Tarvainen and Harri Valpola, "Mean teachers are better role models: Weight-averaged
+consistency targets improve semi-supervised deep learning results", NeurIPS 2017.
+
+The teacher :math:`\theta'` is an exponential moving average of the student :math:`\theta`,
+updated after every optimiser step with a decay that starts small so that the first steps are
+not dominated by the random initialisation:
+
+.. math::
+    \theta'_s = d_s \, \theta'_{s-1} + (1 - d_s) \, \theta_s, \qquad
+    d_s = \min\left(1 - \frac{1}{s + 1},\; d\right)
+
+(step :math:`s` counting from 1, :math:`d` = ``decay``). On two independently augmented views
+:math:`\eta, \eta'` of each unlabelled image the student's class probabilities are pulled towards
+the teacher's, which get no gradient:
+
+.. math::
+    \mathcal{L}_c = w(t) \, \frac{1}{B_t} \sum_{i=1}^{B_t}
+        \left\lVert \operatorname{softmax}(f_\theta(\eta(u_i)))
+        - \operatorname{softmax}(f_{\theta'}(\eta'(u_i))) \right\rVert_2^2,
+    \qquad w(t) = \lambda \, e^{-5 (1 - \min(1, t / T))^2}
+
+with the sigmoid-shaped ramp-up of Laine & Aila (2017) over the first :math:`T` = ``rampup``
+fraction of training (:math:`t` = ``step.progress``) and :math:`\lambda` = ``weight``.
+
+Shapes: ``step.x_target`` ``(B_t, C, H, W)`` -> student and teacher probabilities ``(B_t, K)`` ->
+one scalar, logged as ``consistency``. The teacher's argmax accuracy on the target batch (when its
+labels are known) is logged as ``pseudo_label_accuracy``, its agreement with the student as
+``teacher_agreement``, and ``mask_rate`` is the fraction of samples with a non-zero weight (all of
+them once :math:`w(t) > 0`).
+
+The student's view gets its own forward pass, which, as in :mod:`.fixmatch`, leaves BatchNorm's
+running statistics to the step's main pass over clean images; the teacher runs each layer in the
+student's current mode (BatchNorm on batch statistics during training) and, like
+:class:`tlkit.engine.ema.EMA`, copies the student's buffers rather than averaging them.
+
+The teacher is returned from ``tlkit_setup``, so checkpoints save and resuming restores it; its
+parameters need no gradient, so the optimiser leaves them alone. The engine evaluates the
+student (the paper reports the teacher); ``ema=`` in :func:`tlkit.fit` makes the per-epoch
+metrics those of a weight average of the student.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import tlkit
+from tlkit.datasets.augment import strong_augment, weak_augment
+from tlkit.engine.ema import EMA
+from tlkit.engine.evaluate import autocast_for
+from tlkit_strategies.pseudo_label.fixmatch import frozen_bn_statistics
+from tlkit_strategies.pseudo_label.threshold import check_unit, check_weight
+
+AUGMENTATIONS = {"weak": weak_augment, "strong": strong_augment}
+
+
+def sigmoid_rampup(progress: float, rampup: float) -> float:
+    """``exp(-5 (1 - min(1, progress / rampup))^2)``: 0.0067 at the start, 1 after ``rampup``
+    (1 throughout when ``rampup`` is 0)."""
+    if rampup <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, progress) / rampup)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """The decay used for the update after optimiser step ``step`` (counting from 1)."""
+    return min(1.0 - 1.0 / (step + 1), decay)
+
+
+def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the squared distance between the two softmax vectors ``(B, K)``;
+    no gradient flows into the teacher."""
+    p = student_logits.float().softmax(dim=1)
+    q = teacher_logits.detach().float().softmax(dim=1)
+    return (p - q).pow(2).sum(dim=1).mean()
+
+
+class MeanTeacher:
+    """Mean Teacher (Tarvainen & Valpola 2017): consistency with an EMA teacher on target data."""
+
+    name = "mean_teacher"
+    family = "pseudo_label"
+    needs_images = True  # both views are made from images: no frozen-feature cache
+
+    def __init__(
+        self,
+        decay: float = 0.99,
+        weight: float = 10.0,
+        rampup: float = 0.3,
+        augment: str = "weak",
+    ) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ValueError(f"decay must be a number in (0, 1), e.g. 0.99; got {decay!r}")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
+        self.decay = float(decay)
+        self.weight = check_weight(weight)
+        self.rampup = check_unit("rampup (a fraction of training)", rampup)
+        self.augment = augment
+        self.ema: EMA | None = None
+
+    @property
+    def teacher(self) -> torch.nn.Module:
+        if self.ema is None:
+            raise RuntimeError("the teacher is built in tlkit_setup, at the start of a run.")
+        return self.ema.module
+
+    @tlkit.hookimpl
+    def tlkit_setup(self, trainer) -> torch.nn.Module:
+        if trainer.task != "classification":
+            raise ValueError(
+                f"pseudo_label='{self.name}' compares class probabilities, so it needs a "
+                f"classification task; this one is {trainer.task}."
+            )
+        self.ema = EMA(trainer.model, self.decay)
+        return self.ema.module  # saved in checkpoints and restored on resume
+
+    @tlkit.hookimpl
+    def tlkit_wants_target(self) -> bool:
+        return True
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor]:
+        augment = AUGMENTATIONS[self.augment]
+        x_t = step.x_target  # (B_t, C, H, W) in [0, 1]
+        with frozen_bn_statistics(step.model):  # running statistics: clean images only
+            _, student_logits = step.forward(augment(x_t))
+        teacher_logits = self.teacher_logits(step.trainer, augment(x_t))
+        w = self.weight * sigmoid_rampup(step.progress, self.rampup)
+        with torch.no_grad():
+            agree = student_logits.argmax(1) == teacher_logits.argmax(1)
+            step.stats["teacher_agreement"] = agree.float().mean()
+            step.stats["mask_rate"] = torch.tensor(float(w > 0), device=agree.device)
+            if step.y_target_true is not None:
+                right = teacher_logits.argmax(1) == step.y_target_true
+                step.stats["pseudo_label_accuracy"] = right.float().mean()
+        return {"consistency": w * softmax_mse(student_logits, teacher_logits)}
+
+    @torch.no_grad()
+    def teacher_logits(self, trainer, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits ``(B, K)``, each layer in the student's current mode (BatchNorm on
+        batch statistics where the student's is), at the run's precision."""
+        teacher = self.teacher
+        for t, s in zip(teacher.modules(), trainer.model.modules()):
+            t.training = s.training
+        try:
+            with autocast_for(trainer.device, trainer.precision):
+                return teacher(images).float()
+        finally:
+            teacher.eval()
+
+    @tlkit.hookimpl
+    def tlkit_on_step_end(self, trainer) -> None:
+        self.ema.decay = ema_decay(trainer.state.step, self.decay)
+        self.ema.update(trainer.model)

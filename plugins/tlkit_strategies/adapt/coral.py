@@ -1,0 +1,71 @@
+r"""Deep CORAL: align the second-order statistics (covariances) of source and target features.
+
+Sun & Saenko, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation", ECCV 2016
+Workshops (TASK-CV).
+
+With :math:`X_s \in \mathbb{R}^{n_s \times d}`, :math:`X_t \in \mathbb{R}^{n_t \times d}` the
+feature batches and :math:`\mathbf{1}` a column of ones, the feature covariances are
+
+.. math::
+    C_s = \frac{1}{n_s - 1}\Big(X_s^\top X_s - \frac{1}{n_s}(\mathbf{1}^\top X_s)^\top
+      (\mathbf{1}^\top X_s)\Big)
+
+(likewise :math:`C_t`) and the CORAL loss is
+
+.. math::
+    \ell_{CORAL} = \frac{1}{4 d^2} \lVert C_s - C_t \rVert_F^2 .
+
+Shapes: source ``(n_s, d)``, target ``(n_t, d)`` -> scalar (both batches need two or more rows).
+Logged: ``coral`` (the weighted loss). The :math:`1/(4d^2)` factor makes the term small for wide
+features; the paper picks the weight so that the classification and CORAL losses are about equal
+at the end of training, hence the large default ``trade_off``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import tlkit
+
+
+def covariance(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased covariance ``(d, d)`` of the rows of ``x`` ``(n, d)``, as in the paper."""
+    n = x.shape[0]
+    ones = torch.ones(1, n, dtype=x.dtype, device=x.device)
+    s = ones @ x
+    return (x.T @ x - s.T @ s / n) / (n - 1)
+
+
+def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:math:`\\lVert C_s - C_t \\rVert_F^2 / (4 d^2)` for ``source`` ``(n_s, d)`` and
+    ``target`` ``(n_t, d)``."""
+    source, target = source.float(), target.float()
+    d = source.shape[1]
+    diff = covariance(source) - covariance(target)
+    return diff.pow(2).sum() / (4 * d * d)
+
+
+class DeepCORAL:
+    """Deep CORAL (Sun & Saenko 2016): match source and target feature covariances.
+
+    Args:
+        trade_off: weight of the CORAL term (> 0).
+    """
+
+    name = "coral"
+    family = "adapt"
+
+    def __init__(self, trade_off: float = 100.0) -> None:
+        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
+            raise ValueError(f"coral: trade_off must be a positive number, got {trade_off!r}")
+        self.trade_off = float(trade_off)
+
+    @tlkit.hookimpl
+    def tlkit_wants_target(self) -> bool:
+        return True
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
+        if step.target_features is None or len(step.features) < 2 or len(step.target_features) < 2:
+            return None
+        return {"coral": self.trade_off * coral_loss(step.features, step.target_features)}

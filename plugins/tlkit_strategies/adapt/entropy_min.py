@@ -1,0 +1,58 @@
+r"""Entropy minimisation: make the predictions on unlabelled target data confident.
+
+Grandvalet & Bengio, "Semi-supervised Learning by Entropy Minimization", NIPS 2004 (proceedings
+published 2005).
+
+.. math::
+    \mathcal{L}_{ent} = -\frac{1}{B_t} \sum_{i=1}^{B_t} \sum_{k=1}^{K}
+        p_{ik} \log p_{ik}, \qquad p_i = \mathrm{softmax}(z_i)
+
+It pushes decision boundaries away from dense target regions (the cluster assumption). Alone and
+with a large weight it can collapse every target sample into one class; keep ``trade_off`` small
+or combine it with an alignment method.
+
+Shapes: target logits ``(B_t, K)`` -> scalar in ``[0, log K]``. Logged: ``entropy_min``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import tlkit
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of ``softmax(logits)`` over the rows of ``logits`` ``(B, K)``."""
+    log_p = logits.float().log_softmax(1)
+    return -(log_p.exp() * log_p).sum(1).mean()
+
+
+class EntropyMinimization:
+    """Entropy minimisation (Grandvalet & Bengio 2005): confident predictions on target data.
+
+    Args:
+        trade_off: weight of the entropy term (> 0).
+    """
+
+    name = "entropy_min"
+    family = "adapt"
+
+    def __init__(self, trade_off: float = 0.1) -> None:
+        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
+            raise ValueError(f"entropy_min: trade_off must be a positive number, got {trade_off!r}")
+        self.trade_off = float(trade_off)
+
+    @tlkit.hookimpl
+    def tlkit_wants_target(self) -> bool:
+        return True
+
+    @tlkit.hookimpl
+    def tlkit_setup(self, trainer) -> None:
+        if trainer.task != "classification":
+            raise ValueError("entropy_min works on class predictions; it needs classification")
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
+        if step.target_logits is None:
+            return None
+        return {"entropy_min": self.trade_off * entropy_loss(step.target_logits)}

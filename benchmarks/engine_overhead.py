@@ -1,0 +1,403 @@
+"""Engine overhead: ``tlkit.fit`` against a hand-written PyTorch loop doing the same work.
+
+Both sides train the same model (one ``tlkit.backbones.create_model`` built with a fixed seed,
+then deep-copied, so both start from identical weights) on the same data (the training split of
+the bundled ``digits-m``, uint8 in memory), with AdamW, the same batch size, the same number of
+optimiser steps and epochs, fp32, ``mode="full"`` (every layer trained), ``progress=False``.
+
+One step, on both sides: index a shuffled batch of uint8 images -> ``.float().div_(255)`` ->
+``model.prepare`` (resize to the backbone's input size, normalise) -> backbone -> head ->
+cross-entropy -> zero_grad -> backward -> AdamW step. After every epoch both evaluate the whole
+test split (batches of 256, ``no_grad``, eval mode) and compute its accuracy.
+
+What tlkit does on top (the overhead being measured): the pluggy hooks (loss strategy, step and
+epoch observers, stop check), the seeded per-step RNG, the learning-rate schedule (cosine with
+warm-up, written into every parameter group each step), discriminative parameter groups (AdamW
+over several groups instead of one), loss bookkeeping (running sums, a host sync every
+``log_every`` steps, the finite-loss check) and the history row (confusion matrix, per-class
+accuracy). The hand loop uses one AdamW parameter group and a constant learning rate.
+
+How it is timed (robust to a shared, noisy machine): the two loops run in lock-step in one
+process. An observer registered with ``tlkit.fit(observers=[...])`` runs one hand-written step
+right after each tlkit step, and the hand-written evaluation right after tlkit's epoch end. Each
+tlkit step is timed from the end of the previous hand step to the step-end hook, each hand step
+inside the hook; so the two are measured within milliseconds of each other, under the same load.
+The hand loop draws its batches from its own ``torch.Generator`` and touches no global state, so
+it does not change what tlkit does (one observer hook call per step and epoch is tlkit's own cost).
+
+Reported per model: median step time of each side and the median of the per-step (paired)
+ratios; the same for the epoch ends (tlkit: log flush, evaluation, history row; hand: evaluation).
+The headline is the amortised ratio built from the paired ratios,
+``(r_step * h_step + r_end * h_end / steps_per_epoch) / (h_step + h_end / steps_per_epoch)``
+with ``r`` the median paired ratios and ``h`` the hand loop's median times, so a load change
+between two pairs cannot move it. Also shown: the ratio of the two sides' amortised medians
+(unpaired) and the ratio of summed times (every interval, spikes included). Target: <= 1.05. When
+it misses, one plain tlkit fit is profiled with cProfile and the report shows where the time goes.
+
+    .venv/bin/python benchmarks/engine_overhead.py           # full run (~8 min on 2 idle cores)
+    .venv/bin/python benchmarks/engine_overhead.py --quick   # smoke run, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import io
+import pstats
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import tlkit
+from tlkit.datasets import DomainPair
+
+try:
+    from benchmarks import _common as common
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common as common
+
+TARGET = 1.05
+
+
+@dataclass
+class Case:
+    backbone: str
+    image_size: int
+    train_samples: int  # 0 = the whole training split (1438 images)
+    epochs: int
+    repeats: int  # lock-step fits; pairs are pooled over them
+    batch_size: int = 64
+    lr: float = 1e-3
+    test_samples: int = 0  # 0 = the whole test split (359 images)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone} @ {self.image_size}px"
+
+
+FULL_CASES = [
+    Case("small_cnn", 32, train_samples=0, epochs=4, repeats=2),
+    Case("efficientnet_lite0", 64, train_samples=1280, epochs=2, repeats=1),
+]
+QUICK_CASES = [
+    Case("small_cnn", 32, train_samples=64, epochs=2, repeats=1, batch_size=16, test_samples=32),
+]
+
+
+def make_data(case: Case, seed: int) -> DomainPair:
+    pair = tlkit.datasets.load("digits-m")
+    if case.train_samples and case.train_samples < len(pair.source):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(pair.source), generator=g)[: case.train_samples].sort().values
+        pair = replace(pair, source=pair.source.subset(idx))
+    if case.test_samples:
+        pair = replace(pair, source_test=pair.source_test.subset(torch.arange(case.test_samples)))
+    return pair
+
+
+def build_model(case: Case, seed: int) -> tlkit.backbones.TransferModel:
+    torch.manual_seed(seed)
+    return tlkit.backbones.create_model(case.backbone, 10, input_size=case.image_size)
+
+
+def fit_tlkit(case: Case, pair: DomainPair, model, seed: int, observers=()) -> Any:
+    return tlkit.fit(
+        pair,
+        model=model,
+        epochs=case.epochs,
+        mode="full",
+        batch_size=case.batch_size,
+        lr=case.lr,
+        optimizer="adamw",
+        precision="fp32",
+        device="cpu",
+        seed=seed,
+        progress=False,
+        observers=observers,
+    )
+
+
+class HandLoop:
+    """The same training written by hand in plain PyTorch, advanced one step at a time."""
+
+    def __init__(self, case: Case, pair: DomainPair, model, seed: int) -> None:
+        self.model = model
+        self.images, self.labels = pair.source.images, pair.source.labels
+        self.test_images = pair.source_test.images
+        self.test_labels = pair.source_test.clean_labels
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=case.lr, weight_decay=1e-2)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.bs = case.batch_size
+        self.steps_per_epoch = max(1, len(self.labels) // self.bs)
+        self.i = 0
+        self.order = None
+        self.losses: list[torch.Tensor] = []
+        self.accuracy = float("nan")
+
+    def step(self) -> None:
+        k = self.i % self.steps_per_epoch
+        if k == 0:
+            self.model.train()
+            self.order = torch.randperm(len(self.labels), generator=self.generator)
+        idx = self.order[k * self.bs : (k + 1) * self.bs]
+        x = self.images[idx].float().div_(255)
+        logits = self.model.head(self.model.backbone(self.model.prepare(x)))
+        loss = F.cross_entropy(logits, self.labels[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(loss.detach())
+        self.i += 1
+
+    def end_epoch(self) -> None:
+        if not torch.isfinite(torch.stack(self.losses)).all():
+            raise RuntimeError("hand loop: the loss diverged")
+        self.losses.clear()
+        self.model.eval()
+        correct = 0
+        with torch.no_grad():
+            for s in range(0, len(self.test_images), 256):
+                out = self.model(self.test_images[s : s + 256].float().div_(255))
+                correct += int((out.argmax(1) == self.test_labels[s : s + 256]).sum())
+        self.accuracy = correct / len(self.test_images)
+
+
+class Lockstep:
+    """Observer: after each tlkit step one hand step; after each tlkit epoch the hand evaluation."""
+
+    def __init__(self, hand: HandLoop) -> None:
+        self.hand = hand
+        self.wall: dict[str, list[float]] = {k: [] for k in ("t_step", "h_step", "t_end", "h_end")}
+        self.cpu: dict[str, list[float]] = {k: [] for k in ("t_step", "h_step")}
+        self._mark = self._cpu_mark = 0.0
+
+    def _now(self) -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    @tlkit.hookimpl
+    def tlkit_on_fit_start(self, trainer: Any) -> None:
+        self._mark, self._cpu_mark = self._now()
+
+    @tlkit.hookimpl
+    def tlkit_on_step_end(self, trainer: Any, step: Any, logs: dict[str, float]) -> None:
+        t, c = self._now()
+        self.hand.step()
+        t2, c2 = self._now()
+        self.wall["t_step"].append(t - self._mark)
+        self.wall["h_step"].append(t2 - t)
+        self.cpu["t_step"].append(c - self._cpu_mark)
+        self.cpu["h_step"].append(c2 - c)
+        self._mark, self._cpu_mark = t2, c2
+
+    @tlkit.hookimpl
+    def tlkit_on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        t, _ = self._now()
+        self.hand.end_epoch()
+        t2, c2 = self._now()
+        self.wall["t_end"].append(t - self._mark)
+        self.wall["h_end"].append(t2 - t)
+        self._mark, self._cpu_mark = t2, c2
+
+
+def profile_tlkit(case: Case, pair: DomainPair, model, seed: int, top: int = 25) -> str:
+    """cProfile one plain tlkit fit: the functions with the most own time, then tlkit's own
+    functions by cumulative time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    fit_tlkit(case, pair, model, seed)
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime")
+    stats.print_stats(top)
+    out.write("\n--- tlkit, plugin and pluggy functions by cumulative time ---\n")
+    stats.sort_stats("cumulative").print_stats(
+        r"(trainer|evaluate|registry|metrics|_hooks|_manager|_callers|cross_entropy|schedules"
+        r"|base\.py)",
+        top,
+    )
+    return out.getvalue()
+
+
+def measure(case: Case, seed: int, profile: str) -> dict:
+    pair = make_data(case, seed)
+    base = build_model(case, seed)
+    # Untimed warm-up of both code paths (allocator, oneDNN primitives, lazy imports).
+    warm = replace(case, epochs=1)  # two steps and one evaluation
+    warm_pair = replace(pair, source=pair.source.subset(torch.arange(2 * case.batch_size)))
+    hand = HandLoop(warm, warm_pair, copy.deepcopy(base), seed)
+    fit_tlkit(warm, warm_pair, copy.deepcopy(base), seed, [Lockstep(hand)])
+    pooled: dict[str, list[float]] = {k: [] for k in ("t_step", "h_step", "t_end", "h_end")}
+    cpu: dict[str, list[float]] = {"t_step": [], "h_step": []}
+    ratios, cpu_ratios, end_ratios, acc = [], [], [], {}
+    for r in range(case.repeats):
+        hand = HandLoop(case, pair, copy.deepcopy(base), seed)
+        clock = Lockstep(hand)
+        run = fit_tlkit(case, pair, copy.deepcopy(base), seed, [clock])
+        if hand.i != run.last["step"]:
+            raise RuntimeError(f"step counts differ: tlkit {run.last['step']}, hand {hand.i}")
+        for k in pooled:
+            pooled[k] += clock.wall[k]
+        for k in cpu:
+            cpu[k] += clock.cpu[k]
+        ratios += [a / b for a, b in zip(clock.wall["t_step"], clock.wall["h_step"])]
+        cpu_ratios += [a / b for a, b in zip(clock.cpu["t_step"], clock.cpu["h_step"])]
+        end_ratios += [a / b for a, b in zip(clock.wall["t_end"], clock.wall["h_end"])]
+        acc = {"tlkit": run.last["source_accuracy"], "hand": hand.accuracy}
+        print(
+            f"  {case.label} fit {r + 1}: tlkit {common.median(clock.wall['t_step']) * 1e3:.1f} "
+            f"ms/step, hand {common.median(clock.wall['h_step']) * 1e3:.1f} ms/step; epoch end "
+            f"{common.median(clock.wall['t_end']):.2f} s vs {common.median(clock.wall['h_end']):.2f} s"
+        )
+    spe = max(1, len(pair.source) // case.batch_size)
+    med = {k: common.median(v) for k, v in pooled.items()}
+    amortised_t = med["t_step"] + med["t_end"] / spe
+    amortised_h = med["h_step"] + med["h_end"] / spe
+    # The headline: paired ratios (robust to load drifting between pairs), weighted by the hand
+    # loop's share of time in steps and in epoch ends.
+    step_ratio, end_ratio = common.median(ratios), common.median(end_ratios)
+    w_step, w_end = med["h_step"], med["h_end"] / spe
+    paired = (step_ratio * w_step + end_ratio * w_end) / (w_step + w_end)
+    result = {
+        "case": case,
+        "steps": len(pooled["t_step"]),
+        "spe": spe,
+        "med": med,
+        "amortised_t": amortised_t,
+        "amortised_h": amortised_h,
+        "ratio": paired,
+        "ratio_of_medians": amortised_t / amortised_h,
+        "step_ratio": step_ratio,
+        "end_ratio": end_ratio,
+        "cpu_step_ratio": common.median(cpu_ratios),
+        "total_ratio": (sum(pooled["t_step"]) + sum(pooled["t_end"]))
+        / (sum(pooled["h_step"]) + sum(pooled["h_end"])),
+        "acc": acc,
+        "profile": None,
+    }
+    if profile == "always" or (profile == "auto" and result["ratio"] > TARGET):
+        print(f"  {case.label}: profiling one plain tlkit fit ...")
+        result["profile"] = profile_tlkit(case, pair, copy.deepcopy(base), seed)
+    return result
+
+
+HEADERS = [
+    "model",
+    "paired steps",
+    "median step ms, tlkit / hand",
+    "median paired step ratio (CPU time)",
+    "median epoch end s, tlkit / hand",
+    "median paired epoch-end ratio",
+    "tlkit/hand (amortised, paired)",
+    "amortised ms/step, tlkit / hand (ratio)",
+    "sum-of-times ratio",
+    "test acc tlkit / hand",
+    f"<= {TARGET}",
+]
+
+NOTE = (
+    "tlkit and the hand-written loop run in lock-step in one process (one hand step after each "
+    "tlkit step, inside an observer hook), so each pair of steps is timed under the same machine "
+    "load. `tlkit/hand (amortised, paired)` is the target: the median paired step ratio and the "
+    "median paired epoch-end ratio (evaluation; tlkit also flushes logs and builds the history "
+    "row), weighted by the hand loop's time in steps and in epoch ends / steps per epoch. The "
+    "unpaired ratio of amortised medians and the sum-of-times ratio (every interval added up) are "
+    "shown for comparison; load spikes on a shared machine move them. Test accuracies differ "
+    "because the two sides use different data orders, learning-rate schedules and parameter "
+    "groups (tlkit's mode='full' also uses discriminative rates, lr/10 .. lr). See the script's "
+    "docstring for exactly what each side does."
+)
+
+
+def table_row(res: dict) -> list[str]:
+    c, med = res["case"], res["med"]
+    return [
+        c.label,
+        f"{res['steps']} ({c.repeats} fit x {c.epochs} ep x {res['spe']}, bs {c.batch_size})",
+        f"{med['t_step'] * 1e3:.1f} / {med['h_step'] * 1e3:.1f}",
+        f"{res['step_ratio']:.3f} ({res['cpu_step_ratio']:.3f})",
+        f"{med['t_end']:.2f} / {med['h_end']:.2f}",
+        f"{res['end_ratio']:.3f}",
+        f"**{res['ratio']:.3f}**",
+        f"{res['amortised_t'] * 1e3:.1f} / {res['amortised_h'] * 1e3:.1f} "
+        f"({res['ratio_of_medians']:.3f})",
+        f"{res['total_ratio']:.3f}",
+        f"{res['acc']['tlkit']:.3f} / {res['acc']['hand']:.3f}",
+        "yes" if res["ratio"] <= TARGET else "NO",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (a few seconds)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[c.backbone for c in FULL_CASES],
+        help="run only these models (each has its own section in the results file)",
+    )
+    parser.add_argument("--repeats", type=int, help="lock-step fits per model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "always", "never"),
+        help="cProfile a tlkit fit (default auto: when a ratio misses the target; never with "
+        "--quick)",
+    )
+    parser.add_argument("--results", help="markdown file to update (default: full runs only)")
+    args = parser.parse_args(argv)
+    common.setup_torch("cpu")
+    cases = QUICK_CASES if args.quick else FULL_CASES
+    if args.models:
+        cases = [c for c in cases if c.backbone in args.models]
+    profile = args.profile or ("never" if args.quick else "auto")
+    if args.repeats:
+        cases = [replace(c, repeats=args.repeats) for c in cases]
+    path = common.results_path(args.results, "engine_overhead", args.quick)
+    total = time.perf_counter()
+    rows = []
+    for case in cases:
+        info = common.machine_info("cpu")
+        wall = time.perf_counter()
+        res = measure(case, args.seed, profile)
+        wall = time.perf_counter() - wall
+        rows.append(table_row(res))
+        table = common.markdown_table(HEADERS, [rows[-1]])
+        print(f"\n{table}\n{case.label}: {wall:.0f} s")
+        if res["profile"]:
+            print(f"\ncProfile of one plain tlkit fit, {case.label}:\n{res['profile']}")
+        if path is None:
+            continue
+        body = [
+            common.machine_block(info, common.command_line()),
+            "",
+            table,
+            "",
+            f"Wall time for this model: {wall:.0f} s.",
+            "",
+            NOTE,
+        ]
+        if res["profile"]:
+            body += ["", "cProfile of one plain tlkit fit:", "", "```", res["profile"].strip()]
+            body += ["```"]
+        key = f"{'quick' if args.quick else 'full'}-{case.backbone}"
+        title = f"{case.label}" + (" (quick run)" if args.quick else "")
+        common.update_results(
+            path,
+            key,
+            title,
+            "\n".join(body),
+            file_title="Engine overhead: tlkit.fit vs a hand-written loop",
+        )
+        print(f"wrote {path} ({title})")
+    print()
+    print(common.markdown_table(HEADERS, rows))
+    print(f"\ntotal wall time {time.perf_counter() - total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

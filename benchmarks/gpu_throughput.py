@@ -1,0 +1,344 @@
+"""GPU training throughput: images/s of fine-tuning through tlkit's engine and by hand.
+
+For each model (torchvision ResNet-50 with a random init, so nothing downloads; EfficientNet-Lite0
+with its offline ImageNet weights) at 224 px, and each configuration
+
+* ``fp32``: float32, NCHW, eager;
+* ``bf16+cl``: bf16 autocast, channels_last model and inputs, eager;
+* ``bf16+cl+compile``: the same under ``torch.compile``;
+
+two runs train every layer (``mode="full"``: forward, cross-entropy, backward, AdamW step) on the
+same synthetic in-memory data (uint8 images of the right size, made with
+``tlkit.datasets.from_arrays`` and held on the GPU, random labels over 10 classes):
+
+* ``tlkit``: ``tlkit.Trainer(data, FitConfig(..., max_steps=warm-up + measured steps))`` -- the
+  engine path ``tlkit.fit`` takes (hooks, schedule, logging, loss bookkeeping included);
+* ``hand``: a hand-written loop with the same settings (the model's ``prepare`` on the batch,
+  ``channels_last`` inputs, autocast, ``torch.compile`` of backbone + head, AdamW).
+
+The first ``--warmup`` steps (compilation, cuDNN autotuning, allocator growth) are not timed; the
+clock runs from a ``cuda.synchronize()`` after them to one after the last step. Runs alternate
+between tlkit and hand; the table shows the median images/s and the tlkit/hand ratio (1.0 = no
+engine overhead; target >= 0.95). A "checks" column records what the tlkit run actually did:
+autocast dtype, channels_last weights, a compiled forward, a finite loss.
+
+One invocation runs every check, so a single call on a lent GPU machine covers it. Results are
+written to ``benchmarks/results/gpu_throughput.md`` only when the run is on CUDA.
+
+    .venv/bin/python benchmarks/gpu_throughput.py                         # on a GPU machine
+    .venv/bin/python benchmarks/gpu_throughput.py --quick --device cpu    # smoke run on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tlkit
+from tlkit.engine.evaluate import autocast_for
+
+try:
+    from benchmarks import _common as common
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common as common
+
+TARGET = 0.95
+CONFIGS: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "fp32", "channels_last": False, "compile": False},
+    "bf16+cl": {"precision": "bf16", "channels_last": True, "compile": False},
+    "bf16+cl+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
+MODELS: dict[str, dict[str, Any]] = {
+    "resnet50": {"backbone": "resnet50", "pretrained": False},
+    "efficientnet_lite0": {"backbone": "efficientnet_lite0", "pretrained": "auto"},
+}
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    image_size: int
+    batch_size: int
+    warmup: int
+    steps: int
+    repeats: int
+    compile_repeats: int
+    data_batches: int  # synthetic dataset size = data_batches * batch_size
+    lr: float = 1e-3
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepClock:
+    """Observer: synchronises and reads the clock after the warm-up steps and after the last."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.last = warmup, warmup + steps
+        self.t0 = self.t1 = None
+        self.checks: dict[str, Any] = {}
+
+    @tlkit.hookimpl
+    def tlkit_on_step_end(self, trainer: Any, step: Any, logs: dict[str, float]) -> None:
+        n = trainer.state.step
+        if n == 1:
+            self.checks = {
+                "logits dtype": str(step.logits.dtype).replace("torch.", ""),
+                "channels_last weights": _weights_channels_last(trainer.model),
+                "compiled": type(trainer.forward).__name__ == "OptimizedModule",
+            }
+        if n == self.warmup:
+            synchronize(trainer.device)
+            self.t0 = time.perf_counter()
+        elif n == self.last:
+            synchronize(trainer.device)
+            self.t1 = time.perf_counter()
+
+
+def _weights_channels_last(model: nn.Module) -> bool:
+    convs = [
+        m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)
+    ]
+    return bool(convs) and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+
+
+class Net(nn.Module):
+    """Backbone + head (what tlkit compiles; ``prepare`` runs before it on both sides)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.model.backbone(x))
+
+
+def make_data(s: Settings) -> tlkit.datasets.Domain:
+    g = torch.Generator().manual_seed(0)
+    n = s.data_batches * s.batch_size
+    images = torch.randint(
+        0, 256, (n, 3, s.image_size, s.image_size), dtype=torch.uint8, generator=g
+    )
+    labels = torch.arange(n) % 10
+    return tlkit.datasets.from_arrays(images, labels, name="synthetic")
+
+
+def run_tlkit(s: Settings, data, base: nn.Module, config: dict[str, Any]) -> dict:
+    clock = StepClock(s.warmup, s.steps)
+    total = s.warmup + s.steps
+    cfg = tlkit.FitConfig(
+        backbone=base.backbone.name,
+        mode="full",
+        epochs=math.ceil(total / s.data_batches),
+        batch_size=s.batch_size,
+        lr=s.lr,
+        device=str(s.device),
+        max_steps=total,
+        progress=False,
+        seed=0,
+        **config,
+    )
+    trainer = tlkit.Trainer(data, cfg, model=copy.deepcopy(base), observers=[clock])
+    run = trainer.fit()
+    loss = run.step_logs[-1]["loss"] if run.step_logs else float("nan")
+    seconds = clock.t1 - clock.t0
+    return {
+        "ips": s.steps * s.batch_size / seconds,
+        "checks": {**clock.checks, "finite loss": math.isfinite(loss)},
+    }
+
+
+def run_hand(s: Settings, data, base: nn.Module, config: dict[str, Any]) -> dict:
+    device = s.device
+    torch.manual_seed(0)
+    model = copy.deepcopy(base).to(device)
+    if config["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-2)
+    net: nn.Module = Net(model)
+    if config["compile"]:
+        net = torch.compile(net)
+    n, bs = len(labels), s.batch_size
+    total = s.warmup + s.steps
+    order = torch.randperm(n, device=device)
+    t0 = t1 = None
+    losses = []
+    for step in range(1, total + 1):
+        i = (step - 1) % (n // bs)
+        if i == 0 and step > 1:
+            order = torch.randperm(n, device=device)
+        idx = order[i * bs : (i + 1) * bs]
+        x = model.prepare(images[idx].float().div_(255))
+        if config["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, config["precision"]):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        if step == s.warmup:
+            synchronize(device)
+            t0 = time.perf_counter()
+    synchronize(device)
+    t1 = time.perf_counter()
+    finite = bool(torch.isfinite(torch.stack(losses)).all())
+    return {"ips": s.steps * bs / (t1 - t0), "checks": {"finite loss": finite}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (a few seconds)")
+    parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (default: cuda if any)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        help="default: all on CUDA; fp32 and bf16+cl on CPU (compiling on CPU takes minutes)",
+    )
+    parser.add_argument("--image-size", type=int, help="default 224 (32 with --quick)")
+    parser.add_argument("--batch-size", type=int, help="default 128 (4 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 15, quick 1)")
+    parser.add_argument("--steps", type=int, help="timed steps (default 50, quick 2)")
+    parser.add_argument("--repeats", type=int, help="alternating repeats, eager (default 3)")
+    parser.add_argument("--results", help="markdown file to update (CUDA runs only)")
+    args = parser.parse_args(argv)
+
+    name = args.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA GPU is visible; pass --device cpu for a smoke run")
+    common.setup_torch(device.type)
+    on_cuda = device.type == "cuda"
+    quick = args.quick
+    s = Settings(
+        device=device,
+        image_size=args.image_size or (32 if quick else 224),
+        batch_size=args.batch_size or (4 if quick else 128),
+        warmup=args.warmup or (1 if quick else 15),
+        steps=args.steps or (2 if quick else 50),
+        repeats=args.repeats or (1 if quick else 3),
+        compile_repeats=1,
+        data_batches=4 if quick else 8,
+    )
+    configs = args.configs or (list(CONFIGS) if on_cuda else ["fp32", "bf16+cl"])
+    info = common.machine_info(str(device))
+    if on_cuda:
+        info["cuDNN"] = str(torch.backends.cudnn.version())
+        info["TF32 matmul / cuDNN"] = (
+            f"{torch.backends.cuda.matmul.allow_tf32} / {torch.backends.cudnn.allow_tf32}"
+        )
+    wall = time.perf_counter()
+    data = make_data(s)  # on the host; each run copies it to the device, untimed, as tlkit does
+
+    rows = []
+    worst = float("inf")
+    for model_name in args.models:
+        spec = MODELS[model_name]
+        torch.manual_seed(0)
+        base = tlkit.backbones.create_model(
+            spec["backbone"], 10, pretrained=spec["pretrained"], input_size=s.image_size
+        )
+        for config_name in configs:
+            config = CONFIGS[config_name]
+            repeats = s.compile_repeats if config["compile"] else s.repeats
+            ips: dict[str, list[float]] = {"tlkit": [], "hand": []}
+            checks: dict[str, Any] = {}
+            for r in range(repeats):
+                for side in ("tlkit", "hand") if r % 2 == 0 else ("hand", "tlkit"):
+                    fn = run_tlkit if side == "tlkit" else run_hand
+                    res = fn(s, data, base, config)
+                    ips[side].append(res["ips"])
+                    if side == "tlkit":
+                        checks = res["checks"]
+                    elif not res["checks"]["finite loss"]:
+                        checks["hand finite loss"] = False
+                    print(f"  {model_name} {config_name} {side}: {res['ips']:.1f} images/s")
+                    if on_cuda:
+                        torch.cuda.empty_cache()
+            t, h = common.median(ips["tlkit"]), common.median(ips["hand"])
+            worst = min(worst, t / h)
+            rows.append(
+                [
+                    model_name,
+                    config_name,
+                    f"{t:.1f}",
+                    f"{h:.1f}",
+                    f"{t / h:.3f}",
+                    str(repeats),
+                    ", ".join(f"{k}: {v}" for k, v in checks.items()),
+                ]
+            )
+    wall = time.perf_counter() - wall
+    headers = [
+        "model",
+        "config",
+        "tlkit images/s",
+        "hand images/s",
+        "tlkit/hand",
+        "runs per side",
+        "checks (tlkit run)",
+    ]
+    table = common.markdown_table(headers, rows)
+    setting = (
+        f"{s.image_size} px, batch {s.batch_size}, {s.warmup} warm-up + {s.steps} timed steps "
+        f"per run, mode='full', AdamW, synthetic uint8 data ({s.data_batches * s.batch_size} "
+        f"images) on {device.type}."
+    )
+    verdict = f"worst tlkit/hand = {worst:.3f} (target >= {TARGET}: " + (
+        "met)" if worst >= TARGET else "NOT met)"
+    )
+    print()
+    print(setting)
+    print(table)
+    print(verdict)
+    print(f"total wall time {wall:.0f} s")
+    if not on_cuda:
+        print("(not on CUDA: results file not written)")
+        return 0
+    path = Path(args.results) if args.results else common.RESULTS_DIR / "gpu_throughput.md"
+    body = "\n".join(
+        [
+            common.machine_block(info, common.command_line()),
+            "",
+            setting,
+            "",
+            table,
+            "",
+            f"**{verdict}**",
+            "",
+            f"Total wall time of the script: {wall:.0f} s.",
+        ]
+    )
+    key = "quick" if quick else "full"
+    common.update_results(
+        path,
+        key,
+        "Quick run" if quick else "Latest full run",
+        body,
+        file_title="GPU training throughput: tlkit engine vs a hand-written loop",
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

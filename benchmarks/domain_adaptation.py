@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     trim = QUICK if args.quick else TRIM
     settings = (
-        f"small_cnn from scratch, {trim['epochs']} epochs, {trim['source_images']} source "
-        f"images per seed, seeds {', '.join(map(str, seeds))}; "
+        f"small_cnn from scratch at {trim['image_size']} px, {trim['epochs']} epochs, "
+        f"{trim['source_images']} source images per seed, seeds {', '.join(map(str, seeds))}; "
         + ", ".join(f"{k}={v}" for k, v in BASE.items() if k not in ("progress", "device"))
         + "; AdamW, cosine schedule, 5% warm-up, weight decay 0.01; every strategy with its "
         + "default options."

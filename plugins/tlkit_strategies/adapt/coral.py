@@ -16,9 +16,11 @@ feature batches and :math:`\mathbf{1}` a column of ones, the feature covariances
     \ell_{CORAL} = \frac{1}{4 d^2} \lVert C_s - C_t \rVert_F^2 .
 
 Shapes: source ``(n_s, d)``, target ``(n_t, d)`` -> scalar (both batches need two or more rows).
-Logged: ``coral`` (the weighted loss). The :math:`1/(4d^2)` factor makes the term small for wide
-features; the paper picks the weight so that the classification and CORAL losses are about equal
-at the end of training, hence the large default ``trade_off``.
+Logged: ``coral`` (the weighted loss). The :math:`1/(4d^2)` factor makes the raw term tiny; the
+paper picks the weight so that the classification and CORAL losses are about equal at the end of
+training. The default ``trade_off=100`` does that for small_cnn's 128 features on the digit
+benchmark (weighted CORAL ~0.10 vs supervised ~0.13 in the last epoch); for wider features
+scale it up with :math:`d^2`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ classifies the source:
       + \tfrac{1}{B_t}\textstyle\sum_j \mathrm{BCE}\big(D(R_\lambda(F(x^t_j))), 0\big) \Big] / 2,
     \qquad \lambda(p) = \frac{2}{1 + e^{-10 p}} - 1
 
-(the mean BCE over the concatenated source and target batch). ``w`` is ``trade_off``; ``p`` is
-the training progress ``step.progress``.
+i.e. the mean BCE over the concatenated source and target batch (the engine draws both batches
+at the same size). ``w`` is ``trade_off``; ``p`` is the training progress ``step.progress``.
 
 Shapes: features ``(B_s, D)`` and ``(B_t, D)`` -> discriminator logits ``(B_s + B_t,)`` -> scalar.
 Logged: ``dann`` (the weighted loss) and ``domain_accuracy`` (of the discriminator; 0.5 means the

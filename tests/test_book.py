@@ -1,0 +1,159 @@
+"""The book's structure: every notebook is in the TOC, executed, asserting; the hook reference
+is generated from tlkit.hookspecs and covers every hook. Fast: nothing is executed or built here
+(nbval re-runs the notebooks; `jupyter-book build` builds the pages)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tlkit
+from tlkit import hookspecs
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def hookref():
+    """book/_ext/tlkit_hookref.py, the Sphinx extension that generates the hook reference."""
+    path = ROOT / "book" / "_ext" / "tlkit_hookref.py"
+    spec = importlib.util.spec_from_file_location("tlkit_hookref", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def source(cell: dict) -> str:
+    text = cell["source"]
+    return text if isinstance(text, str) else "".join(text)
+
+
+# -- table of contents --------------------------------------------------------------------------
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 6
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = set(toc_files())
+    missing = [nb.stem for nb in NOTEBOOKS if f"notebooks/{nb.stem}" not in listed]
+    assert not missing, f"add these to _toc.yml: {missing}"
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        candidates = [ROOT / f"{entry}{suffix}" for suffix in (".md", ".ipynb")]
+        assert any(c.exists() for c in candidates), f"_toc.yml lists {entry}, which is missing"
+
+
+# -- configuration ------------------------------------------------------------------------------
+def test_book_renders_stored_outputs_and_fails_on_errors():
+    cfg = config()
+    assert cfg["execute"]["execute_notebooks"] == "off"  # nbval runs them; the book renders
+    assert cfg["only_build_toc_files"] is True
+    sphinx = cfg["sphinx"]["config"]
+    assert sphinx["nb_execution_raise_on_error"] is True
+    assert "intersphinx_mapping" not in sphinx  # would fetch inventories: fails -W offline
+    assert "github.com" in cfg["repository"]["url"]
+
+
+def test_pages_load_no_javascript_from_the_network():
+    sphinx = config()["sphinx"]["config"]
+    assert sphinx["html_static_path"] == ["book/vendor"]
+    assert not sphinx["mathjax_path"].startswith(("http:", "https:", "//"))
+    assert sphinx["nb_ipywidgets_js"], "the widget renderer must be configured explicitly"
+    for path in sphinx["nb_ipywidgets_js"]:
+        assert not path.startswith(("http:", "https:", "//")), path
+    assert not (ROOT / "_static").exists(), "JB1 would inject every js/css under _static"
+    script = (ROOT / "book" / "vendor.sh").read_text()
+    for name in ("mathjax", "requirejs", "@jupyter-widgets/html-manager"):
+        assert name in script
+
+
+# -- notebooks ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_executed_without_errors(path):
+    nb = load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and source(c).strip()]
+    assert code, "a notebook without code belongs in book/ as a page"
+    counts = [c.get("execution_count") for c in code]
+    assert None not in counts, "execute the notebook before committing it (stored outputs)"
+    assert counts == sorted(counts), "cells were run out of order; re-run the whole notebook"
+    assert any(c.get("outputs") for c in code)
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"stored error output: {errors[0].get('ename')}"
+    assert nb["cells"][0]["cell_type"] == "markdown" and source(nb["cells"][0]).startswith("# ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_asserts_its_claims(path):
+    code = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "code")
+    assert re.search(r"^\s*assert\b", code, re.M), "check the claims with assert statements"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_outputs_are_stable_text(path):
+    """No memory addresses in text outputs (they change on every run and break --nbval)."""
+    for cell in load(path)["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain") or ""
+            text = text if isinstance(text, str) else "".join(text)
+            assert not re.search(r" at 0x[0-9a-f]{6,}", text), f"{source(cell)[:60]!r}: {text[:80]}"
+
+
+# -- generated references ------------------------------------------------------------------------
+def test_hook_reference_is_generated_from_hookspecs():
+    cfg = config()
+    assert cfg["sphinx"]["local_extensions"] == {"tlkit_hookref": "book/_ext"}
+    assert "```{tlkit-hooks}" in (ROOT / "book" / "hooks.md").read_text()
+    rst = hookref().render_hooks_rst()
+    for name in hookspecs.HOOK_NAMES:
+        assert f".. autofunction:: tlkit.hookspecs.{name}\n" in rst, name
+        assert f":py:func:`{name} <tlkit.hookspecs.{name}>`" in rst, name
+
+
+def test_hook_reference_entries_match_the_specs():
+    entries = {e["name"]: e for e in hookref().hook_entries()}
+    assert sorted(entries) == sorted(hookspecs.HOOK_NAMES)
+    for name, entry in entries.items():
+        spec = getattr(hookspecs, name).tlkit_spec
+        assert entry["firstresult"] == bool(spec.get("firstresult")), name
+        assert entry["summary"], f"{name} has no docstring"
+    lines = [e["line"] for e in hookref().hook_entries()]
+    assert lines == sorted(lines)  # in the order the contract defines them
+
+
+def test_strategy_table_lists_every_installed_strategy():
+    assert "```{tlkit-strategies}" in (ROOT / "book" / "strategies.md").read_text()
+    rst = hookref().render_strategies_rst()
+    for info in tlkit.strategies():
+        assert f"   * - ``{info.name}``" in rst

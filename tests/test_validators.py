@@ -54,6 +54,12 @@ def test_snd_prefers_dense_clusters():
     assert snd_score(clustered.softmax(1)) > snd_score(scattered.softmax(1))
 
 
+def test_snd_rewards_collapse_its_known_failure():
+    # every prediction in one class: all similarities equal, uniform neighbours, log(N - 1)
+    assert snd_score(COLLAPSED.softmax(1)) == pytest.approx(math.log(3), rel=1e-5)
+    assert snd_score(COLLAPSED.softmax(1)) > snd_score(CONFIDENT.softmax(1))
+
+
 def test_snd_subsamples_large_targets_deterministically():
     validator = SNDScore(max_samples=50)
     logits = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))

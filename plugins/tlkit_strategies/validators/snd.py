@@ -16,6 +16,12 @@ a sample has many close neighbours:
 Higher is better. The :math:`N \times N` similarity matrix is computed on at most ``max_samples``
 target samples (a fixed random subset, the same every epoch).
 
+Known failure: collapse scores highest. When every prediction points to the same class, all
+similarities are 1, every neighbour distribution is uniform and the score reaches its maximum
+:math:`\log(N - 1)`. The paper ranks *trained* candidates (hyper-parameter settings); used across
+the epochs of one run (``monitor="score_snd"``) it picked the first epoch in every run of
+``benchmarks/domain_adaptation.py`` and was anti-correlated with target accuracy.
+
 Shapes: target logits ``(N_t, K)`` -> float in ``[0, log(N - 1)]``.
 """
 

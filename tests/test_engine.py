@@ -423,3 +423,8 @@ def test_with_ema_the_run_model_is_the_one_the_history_measured(tiny_task, fast)
     assert run.evaluate(tiny_task.source_test)["accuracy"] == pytest.approx(
         run.last["source_accuracy"]
     )
+
+
+def test_warmup_never_overshoots_the_base_rate():
+    # 25 steps x 0.05 warm-up = 1.25 steps: the second step must not exceed 1.0
+    assert max(lr_multiplier("cosine", s, 25, warmup=0.05) for s in range(25)) <= 1.0

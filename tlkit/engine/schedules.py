@@ -24,7 +24,7 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup: float = 0.
             return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * t / peak)) / 2
         return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (t - peak) / (1 - peak))) / 2
     if warmup > 0 and t < warmup:
-        return (step + 1) / max(1.0, warmup * total_steps)
+        return min(1.0, (step + 1) / max(1.0, warmup * total_steps))
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":

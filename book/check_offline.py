@@ -47,11 +47,13 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
     page.on("requestfailed", lambda req: req.url.startswith("file:") and missing.append(req.url))
     page.goto(path.as_uri(), wait_until="load")
     if wants_math:
-        page.wait_for_function("document.querySelectorAll('mjx-container').length > 0",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelectorAll('mjx-container').length > 0", timeout=30_000
+        )
     if wants_widgets:
-        page.wait_for_function("document.querySelectorAll('.jupyter-widgets').length > 0",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelectorAll('.jupyter-widgets').length > 0", timeout=30_000
+        )
     page.wait_for_timeout(1500)  # late fonts and images
     found = page.evaluate(
         """() => ({
@@ -100,8 +102,14 @@ def main() -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=args.browser,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             for path in pages:
@@ -114,8 +122,10 @@ def main() -> int:
             browser.close()
     print(json.dumps(report, indent=1))
     failed = [k for k, v in report.items() if v["problems"]]
-    print(f"{len(report) - len(failed)}/{len(report)} pages render offline"
-          + (f"; FAILED: {failed}" if failed else ""))
+    print(
+        f"{len(report) - len(failed)}/{len(report)} pages render offline"
+        + (f"; FAILED: {failed}" if failed else "")
+    )
     return 1 if failed else 0
 
 

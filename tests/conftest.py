@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +69,27 @@ def temp_strategy():
     yield add
     for n in names:
         tlkit.unregister(n)
+
+
+def find_chromium() -> str | None:
+    explicit = os.environ.get("TLKIT_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium for the browser tests; they skip only when there is none (CI
+    installs Debian's). Playwright's own browser download is not used."""
+    path = find_chromium()
+    if path is None:
+        pytest.skip(
+            "no Chromium found: install it (Debian/Ubuntu: apt-get install -y chromium) or set "
+            "TLKIT_CHROMIUM=/path/to/chrome; Playwright's own browser download is not needed"
+        )
+    return path

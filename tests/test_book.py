@@ -94,9 +94,16 @@ def test_pages_load_no_javascript_from_the_network():
     for path in sphinx["nb_ipywidgets_js"]:
         assert not path.startswith(("http:", "https:", "//")), path
     assert not (ROOT / "_static").exists(), "JB1 would inject every js/css under _static"
-    script = (ROOT / "book" / "vendor.sh").read_text()
-    for name in ("mathjax", "requirejs", "@jupyter-widgets/html-manager"):
-        assert name in script
+    vendor = importlib.util.spec_from_file_location("vendor", ROOT / "book" / "vendor.py")
+    module = importlib.util.module_from_spec(vendor)
+    vendor.loader.exec_module(module)
+    names = [name for name, _, _ in module.PACKAGES]
+    assert names == ["mathjax", "requirejs", "@jupyter-widgets/html-manager"]
+    for name, version, integrity in module.PACKAGES:
+        assert integrity.startswith("sha512-"), f"{name}@{version} must be pinned by its hash"
+    assert module.tarball_url("@jupyter-widgets/html-manager", "1.0.15") == (
+        "https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-1.0.15.tgz"
+    )
 
 
 # -- notebooks ----------------------------------------------------------------------------------
@@ -118,6 +125,20 @@ def test_notebook_is_committed_executed_without_errors(path):
 def test_notebook_asserts_its_claims(path):
     code = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "code")
     assert re.search(r"^\s*assert\b", code, re.M), "check the claims with assert statements"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_compares_its_deterministic_outputs_strictly(path):
+    """nbval runs with --nbval-lax: only cells marked NBVAL_CHECK_OUTPUT are compared. Every
+    chapter marks at least one (data sizes, tables) and stores the output to compare with."""
+    marked = [
+        c
+        for c in load(path)["cells"]
+        if c["cell_type"] == "code" and source(c).startswith("# NBVAL_CHECK_OUTPUT\n")
+    ]
+    assert marked, "mark a cell whose output does not depend on training with # NBVAL_CHECK_OUTPUT"
+    for cell in marked:
+        assert cell.get("outputs"), f"{source(cell)[:60]!r} has no stored output to compare"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

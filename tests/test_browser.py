@@ -41,17 +41,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def find_chromium() -> str | None:
-    explicit = os.environ.get("TLKIT_CHROMIUM")
-    if explicit:
-        return explicit if Path(explicit).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def artifacts_dir() -> Path:
     path = Path(os.environ.get("TLKIT_TEST_ARTIFACTS", HERE / "artifacts"))
     path.mkdir(parents=True, exist_ok=True)
@@ -76,18 +65,6 @@ def wait_for(condition, timeout: float, what: str):
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.25)
-
-
-@pytest.fixture
-def chromium() -> str:
-    """The system Chromium; the only reason this test may skip is that there is none."""
-    path = find_chromium()
-    if path is None:
-        pytest.skip(
-            "no Chromium found: install it (Debian/Ubuntu: apt-get install -y chromium) or set "
-            "TLKIT_CHROMIUM=/path/to/chrome; Playwright's own browser download is not needed"
-        )
-    return path
 
 
 @pytest.fixture

@@ -1,0 +1,92 @@
+"""The book builds from a clean output folder with warnings as errors, offline, and every page
+renders its maths, plots and widgets in Chromium with the network cut off.
+
+The notebooks are not executed here (the book renders their stored outputs; nbval re-runs them:
+``pytest notebooks/``). The JavaScript the pages load must have been vendored once with
+``python book/vendor.py``, which is part of the README's test command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.browser
+
+
+def toc_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            pages.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc["parts"]:
+        walk(part["chapters"])
+    return pages
+
+
+def jupyter_book() -> str:
+    beside = Path(sys.executable).parent / "jupyter-book"
+    found = str(beside) if beside.exists() else shutil.which("jupyter-book")
+    if found is None:
+        pytest.fail('jupyter-book is not installed: pip install -e ".[dev]"')
+    return found
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> Path:
+    if not (ROOT / "book" / "vendor" / "VERSIONS").exists():
+        pytest.fail("the book's JavaScript is not vendored: run `python book/vendor.py` once")
+    out = tmp_path_factory.mktemp("book")
+    result = subprocess.run(
+        [jupyter_book(), "build", "-W", "--keep-going", "--path-output", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return out / "_build" / "html"
+
+
+def test_every_toc_page_is_built(built_book):
+    missing = [page for page in toc_pages() if not (built_book / f"{page}.html").exists()]
+    assert not missing, missing
+    assert (built_book / "index.html").exists()
+
+
+def test_pages_use_only_vendored_javascript(built_book):
+    for page in toc_pages():
+        html = (built_book / f"{page}.html").read_text(encoding="utf-8")
+        for cdn in ("cdn.jsdelivr.net", "unpkg.com", "cdnjs.cloudflare.com"):
+            assert f'src="https://{cdn}' not in html, f"{page} loads a script from {cdn}"
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert (built_book / "_static" / "html-manager" / "embed-amd.js").exists()
+
+
+def test_every_page_renders_offline_in_chromium(built_book, chromium):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "book" / "check_offline.py"),
+            "--html",
+            str(built_book),
+            "--browser",
+            chromium,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    rendered, total = summary.split(" ", 1)[0].split("/")
+    assert rendered == total and int(total) == len(toc_pages()) + 1, summary  # + index.html

@@ -1,0 +1,33 @@
+"""README.md's two commands are what CI and users run: keep them true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section, re.S)
+
+
+def test_readme_has_the_demo_and_the_test_command():
+    demo, tests = readme_commands()
+    for command in (demo, tests):
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install -e"), command
+    assert demo.endswith("tlkit demo")
+    assert "-m pytest -q &&" in tests and "--nbval-lax" in tests and tests.endswith("notebooks/")
+    assert "book/vendor.py" in tests  # the book build test needs the vendored JavaScript
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    _, tests = readme_commands()
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci_lines, "README.md's test command and .ci/run disagree"
+
+
+def test_nbval_kernels_get_one_thread():
+    """The notebooks' stored numbers were computed with one thread (see notebooks/conftest.py)."""
+    assert 'os.environ["OMP_NUM_THREADS"] = "1"' in (ROOT / "notebooks" / "conftest.py").read_text()

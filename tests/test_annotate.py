@@ -15,7 +15,7 @@ from tlkit_strategies.query.uncertainty import EntropyQuery, LeastConfidenceQuer
 
 import tlkit
 from tlkit.datasets import DataError, DomainPair, few_labels
-from tlkit.notebook.annotate import ActiveLearner, split_pool
+from tlkit.notebook.annotate import ActiveLearner, button_width, split_pool
 from tlkit.registry import PluginError
 
 FIRST_PARTY = (MarginQuery, EntropyQuery, LeastConfidenceQuery, RandomQuery)
@@ -177,6 +177,7 @@ def test_widget_clicks_label_accept_and_retrain(pool_task, temp_strategy):
     first.accept.click()
     assert learner.pool_labels[first.suggestion.index] == first.suggestion.label
     assert first.accept.disabled and "labelled" in first.info.value
+    assert first.choice.style.button_width == button_width(learner.classes)
     second.choice.value = learner.classes[3]
     assert learner.pool_labels[second.suggestion.index] == 3
     assert learner.human_labels == 2 and "2 human labels" in ui.status.value
@@ -193,6 +194,12 @@ def test_widget_clicks_label_accept_and_retrain(pool_task, temp_strategy):
     bad.learner.run, bad.learner._outputs = learner.run, learner.pool_outputs()
     bad.ask_button.click()
     assert "PluginError" in bad.error.value and "bad_q" in bad.error.value
+
+
+def test_class_toggles_fit_the_longest_class_name():
+    digits, words = button_width([str(d) for d in range(10)]), button_width(["cat", "airplane"])
+    assert float(digits.removesuffix("em")) >= 2.0  # one character plus the button's padding
+    assert float(words.removesuffix("em")) > 0.6 * len("airplane")
 
 
 @tlkit.hookimpl

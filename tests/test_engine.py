@@ -119,14 +119,17 @@ def test_feature_extraction_runs_the_backbone_once(tiny_task, fast):
         lambda m, inp, out: calls.__setitem__("images", calls["images"] + len(inp[0]))
     )
     run = tlkit.fit(tiny_task, model=model, epochs=4, mode="feature_extraction", **fast)
-    once = (
-        len(tiny_task.source)
-        + len(tiny_task.target)
-        + len(tiny_task.source_test)
-        + len(tiny_task.target_test)
-    )
-    assert calls["images"] == once  # cached: four epochs cost one pass over each set
+    evaluated = len(tiny_task.source_test) + len(tiny_task.target_test)
+    # cached: four epochs cost one pass over each set; the unlabelled target is not featurised,
+    # since no strategy trains on it
+    assert calls["images"] == len(tiny_task.source) + evaluated
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]  # the head learns
+
+    calls["images"] = 0
+    tlkit.fit(
+        tiny_task, model=model, epochs=2, mode="feature_extraction", adapt="entropy_min", **fast
+    )
+    assert calls["images"] == len(tiny_task.source) + len(tiny_task.target) + evaluated
 
 
 # -- strategies through hooks -----------------------------------------------------------------

@@ -463,25 +463,32 @@ class Trainer:
 
     @torch.no_grad()
     def _cache_features(self) -> None:
-        """Run the frozen backbone once over every set; later epochs only train the head."""
-        model = self.model
-        model.eval()
+        """Run the frozen backbone once over every set; later epochs only train the head. The
+        unlabelled target is featurised only when a strategy trains on it (see
+        :meth:`_target_features`), not for a plain supervised run."""
+        self.feature_cache["source"] = self._features(self.source_images)
+        for name, domain in self.data.eval_sets().items():
+            self.feature_cache[f"eval_{name}"] = self._features(domain.images)
 
-        def feats(images: torch.Tensor) -> torch.Tensor:
-            out = []
-            bs = self.config.eval_batch_size
+    def _target_features(self) -> torch.Tensor:
+        if "target" not in self.feature_cache:
+            self.feature_cache["target"] = self._features(self.target_images)
+        return self.feature_cache["target"]
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of uint8 ``images``, in eval mode and evaluation-sized batches."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        out = []
+        bs = self.config.eval_batch_size
+        with torch.no_grad():
             for start in range(0, len(images), bs):
                 batch = images[start : start + bs].to(self.device).float().div_(255)
                 with autocast_for(self.device, self.precision):
                     out.append(model.features(batch).float())
-            return torch.cat(out)
-
-        self.feature_cache["source"] = feats(self.source_images)
-        if self.target_images is not None:
-            self.feature_cache["target"] = feats(self.target_images)
-        for name, domain in self.data.eval_sets().items():
-            self.feature_cache[f"eval_{name}"] = feats(domain.images)
-        model.train()
+        model.train(was_training)
+        return torch.cat(out)
 
     def _call_setup(self) -> None:
         caller = self.pm.hook.tlkit_setup
@@ -564,7 +571,7 @@ class Trainer:
         if t_idx is not None:
             y_t = self.target_true[t_idx.to(self.target_true.device)]
             if cached:
-                t_inputs = self.feature_cache["target"][t_idx.to(self.device)]
+                t_inputs = self._target_features()[t_idx.to(self.device)]
             else:
                 x_t = self._batch(self.target_images, t_idx)
                 t_inputs = self.model.prepare(x_t)

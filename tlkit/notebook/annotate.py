@@ -359,6 +359,13 @@ def sample_png(image: torch.Tensor, size: int = 72) -> bytes:
     return buf.getvalue()
 
 
+def button_width(classes) -> str:
+    """A toggle width that fits the longest class name (about 0.65em per character plus the
+    button's padding), so "airplane" is not cut to "airp…" and digits stay compact."""
+    longest = max(len(str(c)) for c in classes)
+    return f"{0.65 * longest + 1.6:.1f}em"
+
+
 class _Card:
     """One sample: its image, the suggestion, an Accept button and one toggle per class."""
 
@@ -372,7 +379,7 @@ class _Card:
         self.accept = w.Button(description=f"accept {classes[s.label]}", icon="check")
         self.accept.layout.width = "auto"
         self.choice = w.ToggleButtons(
-            options=list(classes), value=None, style={"button_width": "2em"}
+            options=list(classes), value=None, style={"button_width": button_width(classes)}
         )
         self.accept.on_click(lambda _: self.set_label(s.label))
         self.choice.observe(self._chosen, names="value")

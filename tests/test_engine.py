@@ -132,6 +132,20 @@ def test_feature_extraction_runs_the_backbone_once(tiny_task, fast):
     assert calls["images"] == len(tiny_task.source) + len(tiny_task.target) + evaluated
 
 
+def test_observers_can_predict_during_training(tiny_task, fast):
+    seen = []
+
+    class Watch:
+        @tlkit.hookimpl
+        def tlkit_on_epoch_end(self, trainer, epoch, metrics):
+            probs = trainer.predict_outputs(tiny_task.source.images).softmax(dim=1)
+            seen.append((probs.shape, trainer.model.training))
+
+    tlkit.fit(tiny_task, epochs=2, mode="full", observers=[Watch()], **fast)
+    n = len(tiny_task.source)
+    assert seen == [((n, 4), True), ((n, 4), True)]  # train mode restored after predicting
+
+
 # -- strategies through hooks -----------------------------------------------------------------
 def test_extra_loss_terms_are_summed_and_logged(tiny_task, fast, temp_strategy):
     class Penalty:

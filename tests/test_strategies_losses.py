@@ -343,6 +343,15 @@ def test_issues_display_remove_and_wrong_domain(early_run, noisy_digits):
     fig = issues.plot(noisy_digits, n=6)
     assert sum(1 for ax in fig.axes if ax.images) == 6
     plt.close(fig)
+    # two rows of two-line titles ("given -> suggested / (true c)"): no title covers an image
+    fig = issues.plot(noisy_digits, n=8, columns=4)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    grid = [ax for ax in fig.axes if ax.images]
+    for upper, lower in zip(grid[:4], grid[4:8]):
+        title_top = lower.title.get_window_extent(renderer).y1
+        assert title_top <= upper.get_window_extent(renderer).y0 + 1
+    plt.close(fig)
     cleaned = issues.remove(noisy_digits)
     assert len(cleaned.source) == len(noisy_digits.source) - len(issues)
     assert cleaned.source.noise_rate < 0.5 * noisy_digits.source.noise_rate

@@ -268,7 +268,12 @@ class SuspiciousLabels:
         n = max(1, min(n, len(self.indices)))
         cols = min(columns, n)
         rows = math.ceil(n / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+        shown = [int(i) for i in self.indices[:n]]
+        two_lines = any(  # "(true c)" below the title: leave room for it above each row
+            int(domain.clean_labels[i]) != int(self.given[r]) for r, i in enumerate(shown)
+        )
+        height = 1.95 if two_lines else 1.6
+        fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, height * rows), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for r, ax in zip(range(n), axes.flat):

@@ -34,6 +34,7 @@ from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import (
     autocast_for,
     metrics_from_outputs,
+    predict_outputs,
     restore_training_modes,
     training_modes,
 )
@@ -285,6 +286,19 @@ class Trainer:
 
             extra.insert(0, ProgressBar())
         return extra
+
+    def predict_outputs(
+        self, images: torch.Tensor, *, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Outputs ``(N, K)`` of the model being trained for uint8 images ``(N, C, H, W)``, in
+        eval mode and on CPU; the training mode is restored afterwards. For observers that follow
+        predictions during training (e.g. how many noisy labels are memorised, epoch by epoch)."""
+        return predict_outputs(
+            self.model,
+            images,
+            batch_size=batch_size or self.config.eval_batch_size,
+            precision=self.precision,
+        )
 
     def request_stop(self) -> None:
         """Ask training to end at the next step boundary (thread-safe; used by Stop buttons)."""
@@ -725,6 +739,8 @@ class Trainer:
                 if key in metrics:
                     out[f"{name}_{key}"] = metrics[key]
         if self.data.target is not None and self.pm.hook.tlkit_target_scores.get_hookimpls():
+            if self.net.cached:
+                self._target_features()  # featurise the unlabelled target once, not per epoch
             features, logits = self._eval_outputs(self.data.target.images, "target")
             for scores in registry.call_hook(
                 self.pm, "tlkit_target_scores", trainer=self, logits=logits, features=features

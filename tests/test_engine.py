@@ -132,6 +132,21 @@ def test_feature_extraction_runs_the_backbone_once(tiny_task, fast):
     assert calls["images"] == len(tiny_task.source) + len(tiny_task.target) + evaluated
 
 
+def test_run_features_leave_batchnorm_statistics_alone(tiny_task, fast):
+    run = tlkit.fit(tiny_task, epochs=1, mode="full", **fast)
+    assert not run.model.training  # a finished run is ready for inference
+    run.model.train()  # even when a user switched it back to training
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    feats = run.features(tiny_task.target_test)
+    assert feats.shape == (len(tiny_task.target_test), run.model.backbone.num_features)
+    assert run.model.training  # restored
+    after = run.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
+    # the features are what the head sees
+    logits = run.model.head(feats)
+    assert torch.allclose(logits, run.predict_outputs(tiny_task.target_test), atol=1e-5)
+
+
 def test_observers_can_predict_during_training(tiny_task, fast):
     seen = []
 

@@ -13,7 +13,7 @@ from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tlkit.engine.config import FitConfig
-from tlkit.engine.evaluate import evaluate_model, predict_outputs
+from tlkit.engine.evaluate import evaluate_model, predict_features, predict_outputs
 
 
 class Run:
@@ -55,6 +55,7 @@ class Run:
 
         # With EMA on, the history was measured with the averaged weights: return those.
         model = trainer.ema.module if trainer.ema is not None else trainer.model
+        model.eval()  # ready for inference: run.model(x) must not update BatchNorm statistics
         return cls(
             model,
             trainer.config,
@@ -127,10 +128,13 @@ class Run:
     def predict_outputs(
         self, images: torch.Tensor | Domain, *, batch_size: int = 256
     ) -> torch.Tensor:
-        imgs = images.images if isinstance(images, Domain) else torch.as_tensor(images)
-        if imgs.ndim == 3:
-            imgs = imgs.unsqueeze(1)
-        return predict_outputs(self.model, imgs, batch_size=batch_size)
+        return predict_outputs(self.model, _as_images(images), batch_size=batch_size)
+
+    def features(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
+        """Backbone features ``(N, D)`` -- what the head sees -- for embeddings (PCA, t-SNE),
+        nearest neighbours or a probe of your own. Eval mode: BatchNorm statistics are used,
+        never updated."""
+        return predict_features(self.model, _as_images(images), batch_size=batch_size)
 
     def suspicious_labels(
         self, data: Domain | None = None, *, method: str = "confident_learning", **options: Any
@@ -214,6 +218,11 @@ class Run:
             for k, v in self._summary_rows()
         )
         return f"<table><caption>tlkit run: {escape(self._title())}</caption>{rows}</table>"
+
+
+def _as_images(images: torch.Tensor | Domain) -> torch.Tensor:
+    imgs = images.images if isinstance(images, Domain) else torch.as_tensor(images)
+    return imgs.unsqueeze(1) if imgs.ndim == 3 else imgs
 
 
 def load(path: str | Path, *, model: TransferModel | None = None, device: str = "cpu") -> Run:

@@ -30,7 +30,6 @@ def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
-@torch.no_grad()
 def predict_outputs(
     model: nn.Module,
     images: torch.Tensor,
@@ -40,6 +39,26 @@ def predict_outputs(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
+    return _batched(model, model, images, batch_size, device, precision)
+
+
+def predict_features(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Backbone features ``(N, D)`` of a :class:`~tlkit.backbones.TransferModel` (the head's
+    input), in eval mode -- BatchNorm uses its running statistics and does not update them."""
+    return _batched(model, model.features, images, batch_size, device, precision)
+
+
+@torch.no_grad()
+def _batched(model, fn, images, batch_size, device, precision) -> torch.Tensor:
+    """``fn`` over ``images`` in batches with ``model`` in eval mode; every sub-module's
+    train/eval flag is restored afterwards."""
     if device is not None:
         model.to(device)  # evaluate where asked: the model moves with the data
     device = next(model.parameters()).device
@@ -50,7 +69,7 @@ def predict_outputs(
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
             with autocast_for(device, precision):
-                outs.append(model(batch).float().cpu())
+                outs.append(fn(batch).float().cpu())
     finally:
         restore_training_modes(modes)
     return torch.cat(outs) if outs else torch.empty(0)

@@ -33,7 +33,7 @@ import torch
 from tlkit import registry
 from tlkit.datasets.domain import DomainPair
 from tlkit.engine.config import MODES, ConfigError, FitConfig
-from tlkit.engine.evaluate import evaluate_model
+from tlkit.engine.evaluate import evaluate_model, predict_features
 from tlkit.hookspecs import hookimpl
 from tlkit.notebook import live
 
@@ -479,7 +479,7 @@ class Dashboard:
                 continue
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(domain), generator=g)[:300]
-            feats.append(_features(model, domain.images[idx]))
+            feats.append(predict_features(model, domain.images[idx]))
             groups += [name] * len(idx)
         points = project(torch.cat(feats), self.embedding_method.value)
         fig = live.draw_embedding(live.new_figure(4.5, 4), points, groups)
@@ -499,11 +499,6 @@ class Dashboard:
 
 
 @torch.no_grad()
-def _features(model: Any, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-    return torch.cat([model.features(c.float().div(255)) for c in chunks])
-
-
 def project(features: torch.Tensor, method: str = "pca") -> Any:
     """``(N, D)`` features -> ``(N, 2)`` numpy points by PCA or t-SNE (scikit-learn)."""
     x = features.float()

@@ -210,3 +210,34 @@ def test_pseudo_labels_beat_supervised_only_on_few_labelled_digits():
     semi_acc = semi.evaluate(pair.source_test)["accuracy"]
     assert semi_acc > sup_acc + 0.01, (semi_acc, sup_acc)
     assert semi.last["mask_rate"] > 0.5 and semi.last["pseudo_label_accuracy"] > 0.9
+
+
+def test_pseudo_label_accuracy_is_weighted_by_the_admitted_samples(tiny_task, fast, temp_strategy):
+    """A step that admits nothing must not pull the epoch's pseudo-label accuracy down, and a
+    step that admits more samples counts more."""
+    from tlkit.engine import PseudoLabels
+
+    class Sparse:
+        name, family = "test_sparse_pl", "pseudo_label"
+
+        @tlkit.hookimpl
+        def tlkit_wants_target(self):
+            return True
+
+        @tlkit.hookimpl
+        def tlkit_pseudo_labels(self, step):
+            truth = step.y_target_true
+            w = torch.zeros(len(truth))
+            targets = truth.clone()
+            if step.epoch == 0 and step.index % 2 == 0:  # epoch 1: every other step, 3 admitted
+                w[:3] = 1.0
+                targets[0] = (truth[0] + 1) % 4  # ... of which 1 wrong
+            return PseudoLabels(targets=targets, weights=w)
+
+    temp_strategy(Sparse())
+    run = tlkit.fit(tiny_task, epochs=2, mode="full", pseudo_label="test_sparse_pl", **fast)
+    first, second = run.history
+    assert first["pseudo_label_accuracy"] == pytest.approx(2 / 3)  # not 1/3: empty steps skip
+    assert math.isnan(second["pseudo_label_accuracy"])  # nothing admitted all epoch: undefined
+    logged = [r["pseudo_label_accuracy"] for r in run.step_logs if "pseudo_label_accuracy" in r]
+    assert logged and all(v == pytest.approx(2 / 3) for v in logged)

@@ -97,10 +97,19 @@ class Step:
     target_features: torch.Tensor | None = None
     target_logits: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    stat_weights: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
     @property
     def model(self) -> TransferModel:
         return self.trainer.model
+
+    def log(self, name: str, value: torch.Tensor, weight: torch.Tensor | float = 1.0) -> None:
+        """Record a diagnostic scalar (logged every ``log_every`` steps and averaged per epoch
+        into the history). Averages are weighted: pass ``weight`` = how many samples ``value``
+        was measured on when that changes from step to step -- e.g. the pseudo-labels a
+        threshold admits -- so a step that measured nothing does not pull the mean down."""
+        self.stats[name] = value
+        self.stat_weights[name] = weight
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, logits)`` of extra images (e.g. a strongly augmented view) through the
@@ -542,9 +551,9 @@ class Trainer:
         if not self.net.backbone_trainable or cfg.freeze_bn:
             _set_bn_eval(self.model.backbone)
         if self.state.step_in_epoch == 0:
-            self._epoch_sums: dict[str, torch.Tensor] = {}
-            self._epoch_count = 0
-        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+            self._epoch_sums: dict[str, torch.Tensor | float] = {}
+            self._epoch_weights: dict[str, torch.Tensor | float] = {}
+        self._pending: list[tuple[int, dict[str, torch.Tensor], dict[str, Any]]] = []
         for i in range(self.state.step_in_epoch, self.steps_per_epoch):
             if self._should_stop():
                 self._stop(epoch)
@@ -627,10 +636,11 @@ class Trainer:
         state.step_in_epoch += 1
         scalars = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         scalars.update({k: v.detach().float() for k, v in step.stats.items()})
+        weights = {k: step.stat_weights.get(k, 1.0) for k in scalars}
         for k, v in scalars.items():
-            self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v
-        self._epoch_count += 1
-        self._pending.append((state.step, scalars))
+            self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v * weights[k]
+            self._epoch_weights[k] = self._epoch_weights.get(k, 0.0) + weights[k]
+        self._pending.append((state.step, scalars, weights))
         logs: dict[str, float] = {}
         if state.step % cfg.log_every == 0:
             logs = self._flush_logs()
@@ -656,10 +666,13 @@ class Trainer:
                 )
                 w = pl.weights.float()
                 terms["pseudo_label"] = (losses.float() * w).sum() / max(1, len(w))
-                step.stats["mask_rate"] = (w > 0).float().mean()
-                if step.y_target_true is not None and pl.targets.ndim == 1 and (w > 0).any():
-                    right = (pl.targets == step.y_target_true).float()
-                    step.stats["pseudo_label_accuracy"] = right[w > 0].mean()
+                admitted = w > 0
+                step.log("mask_rate", admitted.float().mean())
+                if step.y_target_true is not None and pl.targets.ndim == 1:
+                    # of the admitted pseudo-labels, the share that is right (sample-weighted)
+                    right = (pl.targets == step.y_target_true) & admitted
+                    n = admitted.sum()
+                    step.log("pseudo_label_accuracy", right.sum() / n.clamp(min=1), weight=n)
         for extra in registry.call_hook(self.pm, "tlkit_extra_losses", step=step):
             for name, value in extra.items():
                 if name in terms:
@@ -683,10 +696,10 @@ class Trainer:
         if not getattr(self, "_pending", None):
             return {}
         pending, self._pending = self._pending, []
-        losses = torch.stack([s["loss"].float() for _, s in pending]).cpu()
+        losses = torch.stack([s["loss"].float() for _, s, _ in pending]).cpu()
         bad = (~torch.isfinite(losses)).nonzero().flatten()
         if len(bad):
-            step_no, scalars = pending[int(bad[0])]
+            step_no, scalars, _ = pending[int(bad[0])]
             detail = ", ".join(f"{k}={float(v):.4g}" for k, v in scalars.items())
             saved = self._checkpoint_path("last.pt")
             kept = (
@@ -700,9 +713,12 @@ class Trainer:
                 f"{self.config.lr}), grad_clip=1.0, or precision='fp32'."
             )
         window = {}
-        for key in pending[-1][1]:
-            vals = [float(s[key]) for _, s in pending if key in s]
-            window[key] = sum(vals) / len(vals)
+        keys = dict.fromkeys(k for _, s, _ in pending for k in s)  # every key, first-seen order
+        for key in keys:
+            total = sum(float(w[key]) for _, s, w in pending if key in s)
+            if total > 0:  # weighted mean over the steps of the window that measured it
+                window[key] = sum(float(s[key]) * float(w[key]) for _, s, w in pending if key in s)
+                window[key] /= total
         self.step_logs.append({"step": pending[-1][0], "epoch": self.state.epoch + 1, **window})
         return window
 
@@ -710,10 +726,10 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         cfg = self.config
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step}
-        count = max(1, self._epoch_count)
         for k, v in self._epoch_sums.items():
             key = "train_loss" if k == "loss" else k
-            row[key] = float(v) / count
+            weight = float(self._epoch_weights[k])
+            row[key] = float(v) / weight if weight > 0 else float("nan")  # nan: never measured
         row.update(self.evaluate_epoch())
         row["lr"] = self.optimizer.param_groups[-1]["lr"]
         self.history.append(row)
@@ -833,7 +849,9 @@ class Trainer:
             payload["epoch_sums"] = {
                 k: float(v) for k, v in getattr(self, "_epoch_sums", {}).items()
             }
-            payload["epoch_count"] = getattr(self, "_epoch_count", 0)
+            payload["epoch_weights"] = {
+                k: float(v) for k, v in getattr(self, "_epoch_weights", {}).items()
+            }
         return payload
 
     def _save(self, name: str) -> None:
@@ -878,7 +896,8 @@ class Trainer:
         self._epoch_sums = {
             k: torch.tensor(v, device=self.device) for k, v in ckpt.get("epoch_sums", {}).items()
         }
-        self._epoch_count = ckpt.get("epoch_count", 0)
+        count = ckpt.get("epoch_count", 0)  # checkpoints written before per-key weights
+        self._epoch_weights = ckpt.get("epoch_weights") or {k: count for k in self._epoch_sums}
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         return ckpt

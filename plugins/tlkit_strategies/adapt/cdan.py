@@ -203,5 +203,5 @@ class CDAN:
             coeff,
             entropy=self.entropy,
         )
-        step.stats["domain_accuracy"] = accuracy
+        step.log("domain_accuracy", accuracy)
         return {"cdan": self.trade_off * loss}

@@ -113,5 +113,5 @@ class DANN:
         loss, accuracy = domain_adversarial_loss(
             self.discriminator, step.features, step.target_features, coeff
         )
-        step.stats["domain_accuracy"] = accuracy
+        step.log("domain_accuracy", accuracy)
         return {"dann": self.trade_off * loss}

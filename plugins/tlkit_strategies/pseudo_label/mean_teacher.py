@@ -133,11 +133,11 @@ class MeanTeacher:
         w = self.weight * sigmoid_rampup(step.progress, self.rampup)
         with torch.no_grad():
             agree = student_logits.argmax(1) == teacher_logits.argmax(1)
-            step.stats["teacher_agreement"] = agree.float().mean()
-            step.stats["mask_rate"] = torch.tensor(float(w > 0), device=agree.device)
+            step.log("teacher_agreement", agree.float().mean())
+            step.log("mask_rate", torch.tensor(float(w > 0), device=agree.device))
             if step.y_target_true is not None:
                 right = teacher_logits.argmax(1) == step.y_target_true
-                step.stats["pseudo_label_accuracy"] = right.float().mean()
+                step.log("pseudo_label_accuracy", right.float().mean())
         return {"consistency": w * softmax_mse(student_logits, teacher_logits)}
 
     @torch.no_grad()

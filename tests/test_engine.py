@@ -102,6 +102,19 @@ def test_fine_tune_freezes_then_unfreezes_with_discriminative_rates(tiny_task, f
     assert not torch.equal(w2, w3)  # the backbone trains after unfreezing
 
 
+def test_default_mode_freezes_only_pretrained_backbones(tiny_task, fast):
+    scratch = tlkit.fit(tiny_task, epochs=1, **fast)  # small_cnn has no pretrained weights
+    assert scratch.config.mode == "full"
+    model = tlkit.backbones.create_model("small_cnn", 4, pretrained=False)
+    model.backbone.pretrained = True  # as if it held weights worth keeping
+    before = [p.clone() for p in model.backbone.parameters()]
+    tuned = tlkit.fit(tiny_task, model=model, epochs=1, freeze_epochs=1, **fast)
+    assert tuned.config.mode == "fine_tune"
+    assert all(torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))  # frozen
+    two = tlkit.fit_two_stage(tiny_task, tiny_task, source_epochs=1, target_epochs=1, **fast)
+    assert two.pretrain_run.config.mode == "full" and two.config.mode == "fine_tune"
+
+
 def test_frozen_backbone_does_not_change(tiny_task, fast):
     run = tlkit.fit(tiny_task, epochs=1, mode="feature_extraction", **fast)
     torch.manual_seed(fast["seed"])  # fit() seeds before building the model

@@ -41,9 +41,12 @@ def fit(
         observers: objects with ``@tlkit.hookimpl`` observer hooks for this run.
         **options: any :class:`tlkit.FitConfig` field. The main ones:
 
-            * ``mode``: ``"fine_tune"`` (default: ``freeze_epochs`` head-only, then all layers
-              with discriminative rates), ``"full"`` (all layers from the start) or
+            * ``mode``: ``"fine_tune"`` (``freeze_epochs`` head-only, then all layers with
+              discriminative rates), ``"full"`` (all layers from the start) or
               ``"feature_extraction"`` (frozen backbone, features computed once and cached).
+              The default ``"auto"`` is ``"fine_tune"`` for a pretrained backbone and
+              ``"full"`` for one without pretrained weights (a frozen random backbone
+              teaches the head nothing).
             * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``),
               ``batch_size``, ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
               ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
@@ -97,7 +100,9 @@ def fit_two_stage(
     pair = target_task if isinstance(target_task, DomainPair) else DomainPair(source=target_task)
     stage1 = first.model.backbone
     head = make_head(pair.task, stage1.num_features, pair.num_classes, options.get("dropout", 0.0))
-    model = TransferModel(copy.deepcopy(stage1), head, pair.task)
+    backbone = copy.deepcopy(stage1)
+    backbone.pretrained = True  # on the source now: mode="auto" fine-tunes it in stage 2
+    model = TransferModel(backbone, head, pair.task)
     second = fit(pair, model=model, epochs=target_epochs, **options)
     second.pretrain_run = first
     return second

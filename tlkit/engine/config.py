@@ -8,7 +8,7 @@ from typing import Any
 
 from tlkit.engine.schedules import SCHEDULES
 
-MODES = ("fine_tune", "full", "feature_extraction")
+MODES = ("auto", "fine_tune", "full", "feature_extraction")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -24,7 +24,7 @@ class FitConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool | str = "auto"
     backbone_weights: str | None = None
-    mode: str = "fine_tune"
+    mode: str = "auto"  # fine_tune for a pretrained backbone, full for one trained from scratch
     epochs: int = 5
     freeze_epochs: int = 1
     batch_size: int = 64

@@ -13,6 +13,7 @@ any step replays exactly what the uninterrupted run would have done.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -201,6 +202,10 @@ class Trainer:
         self.is_main = self.dist.is_main
         seed_everything(config.seed)
         self.model = self._build_model(model)
+        if config.mode == "auto":  # freezing only makes sense for weights worth keeping
+            pretrained = bool(getattr(self.model.backbone, "pretrained", False))
+            mode = "fine_tune" if pretrained else "full"
+            self.config = config = dataclasses.replace(config, mode=mode)
         self.pm = registry.make_plugin_manager(
             self._selected_strategies(), self._observers(observers)
         )

@@ -241,3 +241,32 @@ def test_pseudo_label_accuracy_is_weighted_by_the_admitted_samples(tiny_task, fa
     assert math.isnan(second["pseudo_label_accuracy"])  # nothing admitted all epoch: undefined
     logged = [r["pseudo_label_accuracy"] for r in run.step_logs if "pseudo_label_accuracy" in r]
     assert logged and all(v == pytest.approx(2 / 3) for v in logged)
+
+
+def test_target_batch_ratio_sets_the_unlabelled_batch_size(tiny_task, fast, temp_strategy):
+    sizes = []
+
+    class Watch:
+        name, family = "test_batch_watch", "pseudo_label"
+
+        @tlkit.hookimpl
+        def tlkit_wants_target(self):
+            return True
+
+        @tlkit.hookimpl
+        def tlkit_pseudo_labels(self, step):
+            sizes.append((len(step.y), len(step.x_target), len(step.target_logits)))
+
+    temp_strategy(Watch())
+    tlkit.fit(
+        tiny_task,
+        epochs=1,
+        mode="full",
+        pseudo_label="test_batch_watch",
+        target_batch_ratio=3,
+        **fast,
+    )
+    bs = fast["batch_size"]
+    assert sizes and all(s == (bs, 3 * bs, 3 * bs) for s in sizes)
+    with pytest.raises(tlkit.ConfigError, match="target_batch_ratio"):
+        tlkit.fit(tiny_task, epochs=1, target_batch_ratio=0, **fast)

@@ -48,7 +48,8 @@ def fit(
               ``"full"`` for one without pretrained weights (a frozen random backbone
               teaches the head nothing).
             * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``),
-              ``batch_size``, ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
+              ``batch_size``, ``target_batch_ratio`` (unlabelled images per step, as a multiple
+              of ``batch_size``; FixMatch's mu), ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
               ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
             * strategies: ``loss``, ``pseudo_label``, ``adapt``, ``regularize`` (names from
               ``tlkit.strategies()``, or ``(name, {options})``).

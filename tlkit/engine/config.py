@@ -28,6 +28,7 @@ class FitConfig:
     epochs: int = 5
     freeze_epochs: int = 1
     batch_size: int = 64
+    target_batch_ratio: float = 1.0  # unlabelled target images per step = ratio * batch_size
     lr: float = 1e-3
     lr_spread: float = 10.0
     weight_decay: float = 1e-2
@@ -79,7 +80,15 @@ class FitConfig:
         choice("precision", PRECISIONS)
         choice("optimizer", OPTIMIZERS)
         choice("schedule", SCHEDULES)
-        for name in ("epochs", "batch_size", "lr", "eval_batch_size", "log_every", "lr_spread"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "target_batch_ratio",
+            "lr",
+            "eval_batch_size",
+            "log_every",
+            "lr_spread",
+        ):
             positive(name)
         for name in ("freeze_epochs", "weight_decay", "warmup", "checkpoint_every", "dropout"):
             positive(name, allow_zero=True)

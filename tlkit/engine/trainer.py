@@ -406,6 +406,12 @@ class Trainer:
         g = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
         return torch.randperm(n, generator=g)
 
+    @property
+    def target_batch_size(self) -> int:
+        """Unlabelled target images per step: ``target_batch_ratio * batch_size`` (FixMatch's
+        mu; the paper uses 7)."""
+        return max(1, round(self.config.target_batch_ratio * self.config.batch_size))
+
     def _target_order(self, epoch: int, count: int) -> torch.Tensor:
         n = len(self.target_images)
         g = torch.Generator().manual_seed(self.config.seed * 104729 + epoch + 1)
@@ -551,7 +557,8 @@ class Trainer:
             self.target_images is not None
             and registry.call_hook(self.pm, "tlkit_wants_target", trainer=self)
         )
-        t_order = self._target_order(epoch, self.steps_per_epoch * bs) if want_target else None
+        bt = self.target_batch_size
+        t_order = self._target_order(epoch, self.steps_per_epoch * bt) if want_target else None
         self.model.train()
         if not self.net.backbone_trainable or cfg.freeze_bn:
             _set_bn_eval(self.model.backbone)
@@ -564,7 +571,7 @@ class Trainer:
                 self._stop(epoch)
                 return False
             idx = order[i * bs : (i + 1) * bs]
-            t_idx = t_order[i * bs : (i + 1) * bs] if t_order is not None else None
+            t_idx = t_order[i * bt : (i + 1) * bt] if t_order is not None else None
             self._train_step(epoch, idx, t_idx)
         self._flush_logs()
         return True

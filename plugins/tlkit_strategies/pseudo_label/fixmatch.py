@@ -19,8 +19,11 @@ run's supervised loss (cross-entropy by default), applied by the engine.
 Shapes: ``step.x_target`` ``(B_t, C, H, W)`` -> both views ``(B_t, C, H, W)`` -> logits
 ``(B_t, K)``; targets ``(B_t,)`` int64 and weights ``(B_t,)``.
 
-Differences from the paper: the unlabelled batch has the labelled batch's size (the paper uses
-:math:`\mu = 7` times more); the strong view is :func:`tlkit.datasets.augment.strong_augment`
+The unlabelled batch has :math:`B_t = \mu B` images with :math:`\mu` = the run's
+``target_batch_ratio`` (default 1; the paper uses :math:`\mu = 7`:
+``tlkit.fit(task, pseudo_label="fixmatch", target_batch_ratio=7)``).
+
+Differences from the paper: the strong view is :func:`tlkit.datasets.augment.strong_augment`
 rather than RandAugment; and the two views go through the network in their own forward passes
 (the paper concatenates them with the labelled batch, so BatchNorm sees all three together).
 These extra passes normalise with their own batch statistics but leave BatchNorm's running

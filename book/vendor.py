@@ -1,13 +1,17 @@
 """Vendor the JavaScript the built book needs, so that its pages render maths and widgets offline.
 
 Jupyter Book 1 (Sphinx + MyST-NB) loads MathJax, require.js and the ipywidgets renderer from CDNs
-by default. This script downloads pinned npm packages (the tarballs, checked against the
-registry's sha512 integrity; no ``npm`` needed) into ``book/vendor/`` (gitignored), which
-``_config.yml`` lists in ``html_static_path`` and points ``mathjax_path`` and
-``nb_ipywidgets_js`` at. The folder must NOT be named ``_static``: Jupyter Book injects every
-.js/.css under a root ``_static`` folder into every page.
+by default. ``book/vendor/`` holds pinned copies instead -- committed, so that building the book
+(and CI) never needs the network -- and ``_config.yml`` lists it in ``html_static_path`` and
+points ``mathjax_path`` and ``nb_ipywidgets_js`` at it. The folder must NOT be named
+``_static``: Jupyter Book injects every .js/.css under a root ``_static`` folder into every page.
 
-    python book/vendor.py          # once per checkout: the only step of the book that needs the network
+This script re-creates the folder from the npm registry (the tarballs, checked against their
+sha512 integrity; no ``npm`` needed), keeping only what pages load (about 7 MB of 30): run it
+after changing a version below, then rebuild the book and run ``book/check_offline.py``.
+
+    python book/vendor.py            # re-vendor when PACKAGES changes (needs the network)
+    python book/vendor.py --check    # exit 1 unless book/vendor matches PACKAGES
 
 Standard library only, so it runs before or without the project's virtual environment.
 """
@@ -100,27 +104,46 @@ def up_to_date() -> bool:
     )
 
 
+# What the pages load, per package (glob patterns relative to the package root), and where it goes.
+KEEP = {
+    "mathjax": [
+        # tex-chtml.js bundles the TeX input and CommonHTML output; it loads its fonts, the TeX
+        # extensions it autoloads (e.g. \boldsymbol) and the menu's lazy parts relative to itself.
+        ("es5/tex-chtml.js", "mathjax"),
+        ("es5/output/chtml/fonts/woff-v2/*", "mathjax/output/chtml/fonts/woff-v2"),
+        ("es5/input/tex/extensions/**/*.js", "mathjax/input/tex/extensions"),
+        ("es5/ui/*.js", "mathjax/ui"),
+        ("es5/a11y/*.js", "mathjax/a11y"),
+        ("LICENSE", "mathjax"),
+    ],
+    "requirejs": [("require.js", ".")],  # its MIT licence is in the file's header
+    "@jupyter-widgets/html-manager": [
+        # embed-amd.js bundles @jupyter-widgets/base and controls (nothing is fetched for
+        # built-in widgets); of its icon fonts, browsers load the woff2 ones.
+        ("dist/embed-amd.js", "html-manager"),
+        ("dist/*.woff2", "html-manager"),
+        ("dist/embed.js.LICENSE.txt", "html-manager"),
+    ],
+}
+
+
 def vendor() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "vendor"
-        (staging / "html-manager").mkdir(parents=True)
-        roots = {}
+        staging.mkdir()
         for name, version, integrity in PACKAGES:
             print(f"  {name}@{version}")
-            roots[name] = unpack(
-                fetch(name, version, integrity), Path(tmp) / name.replace("/", "_")
-            )
-        # MathJax 3: the whole es5 tree (tex-chtml.js loads its fonts and extensions beside it).
-        shutil.copytree(roots["mathjax"] / "es5", staging / "mathjax")
-        shutil.copy(roots["requirejs"] / "require.js", staging / "require.js")
-        # embed-amd.js bundles @jupyter-widgets/base and controls (nothing is fetched for built-in
-        # widgets); the icon fonts beside it are loaded relative to it.
-        manager = roots["@jupyter-widgets/html-manager"] / "dist"
-        for item in manager.iterdir():
-            if item.name.startswith(("embed.js", "libembed-amd.js")) or item.suffix == ".map":
-                continue  # bundles and source maps the pages never load
-            if item.is_file():
-                shutil.copy(item, staging / "html-manager" / item.name)
+            root = unpack(fetch(name, version, integrity), Path(tmp) / name.replace("/", "_"))
+            for pattern, where in KEEP[name]:
+                matches = sorted(p for p in root.glob(pattern) if p.is_file())
+                if not matches:
+                    raise SystemExit(f"{name}@{version} has no {pattern}: update KEEP")
+                base = root / pattern.split("*", 1)[0] if "*" in pattern else None
+                for path in matches:
+                    inner = path.relative_to(base) if base is not None else Path(path.name)
+                    target = staging / where / inner
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(path, target)
         (staging / "html-manager" / "assets-path.js").write_text(ASSETS_PATH_JS)
         (staging / "VERSIONS").write_text(STAMP + "\n")
         # Swap in the complete folder only now: an interrupted run leaves the old one intact.
@@ -129,7 +152,14 @@ def vendor() -> None:
         shutil.move(str(staging), DEST)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--check"]:
+        if up_to_date():
+            print(f"book/vendor matches {STAMP}")
+            return 0
+        print(f"book/vendor does not match {STAMP}: run python book/vendor.py")
+        return 1
     if up_to_date():
         print(f"book/vendor is up to date ({STAMP})")
         return 0

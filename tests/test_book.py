@@ -101,6 +101,7 @@ def test_pages_load_no_javascript_from_the_network():
     assert names == ["mathjax", "requirejs", "@jupyter-widgets/html-manager"]
     for name, version, integrity in module.PACKAGES:
         assert integrity.startswith("sha512-"), f"{name}@{version} must be pinned by its hash"
+    assert module.up_to_date(), "book/vendor/ does not match vendor.PACKAGES: run book/vendor.py"
     assert module.tarball_url("@jupyter-widgets/html-manager", "1.0.15") == (
         "https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-1.0.15.tgz"
     )

@@ -19,7 +19,7 @@ def test_readme_has_the_demo_and_the_test_command():
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install -e"), command
     assert demo.endswith("tlkit demo")
     assert "-m pytest -q &&" in tests and "--nbval-lax" in tests and tests.endswith("notebooks/")
-    assert "book/vendor.py" in tests  # the book build test needs the vendored JavaScript
+    assert "vendor.py" not in tests  # the book's JavaScript is committed: CI fetches nothing
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

@@ -7,7 +7,9 @@ schedule and number of steps:
 
 * ``supervised only``: the 50 labelled images (the unlabelled pool is never seen).
 * ``threshold``: pseudo-labels where the model is >= 95% confident (Lee, 2013).
-* ``fixmatch``: confident labels from a weak view supervise a strong view (Sohn et al., 2020).
+* ``fixmatch``: confident labels from a weak view supervise a strong view (Sohn et al., 2020);
+  once with an unlabelled batch the size of the labelled one, once 7 times larger as in the
+  paper (``target_batch_ratio=7``).
 * ``mean_teacher``: consistency with an EMA teacher (Tarvainen & Valpola, 2017).
 
 Each runs with seeds 0, 1, 2 (the seed picks the labelled subset and the training randomness);
@@ -60,11 +62,14 @@ FIT: dict[str, Any] = {
     "precision": "fp32",
     "progress": False,
 }
-METHODS: dict[str, str | None] = {
-    "supervised only": None,
-    "threshold": "threshold",
-    "fixmatch": "fixmatch",
-    "mean_teacher": "mean_teacher",
+#: name -> (pseudo_label strategy, extra fit options)
+METHODS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "supervised only": (None, {}),
+    "threshold": ("threshold", {}),
+    "fixmatch": ("fixmatch", {}),
+    # the paper's unlabelled batch: 7 times the labelled one (FixMatch's mu)
+    "fixmatch, target_batch_ratio=7": ("fixmatch", {"target_batch_ratio": 7}),
+    "mean_teacher": ("mean_teacher", {}),
 }
 
 
@@ -74,11 +79,18 @@ def task(seed: int) -> tuple[DomainPair, Domain]:
     return replace(pair, source_test=None, target_test=None), pair.source_test
 
 
-def run_one(strategy: str | None, data: DomainPair, test: Domain, seed: int, epochs: int) -> dict:
+def run_one(
+    strategy: str | None,
+    data: DomainPair,
+    test: Domain,
+    seed: int,
+    epochs: int,
+    extra: dict[str, Any] | None = None,
+) -> dict:
     if strategy is None:
         data = replace(data, target=None)  # supervised only: the pool is not used at all
     start, cpu = time.perf_counter(), time.process_time()
-    run = tlkit.fit(data, epochs=epochs, seed=seed, pseudo_label=strategy, **FIT)
+    run = tlkit.fit(data, epochs=epochs, seed=seed, pseudo_label=strategy, **FIT, **(extra or {}))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     last = run.last
     return {
@@ -117,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             data = replace(data, target=data.target.subset(torch.arange(200)))
             test = test.subset(torch.arange(64))
-        for name, strategy in METHODS.items():
-            res = run_one(strategy, data, test, seed, epochs)
+        for name, (strategy, extra) in METHODS.items():
+            res = run_one(strategy, data, test, seed, epochs, extra)
             results[name].append(res)
             print(
                 f"  seed {seed} {name}: test acc {res['accuracy']:.3f}, mask rate "

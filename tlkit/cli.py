@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="offline demo: scratch vs linear probe vs fine-tuning the ImageNet network on "
-        "digits-m with few labels (table + learning curves, ~3 min on 2 CPU cores)",
+        "digits-m with few labels (table + learning curves, ~2 min on 2 CPU cores)",
     )
     demo.add_argument("--out", default="demo_output", help="folder for the plot")
     demo.add_argument("--labels-per-class", type=int, default=10)

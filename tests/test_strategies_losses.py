@@ -170,6 +170,25 @@ def test_l2sp_trains_the_tiny_task(tiny_task, fast):
     assert run.history[-1]["train_loss"] < 0.8 * run.history[0]["train_loss"]
 
 
+def test_l2sp_replaces_weight_decay_on_the_model_only(tiny_task, fast):
+    seen = {}
+
+    class Decays:
+        @tlkit.hookimpl
+        def tlkit_on_epoch_end(self, trainer):
+            model_ids = {id(p) for p in trainer.model.parameters()}
+            for group in trainer.optimizer.param_groups:
+                owner = "model" if id(group["params"][0]) in model_ids else "strategy"
+                seen.setdefault(owner, set()).add(group["weight_decay"])
+
+    options = dict(epochs=1, mode="full", weight_decay=0.05, observers=[Decays()], **fast)
+    tlkit.fit(tiny_task, regularize="l2sp", adapt="dann", **options)
+    assert seen == {"model": {0.0}, "strategy": {0.0, 0.05}}  # discriminator keeps its decay
+    seen.clear()
+    tlkit.fit(tiny_task, **options)
+    assert seen == {"model": {0.0, 0.05}}  # without L2-SP: decay on weights, none on biases
+
+
 def _model(num_classes: int = 4):
     torch.manual_seed(123)
     return tlkit.backbones.create_model("small_cnn", num_classes, pretrained=False)

@@ -473,22 +473,26 @@ class Trainer:
 
     def _param_groups(self, backbone_trainable: bool) -> list[dict[str, Any]]:
         """Discriminative learning rates: backbone groups get rates spaced geometrically from
-        ``lr / lr_spread`` (earliest layers) up to ``lr`` (the head). No decay on 1-d params."""
+        ``lr / lr_spread`` (earliest layers) up to ``lr`` (the head). No decay on 1-d params,
+        and none on the model at all when a strategy says it ``replaces_weight_decay`` (L2-SP:
+        its own penalty takes the place of the optimiser's pull towards 0)."""
         cfg = self.config
-        blocks: list[tuple[list[nn.Parameter], float]] = []
+        replaced = any(getattr(p, "replaces_weight_decay", False) for p in self.pm.get_plugins())
+        model_decay = 0.0 if replaced else cfg.weight_decay
+        blocks: list[tuple[list[nn.Parameter], float, float]] = []
         if backbone_trainable:
             groups = self.model.backbone.layer_groups()
             lrs = np.geomspace(cfg.lr / cfg.lr_spread, cfg.lr, len(groups) + 1)[:-1]
-            blocks += list(zip(groups, lrs))
-        blocks.append((list(self.model.head.parameters()), cfg.lr))
-        for module in self.extra_modules.values():
-            blocks.append((list(module.parameters()), cfg.lr))
+            blocks += [(g, lr, model_decay) for g, lr in zip(groups, lrs)]
+        blocks.append((list(self.model.head.parameters()), cfg.lr, model_decay))
+        for module in self.extra_modules.values():  # e.g. a domain discriminator
+            blocks.append((list(module.parameters()), cfg.lr, cfg.weight_decay))
         out = []
-        for params, lr in blocks:
+        for params, lr, weight_decay in blocks:
             params = [p for p in params if p.requires_grad]
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]
-            for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+            for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
                 if ps:
                     out.append(
                         {"params": ps, "lr": float(lr), "base_lr": float(lr), "weight_decay": wd}

@@ -11,8 +11,9 @@ pretraining learnt; L2-SP pulls the backbone's weights :math:`w_S` towards their
 
 The paper uses :math:`\alpha = 0.1, \beta = 0.01` (the defaults). Only parameters that currently
 require gradients count, so a frozen backbone (the first ``freeze_epochs`` of ``fine_tune``)
-contributes nothing. The engine's optimiser still applies its own (decoupled) weight decay;
-pass ``weight_decay=0`` to ``tlkit.fit`` for the paper's setup, where L2-SP replaces it.
+contributes nothing. As in the paper, L2-SP *replaces* weight decay: the class attribute
+``replaces_weight_decay = True`` tells the engine to drop AdamW's decay on the backbone and the
+head (a domain discriminator or other strategy module keeps it).
 
 The starting point is the backbone as :func:`tlkit_setup` finds it: pretrained weights, or the
 seeded random init of a network trained from scratch (then it is the same on resume).
@@ -37,6 +38,7 @@ class L2SP:
 
     name = "l2sp"
     family = "regularizer"
+    replaces_weight_decay = True
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.01) -> None:
         for key, value in (("alpha", alpha), ("beta", beta)):

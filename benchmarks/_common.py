@@ -140,6 +140,14 @@ def update_results(path: Path, key: str, title: str, body: str, *, file_title: s
     return path
 
 
+def write_run(path: Path, body: str, *, quick: bool, file_title: str) -> Path:
+    """Write a script's whole-run section: ``full`` ("Latest full run") or ``quick``."""
+    key, title = ("quick", "Quick run") if quick else ("full", "Latest full run")
+    update_results(path, key, title, body, file_title=file_title)
+    print(f"\nwrote {path}")
+    return path
+
+
 def results_path(arg: str | None, script: str, quick: bool) -> Path | None:
     """Where to write: ``--results PATH`` if given; the default file for a full run; nowhere for
     a ``--quick`` smoke run (so that a test never overwrites the measured results)."""

@@ -330,14 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"Total wall time of the script: {wall:.0f} s.",
             ]
         )
-        common.update_results(
-            path,
-            "quick" if args.quick else "full",
-            "Quick run" if args.quick else "Latest full run",
-            body,
-            file_title="Domain adaptation on the digit pairs",
+        common.write_run(
+            path, body, quick=args.quick, file_title="Domain adaptation on the digit pairs"
         )
-        print(f"\nwrote {path}")
     return 0
 
 

@@ -258,14 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                 "(the cached run is longer), and the hand loop draws a different data order.",
             ]
         )
-        common.update_results(
+        common.write_run(
             path,
-            "quick" if args.quick else "full",
-            "Quick run" if args.quick else "Latest full run",
             body,
+            quick=args.quick,
             file_title="Feature extraction: cached features vs recomputing the frozen backbone",
         )
-        print(f"\nwrote {path}")
     return 0
 
 

@@ -378,11 +378,10 @@ def write(path: Path, info, setting: str, rows, ratios, wall: float, quick: bool
             f"Wall time of the script so far: {wall:.0f} s.",
         ]
     )
-    common.update_results(
+    common.write_run(
         path,
-        "quick" if quick else "full",
-        "Quick run" if quick else "Latest full run",
         body,
+        quick=quick,
         file_title="GPU training throughput: tlkit engine vs a hand-written loop",
     )
 

@@ -253,14 +253,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"Total wall time of the script: {wall:.0f} s.",
             ]
         )
-        common.update_results(
+        common.write_run(
             path,
-            "quick" if args.quick else "full",
-            "Quick run" if args.quick else "Latest full run",
             body,
+            quick=args.quick,
             file_title="Noisy labels on digits: robust losses and label-issue detection",
         )
-        print(f"\nwrote {path}")
     return 0
 
 

@@ -194,14 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                 "other jobs share it, see the load average above).",
             ]
         )
-        common.update_results(
+        common.write_run(
             path,
-            "quick" if args.quick else "full",
-            "Quick run" if args.quick else "Latest full run",
             body,
+            quick=args.quick,
             file_title="Semi-supervised learning on digits with 5 labels per class",
         )
-        print(f"\nwrote {path}")
     return 0
 
 

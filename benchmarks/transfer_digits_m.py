@@ -298,14 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"Total wall time of the script: {wall:.0f} s.",
             ]
         )
-        common.update_results(
-            path,
-            "quick" if args.quick else "full",
-            "Quick run" if args.quick else "Latest full run",
-            body,
-            file_title="Transfer on digits-m with 10 labels per class",
+        common.write_run(
+            path, body, quick=args.quick, file_title="Transfer on digits-m with 10 labels per class"
         )
-        print(f"\nwrote {path}")
     return 0
 
 

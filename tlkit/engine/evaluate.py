@@ -49,14 +49,16 @@ def predict_features(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     precision: str = "fp32",
+    to_cpu: bool = True,
 ) -> torch.Tensor:
     """Backbone features ``(N, D)`` of a :class:`~tlkit.backbones.TransferModel` (the head's
-    input), in eval mode -- BatchNorm uses its running statistics and does not update them."""
-    return _batched(model, model.features, images, batch_size, device, precision)
+    input), in eval mode -- BatchNorm uses its running statistics and does not update them.
+    ``to_cpu=False`` leaves them on the model's device (the trainer's feature cache)."""
+    return _batched(model, model.features, images, batch_size, device, precision, to_cpu)
 
 
 @torch.no_grad()
-def _batched(model, fn, images, batch_size, device, precision) -> torch.Tensor:
+def _batched(model, fn, images, batch_size, device, precision, to_cpu=True) -> torch.Tensor:
     """``fn`` over ``images`` in batches with ``model`` in eval mode; every sub-module's
     train/eval flag is restored afterwards."""
     if device is not None:
@@ -69,7 +71,8 @@ def _batched(model, fn, images, batch_size, device, precision) -> torch.Tensor:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
             with autocast_for(device, precision):
-                outs.append(fn(batch).float().cpu())
+                out = fn(batch).float()
+                outs.append(out.cpu() if to_cpu else out)
     finally:
         restore_training_modes(modes)
     return torch.cat(outs) if outs else torch.empty(0)

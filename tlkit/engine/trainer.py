@@ -35,6 +35,7 @@ from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import (
     autocast_for,
     metrics_from_outputs,
+    predict_features,
     predict_outputs,
     restore_training_modes,
     training_modes,
@@ -514,19 +515,14 @@ class Trainer:
         return self.feature_cache["target"]
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features of uint8 ``images``, in eval mode and evaluation-sized batches."""
-        model = self.model
-        was_training = model.training
-        model.eval()
-        out = []
-        bs = self.config.eval_batch_size
-        with torch.no_grad():
-            for start in range(0, len(images), bs):
-                batch = images[start : start + bs].to(self.device).float().div_(255)
-                with autocast_for(self.device, self.precision):
-                    out.append(model.features(batch).float())
-        model.train(was_training)
-        return torch.cat(out)
+        """Backbone features of uint8 ``images``, in eval mode, kept on the training device."""
+        return predict_features(
+            self.model,
+            images,
+            batch_size=self.config.eval_batch_size,
+            precision=self.precision,
+            to_cpu=False,
+        )
 
     def _call_setup(self) -> None:
         caller = self.pm.hook.tlkit_setup

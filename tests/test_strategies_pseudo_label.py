@@ -193,6 +193,15 @@ def test_regression_is_refused_with_a_reason(fast):
     pair = tlkit.datasets.DomainPair(dom, target=dom)
     with pytest.raises(tlkit.PluginError, match="needs a classification task"):
         tlkit.fit(pair, epochs=1, pseudo_label="threshold", **fast)
+    for family, name in [
+        ("pseudo_label", "fixmatch"),
+        ("pseudo_label", "mean_teacher"),
+        ("adapt", "cdan"),
+        ("adapt", "mcc"),
+        ("adapt", "entropy_min"),
+    ]:
+        with pytest.raises(tlkit.PluginError, match=f"'{name}' needs a classification task"):
+            tlkit.fit(pair, epochs=1, **{family: name}, **fast)
 
 
 # -- it pays: more accurate than supervised-only on few labels --------------------------------

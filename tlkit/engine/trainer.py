@@ -525,6 +525,14 @@ class Trainer:
         )
 
     def _call_setup(self) -> None:
+        for plugin in self.pm.get_plugins():  # a strategy may declare the task it works on
+            needed = getattr(plugin, "requires_task", None)
+            if needed is not None and needed != self.task:
+                name = self.pm.get_name(plugin)
+                raise registry.PluginError(
+                    f"strategy '{name}' needs a {needed} task; this one is {self.task}. "
+                    f"Drop it, or see tlkit.strategies() for ones that fit."
+                )
         caller = self.pm.hook.tlkit_setup
         for impl in caller.get_hookimpls():
             kwargs = {"trainer": self} if "trainer" in impl.argnames else {}

@@ -132,6 +132,7 @@ class CDAN:
 
     name = "cdan"
     family = "adapt"
+    requires_task = "classification"  # conditions on class predictions
 
     def __init__(
         self,
@@ -177,8 +178,6 @@ class CDAN:
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer) -> ConditionalDiscriminator:
-        if trainer.task != "classification":
-            raise ValueError("cdan conditions on class predictions; it needs a classification task")
         d, k = trainer.model.backbone.num_features, trainer.num_classes
         randomized = d * k > self.max_dim if self.randomized == "auto" else self.randomized
         self.discriminator = ConditionalDiscriminator(

@@ -39,6 +39,7 @@ class EntropyMinimization:
 
     name = "entropy_min"
     family = "adapt"
+    requires_task = "classification"  # entropy of class predictions
 
     def __init__(self, trade_off: float = 0.01) -> None:
         if not isinstance(trade_off, (int, float)) or not trade_off > 0:
@@ -48,11 +49,6 @@ class EntropyMinimization:
     @tlkit.hookimpl
     def tlkit_wants_target(self) -> bool:
         return True
-
-    @tlkit.hookimpl
-    def tlkit_setup(self, trainer) -> None:
-        if trainer.task != "classification":
-            raise ValueError("entropy_min works on class predictions; it needs classification")
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

@@ -51,6 +51,7 @@ class MCC:
 
     name = "mcc"
     family = "adapt"
+    requires_task = "classification"  # confusion between class predictions
 
     def __init__(self, trade_off: float = 1.0, temperature: float = 2.5) -> None:
         if not isinstance(trade_off, (int, float)) or not trade_off > 0:
@@ -63,11 +64,6 @@ class MCC:
     @tlkit.hookimpl
     def tlkit_wants_target(self) -> bool:
         return True
-
-    @tlkit.hookimpl
-    def tlkit_setup(self, trainer) -> None:
-        if trainer.task != "classification":
-            raise ValueError("mcc works on class predictions; it needs a classification task")
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

@@ -66,19 +66,12 @@ class FixMatch:
 
     name = "fixmatch"
     family = "pseudo_label"
+    requires_task = "classification"  # class pseudo-labels
     needs_images = True  # the views are made from images: no frozen-feature cache
 
     def __init__(self, threshold: float = 0.95, weight: float = 1.0) -> None:
         self.threshold = check_unit("threshold", threshold)
         self.weight = check_weight(weight)
-
-    @tlkit.hookimpl
-    def tlkit_setup(self, trainer) -> None:
-        if trainer.task != "classification":
-            raise ValueError(
-                f"pseudo_label='{self.name}' needs a classification task (class pseudo-labels); "
-                f"this one is {trainer.task}."
-            )
 
     @tlkit.hookimpl
     def tlkit_wants_target(self) -> bool:

@@ -84,6 +84,7 @@ class MeanTeacher:
 
     name = "mean_teacher"
     family = "pseudo_label"
+    requires_task = "classification"  # compares class probabilities
     needs_images = True  # both views are made from images: no frozen-feature cache
 
     def __init__(
@@ -111,11 +112,6 @@ class MeanTeacher:
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer) -> torch.nn.Module:
-        if trainer.task != "classification":
-            raise ValueError(
-                f"pseudo_label='{self.name}' compares class probabilities, so it needs a "
-                f"classification task; this one is {trainer.task}."
-            )
         self.ema = EMA(trainer.model, self.decay)
         return self.ema.module  # saved in checkpoints and restored on resume
 

@@ -68,19 +68,12 @@ class ConfidenceThreshold:
 
     name = "threshold"
     family = "pseudo_label"
+    requires_task = "classification"  # class pseudo-labels
 
     def __init__(self, threshold: float = 0.95, weight: float = 1.0, warmup: float = 0.0) -> None:
         self.threshold = check_unit("threshold", threshold)
         self.weight = check_weight(weight)
         self.warmup = check_unit("warmup (a fraction of training)", warmup, closed_top=False)
-
-    @tlkit.hookimpl
-    def tlkit_setup(self, trainer) -> None:
-        if trainer.task != "classification":
-            raise ValueError(
-                f"pseudo_label='{self.name}' needs a classification task (class pseudo-labels); "
-                f"this one is {trainer.task}."
-            )
 
     @tlkit.hookimpl
     def tlkit_wants_target(self) -> bool:

@@ -767,10 +767,12 @@ class Trainer:
     def evaluate_epoch(self) -> dict[str, float]:
         """Scalar metrics on each held-out set, prefixed ``source_`` / ``target_``."""
         out: dict[str, float] = {}
+        self.eval_results: dict[str, dict[str, Any]] = {}
         registry.call_hook(self.pm, "tlkit_before_evaluate", trainer=self)
         for name, domain in self.data.eval_sets().items():
             _, outputs = self._eval_outputs(domain.images, f"eval_{name}")
             metrics = metrics_from_outputs(outputs, domain, self.num_classes)
+            self.eval_results[name] = metrics  # full metrics (confusion matrix) for observers
             for key in ("accuracy", "mae", "rmse"):
                 if key in metrics:
                     out[f"{name}_{key}"] = metrics[key]

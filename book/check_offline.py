@@ -6,7 +6,9 @@ every request that is not a local file is blocked and recorded. A page passes wh
 * it made no network request and every local file it asked for exists;
 * its maths was typeset by the vendored MathJax (pages with ``class="math..."`` elements);
 * its stored widgets were rendered by the vendored ipywidgets renderer (pages with widget views);
-* every image loaded.
+* every image loaded, and no display equation is wider than the text column;
+* no script failed: an uncaught exception (``pageerror``) or a ``console.error`` message fails
+  the page, since a broken script usually means a feature of the page silently does not work.
 
     python book/check_offline.py                       # after `jupyter-book build .`
     python book/check_offline.py --screenshots shots/  # and keep a full-page PNG of each page
@@ -35,6 +37,7 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
     page = context.new_page()
     blocked: list[str] = []
     missing: list[str] = []
+    errors: list[str] = []
 
     def route(r):
         if r.request.url.startswith(LOCAL):
@@ -45,6 +48,8 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
 
     page.route("**/*", route)
     page.on("requestfailed", lambda req: req.url.startswith("file:") and missing.append(req.url))
+    page.on("pageerror", lambda exc: errors.append(f"uncaught {exc.name}: {exc.message}"[:200]))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text[:200]))
     page.goto(path.as_uri(), wait_until="load")
     if wants_math:
         page.wait_for_function(
@@ -61,6 +66,14 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
             widgets: document.querySelectorAll('.jupyter-widgets').length,
             broken_images: [...document.images].filter(i => !i.complete || !i.naturalWidth)
                 .map(i => i.src.slice(0, 80)),
+            // display equations wider than the text column (cut off, or a scrollbar to read them)
+            wide_math: [...document.querySelectorAll('mjx-container[display="true"]')]
+                .filter(c => {
+                    const inner = c.querySelector('mjx-math');
+                    const width = inner ? inner.getBoundingClientRect().width : 0;
+                    return Math.max(width, c.scrollWidth) > c.clientWidth + 2;
+                })
+                .map(c => (c.getAttribute('aria-label') || c.textContent || '').slice(0, 60)),
         })"""
     )
     if screenshots is not None:
@@ -78,6 +91,10 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
         problems.append("widgets not rendered")
     if found["broken_images"]:
         problems.append(f"broken images: {found['broken_images'][:3]}")
+    if found["wide_math"]:
+        problems.append(f"equations wider than the column: {found['wide_math'][:3]}")
+    if errors:
+        problems.append(f"script errors: {errors[:3]}")
     return {"math": found["math"], "widgets": found["widgets"], "problems": problems}
 
 

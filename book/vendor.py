@@ -62,6 +62,41 @@ ASSETS_PATH_JS = """\
 })();
 """
 
+# The widget renderer typesets widget descriptions with MathJax 2's API, `MathJax.Hub.Queue(...)`,
+# whenever `window.MathJax` exists; the book loads MathJax 3, which has no `Hub`, so every
+# described widget threw "Cannot read properties of undefined (reading 'Queue')". This script,
+# loaded before the renderer, gives each MathJax object the page gets a `Hub.Queue` that hands the
+# element to MathJax 3's `typesetPromise` once MathJax is ready.
+MATHJAX_HUB_JS = """\
+(function () {
+  function withHub(mj) {
+    if (mj && typeof mj === "object" && mj.version && !mj.Hub) {
+      mj.Hub = {
+        Queue: function (job) {
+          var element = Array.isArray(job) ? job[2] : undefined;
+          var ready = (mj.startup && mj.startup.promise) || Promise.resolve();
+          ready.then(function () {
+            if (mj.typesetPromise) return mj.typesetPromise(element ? [element] : undefined);
+          }).catch(function (err) { console.warn("MathJax typeset of a widget failed:", err); });
+        },
+      };
+    }
+    return mj;
+  }
+  var current = withHub(window.MathJax);
+  Object.defineProperty(window, "MathJax", {
+    configurable: true,
+    enumerable: true,
+    get: function () { return current; },
+    set: function (value) { current = withHub(value); },
+  });
+})();
+"""
+SHIMS = {
+    "html-manager/assets-path.js": ASSETS_PATH_JS,
+    "html-manager/mathjax-hub.js": MATHJAX_HUB_JS,
+}
+
 
 def tarball_url(name: str, version: str) -> str:
     return f"{REGISTRY}/{name}/-/{name.rsplit('/', 1)[-1]}-{version}.tgz"
@@ -100,7 +135,10 @@ def up_to_date() -> bool:
     return (
         stamp.exists()
         and stamp.read_text().strip() == STAMP
-        and (DEST / "html-manager" / "assets-path.js").exists()
+        and all(
+            (DEST / path).exists() and (DEST / path).read_text() == text
+            for path, text in SHIMS.items()
+        )
     )
 
 
@@ -144,7 +182,8 @@ def vendor() -> None:
                     target = staging / where / inner
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(path, target)
-        (staging / "html-manager" / "assets-path.js").write_text(ASSETS_PATH_JS)
+        for path, text in SHIMS.items():
+            (staging / path).write_text(text)
         (staging / "VERSIONS").write_text(STAMP + "\n")
         # Swap in the complete folder only now: an interrupted run leaves the old one intact.
         if DEST.exists():
@@ -160,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"book/vendor does not match {STAMP}: run python book/vendor.py")
         return 1
-    if up_to_date():
+    stamp = DEST / "VERSIONS"
+    if stamp.exists() and stamp.read_text().strip() == STAMP:
+        for path, text in SHIMS.items():  # our own small scripts: no download needed
+            (DEST / path).write_text(text)
         print(f"book/vendor is up to date ({STAMP})")
         return 0
     print("vendoring the book's JavaScript into book/vendor/:")

@@ -107,6 +107,19 @@ def test_pages_load_no_javascript_from_the_network():
     )
 
 
+def test_pages_declare_no_script_twice_and_number_no_lone_table():
+    """sphinx_thebe (thebe is off) declared `const THEBE_JS_URL` twice per page, a script error
+    on every page; global numfig captioned the hook reference's only table "Table 2"; the widget
+    renderer needs MathJax 2's Hub.Queue shim before it loads."""
+    cfg = config()
+    sphinx = cfg["sphinx"]["config"]
+    assert "sphinx_thebe" not in sphinx["extensions"] and cfg["launch_buttons"]["thebe"] is False
+    assert "tlkit_hookref" in sphinx["extensions"]  # the list replaces Jupyter Book's defaults
+    assert sphinx["numfig"] is False and cfg["latex"]["use_jupyterbook_latex"] is False
+    scripts = list(sphinx["nb_ipywidgets_js"])
+    assert scripts.index("html-manager/mathjax-hub.js") < scripts.index("html-manager/embed-amd.js")
+
+
 # -- notebooks ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_executed_without_errors(path):

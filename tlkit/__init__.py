@@ -14,6 +14,7 @@ from tlkit import backbones, datasets
 from tlkit.api import fit, fit_two_stage, load
 from tlkit.engine import CheckpointError, ConfigError, FitConfig, Trainer, TrainingError
 from tlkit.hookspecs import hookimpl
+from tlkit.ranking import rank_backbones
 from tlkit.registry import PluginError, register, strategies, unregister
 from tlkit.run import Run
 
@@ -59,6 +60,7 @@ __all__ = [
     "fit_two_stage",
     "hookimpl",
     "load",
+    "rank_backbones",
     "register",
     "strategies",
     "unregister",

@@ -103,7 +103,7 @@ def pack(
     index = _scan([os.fspath(s) for s in shards], progress=False)
     if len(index["key"]) != len(domain):
         raise DataError(f"pack(): wrote {len(domain)} samples but indexed {len(index['key'])}.")
-    order = np.argsort([int(k) for k in index["key"]])  # back to the domain's order
+    order = np.argsort([int(k.split(".", 1)[0]) for k in index["key"]])  # the domain's order
     np.savez(
         out / f"{name}-index.npz",
         labels=labels,

@@ -47,7 +47,7 @@ def test_pack_and_read_back(folder, tmp_path, monkeypatch):
     monkeypatch.undo()
     for i in (0, 3, 9):  # same pixels as the files (bytes copied, never re-encoded)
         assert torch.equal(s.dataset()[i][0], d.dataset()[i][0])
-    assert s.paths[3].endswith("data-000000.tar:00000003.jpg")
+    assert s.paths[3].endswith("data-000000.tar:00000003.png")
     with pytest.raises(DataError, match="already holds shards"):
         pack(folder, tmp_path / "out", progress=False)
 

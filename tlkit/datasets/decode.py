@@ -13,8 +13,11 @@ the same way:
 * a file whose header claims more than ``max_pixels`` pixels is refused before any pixel is
   decoded (:data:`DEFAULT_MAX_PIXELS`, PIL's own threshold, ~9459 x 9459).
 
-Plain 8-bit JPEGs and PNGs are decoded by ``torchvision.io`` (libjpeg-turbo / libpng, ~1.8x faster
-than PIL here); everything else by PIL. Failures raise :class:`DecodeError` naming the file.
+Decoding is PIL's (libjpeg-turbo, libpng...). The tensor is a CHW *view* of PIL's HWC pixels
+(channels-last memory): torchvision's uint8 antialiased resize is fastest on that layout, so
+decode + ``RandomResizedCrop`` measured 1.7 ms per 500x375 JPEG here against 2.3 ms with
+``torchvision.io.decode_jpeg`` (faster to decode, but CHW-contiguous, and deprecated since
+torchvision 0.29). Failures raise :class:`DecodeError` naming the file.
 """
 
 from __future__ import annotations
@@ -112,46 +115,17 @@ def decode_file(
 def decode_bytes(
     data: bytes, source: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> torch.Tensor:
-    """Decode encoded image bytes to ``uint8`` RGB ``(3, H, W)``; ``source`` names them in errors."""
+    """Decode encoded image bytes to ``uint8`` RGB ``(3, H, W)`` (channels-last memory);
+    ``source`` names them in errors."""
     if not data:
         raise DecodeError(source, "the file is empty (0 bytes)")
     im = _open(data, source, max_pixels)
-    fast = (im.format == "JPEG" and im.mode in ("L", "RGB")) or (
-        im.format == "PNG" and im.mode in ("L", "RGB") and "transparency" not in im.info
-    )
-    if fast:
-        x = _torchvision_decode(data, im.format)
-        if x is not None:
-            return x
     try:
         return pil_to_rgb(im)
     except DecodeError:
         raise
     except Exception as e:  # truncated data, unsupported codec options ...
         raise DecodeError(source, f"{type(e).__name__}: {e}") from None
-
-
-def _torchvision_decode(data: bytes, fmt: str) -> torch.Tensor | None:
-    """libjpeg-turbo / libpng through ``torchvision.io``; ``None`` when it is unavailable (its
-    decoders are deprecated since torchvision 0.29 in favour of TorchCodec) or unsure."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # libjpeg's "corrupt data" warnings: let PIL judge
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg, decode_png
-
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            if fmt == "JPEG":
-                x = decode_jpeg(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-            else:
-                x = decode_png(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except (ImportError, RuntimeError, UserWarning):
-        return None  # PIL decodes it or says precisely why not
-    if x.dtype != torch.uint8:  # 16-bit PNG
-        from torchvision.transforms.v2.functional import to_dtype
-
-        x = to_dtype(x, torch.uint8, scale=True)
-    return x.contiguous()
 
 
 def pil_to_rgb(im: Any) -> torch.Tensor:
@@ -185,4 +159,4 @@ def pil_to_rgb(im: Any) -> torch.Tensor:
         im = background.convert("RGB")
     elif mode != "RGB":
         im = im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1)  # HWC memory, CHW view

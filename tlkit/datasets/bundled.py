@@ -258,7 +258,7 @@ def _text(task: str) -> Builder:
     from . import text
 
     return Builder(
-        lambda: "1-" + text.versions(task), lambda seed: text.build_docstrings(task, seed)
+        lambda: "2-" + text.versions(task), lambda seed: text.build_docstrings(task, seed)
     )
 
 

@@ -5,9 +5,11 @@ imported), so it needs no download. Two related labelled tasks share one tokenis
 pretrained on one transfers to the other (the two-stage recipe):
 
 * ``docstrings`` -- the fine-tuning task: numpy, scikit-learn, matplotlib or scikit-image?
-* ``docstrings-pretrain`` -- the pretraining task, bigger and about *other* libraries: scipy,
-  networkx, timm, torchvision or huggingface_hub? What transfers is what docstrings look like
-  (numpydoc sections, Google style, reST roles), not the libraries themselves.
+* ``docstrings-pretrain`` -- the pretraining task: which *sub-package* of those libraries
+  (``numpy.linalg``, ``sklearn.linear_model``, ``matplotlib.axes``...), a finer label set, from a
+  disjoint half of the source files (split by file, so no docstring of one task appears in the
+  other). Features that tell sub-packages apart carry over to telling libraries apart, which is
+  what makes pretrain -> fine-tune pay with a few labels per library.
 
 Each sample is the docstring of one function, method or class (at least 8 words), with the
 library's own names (``numpy``, ``np``, ``sklearn``...) removed so the task is about style and
@@ -21,6 +23,7 @@ yours included -- maps into the same id space.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -37,7 +40,7 @@ VOCAB_SIZE = 2**15
 MAX_LENGTH = 128
 PADDING_ID = 0
 PER_CLASS = 400
-FILES_PER_PACKAGE = 120
+FILES_PER_PACKAGE = 160
 
 #: (class name, import name, distribution name, tokens removed from its docstrings)
 FINETUNE = (
@@ -46,14 +49,9 @@ FINETUNE = (
     ("matplotlib", "matplotlib", "matplotlib", ("matplotlib", "mpl", "plt", "pyplot")),
     ("scikit-image", "skimage", "scikit-image", ("skimage", "ski", "scikit", "image")),
 )
-PRETRAIN = (
-    ("scipy", "scipy", "scipy", ("scipy",)),
-    ("networkx", "networkx", "networkx", ("networkx", "nx")),
-    ("timm", "timm", "timm", ("timm",)),
-    ("torchvision", "torchvision", "torchvision", ("torchvision",)),
-    ("huggingface_hub", "huggingface_hub", "huggingface_hub", ("huggingface", "hub", "hf")),
-)
-TASKS = {"docstrings": FINETUNE, "docstrings-pretrain": PRETRAIN}
+TASKS = {"docstrings": FINETUNE, "docstrings-pretrain": FINETUNE}
+#: docstrings-pretrain: sub-packages with at least this many docstrings, at most this many each
+MIN_PER_GROUP, PER_GROUP = 25, 120
 
 _TOKEN = re.compile(r"[a-z_]+|\d+|[^\sa-z_\d]")
 _SKIP_DIRS = {"tests", "test", "testing", "_vendor", "vendored", "__pycache__", "benchmarks"}
@@ -110,13 +108,22 @@ def _package_files(import_name: str) -> list[str]:
     return files
 
 
-def _docstrings(import_name: str, rng: np.random.Generator) -> list[str]:
-    """Docstrings (>= 8 words) of a spread sample of the package's source files."""
+@functools.lru_cache(maxsize=8)
+def _docstrings(import_name: str, seed: int) -> tuple[tuple[str, int, str], ...]:
+    """``(group, half, docstring)`` for the docstrings (>= 8 words) of a spread sample of the
+    package's source files: ``group`` is the sub-package (or top-level module), ``half`` 0/1
+    splits the files between the two tasks by a hash of their path."""
     files = _package_files(import_name)
+    rng = np.random.default_rng(seed)
     if len(files) > FILES_PER_PACKAGE:
         files = [files[i] for i in sorted(rng.choice(len(files), FILES_PER_PACKAGE, replace=False))]
+    root = os.path.dirname(importlib.util.find_spec(import_name).origin or files[0])
     out = []
     for path in files:
+        rel = os.path.relpath(path, root)
+        parts = rel.split(os.sep)
+        group = f"{import_name}.{parts[0] if len(parts) > 1 else parts[0][:-3]}"
+        half = zlib.crc32(rel.encode()) % 2
         try:
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read())
@@ -126,8 +133,8 @@ def _docstrings(import_name: str, rng: np.random.Generator) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 doc = ast.get_docstring(node)
                 if doc and len(doc.split()) >= 8:
-                    out.append(doc)
-    return out
+                    out.append((group, half, doc))
+    return tuple(out)
 
 
 def versions(task: str) -> str:
@@ -145,25 +152,38 @@ def build_docstrings(task: str, seed: int = 0) -> Domain:
     """One docstring task as a tensor domain of token ids (``(N, MAX_LENGTH)`` int64)."""
     spec = TASKS[task]
     rng = np.random.default_rng(seed)
-    drop = {w for _, _, _, names in spec for w in names}
-    per_class = [_docstrings(imp, rng) for _, imp, _, _ in spec]
+    drop = sorted({w for _, _, _, names in spec for w in names})
+    parsed = [_docstrings(imp, seed) for _, imp, _, _ in spec]
     counts: dict[str, int] = {}
-    for docs in per_class:
-        for d in set(docs):
+    for docs in parsed:
+        for d in {doc for _, _, doc in docs}:
             counts[d] = counts.get(d, 0) + 1
+    groups: dict[str, list[str]] = {}
+    if task == "docstrings":
+        for (name, _, _, _), docs in zip(spec, parsed):
+            groups[name] = sorted({d for _, half, d in docs if half == 0 and counts[d] == 1})
+        per_class = PER_CLASS
+    else:
+        for docs in parsed:
+            for group, half, d in docs:
+                if half == 1 and counts[d] == 1:
+                    groups.setdefault(group, []).append(d)
+        groups = {
+            g: sorted(set(v)) for g, v in sorted(groups.items()) if len(set(v)) >= MIN_PER_GROUP
+        }
+        per_class = PER_GROUP
     texts, labels = [], []
-    for c, docs in enumerate(per_class):
-        unique = sorted({d for d in docs if counts[d] == 1})  # shared docstrings say nothing
-        if len(unique) < 20:
-            raise DataError(f"{task}: only {len(unique)} docstrings found for {spec[c][0]}.")
-        pick = rng.permutation(len(unique))[:PER_CLASS]
-        texts += [unique[i] for i in pick]
+    for c, (name, docs) in enumerate(groups.items()):
+        if len(docs) < 20:
+            raise DataError(f"{task}: only {len(docs)} docstrings found for {name}.")
+        pick = rng.permutation(len(docs))[:per_class]
+        texts += [docs[i] for i in pick]
         labels += [c] * len(pick)
     order = rng.permutation(len(texts))
-    tokens = tokenize([texts[i] for i in order], drop=sorted(drop))
+    tokens = tokenize([texts[i] for i in order], drop=drop)
     return Domain(
         labels=torch.as_tensor(np.asarray(labels)[order]),
-        classes=tuple(name for name, _, _, _ in spec),
+        classes=tuple(groups),
         name=task,
         inputs=tokens,
         info={"vocab_size": VOCAB_SIZE, "padding_id": PADDING_ID, "max_length": MAX_LENGTH},

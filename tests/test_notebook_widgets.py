@@ -388,3 +388,10 @@ def test_confusion_matrix_shows_counts_and_accuracy():
     assert texts == ["1", "2", "8", "9"]
     assert ax.get_title() == "target test set: accuracy 85.0% of 20"
     assert ax.get_xticklabels()[0].get_fontsize() >= 9
+
+
+def test_epoch_axis_reaches_the_plan_or_twice_the_epochs_done():
+    assert live.shown_epochs(1, 5) == 5  # a short run grows into its axis
+    assert live.shown_epochs(1, 300) == 10  # a long one is not a dot against the y axis
+    assert live.shown_epochs(40, 300) == 80 and live.shown_epochs(290, 300) == 300
+    assert live.shown_epochs(3, None) == 3

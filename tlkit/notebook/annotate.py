@@ -450,10 +450,10 @@ class _Card:
 
         self.assistant, self.suggestion = assistant, s
         classes = assistant.learner.classes
+        px = f"{CARD_PX}px"  # fixed, so the row's height does not stretch the image
         self.image = w.Image(
             value=sample_png(assistant.learner.pool.images[s.index]),
-            width=str(CARD_PX),
-            height=str(CARD_PX),
+            layout=w.Layout(width=px, height=px, flex="0 0 auto", align_self="flex-start"),
         )
         self.info = w.HTML(self._info_html(None))
         self.accept = w.Button(
@@ -542,7 +542,12 @@ class AnnotationAssistant:
         self.accept_button = w.Button(description="Accept confident", icon="check", layout=auto)
         self.preview = w.HTML()
         self.preview_images = w.HBox(layout=w.Layout(flex_flow="row wrap"))
-        self.curve = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+        self.curve = w.Image(  # natural size: a flex column would stretch it to its width
+            format="png",
+            layout=w.Layout(
+                display="none", width="auto", max_width="100%", align_self="flex-start", margin="0"
+            ),
+        )
         self.grid = w.GridBox(
             layout=w.Layout(
                 grid_template_columns="repeat(auto-fill, minmax(250px, 1fr))", grid_gap="6px"
@@ -724,8 +729,7 @@ class AnnotationAssistant:
                 [
                     w.Image(
                         value=sample_png(self.learner.pool.images[p.index], 48),
-                        width="48",
-                        height="48",
+                        layout=w.Layout(width="48px", height="48px", flex="0 0 auto"),
                     ),
                     w.HTML(f"<small>{escape(classes[p.label])} {p.confidence:.0%}</small>"),
                 ]

@@ -280,7 +280,11 @@ class _Observer:
     @hookimpl
     def tlkit_on_fit_end(self, trainer: Any) -> None:
         self.record.history = list(trainer.history)
-        self._progress(trainer, force=True)
+        s = trainer.state
+        self.d.progress.value = s.step
+        elapsed = format_seconds(time.perf_counter() - self._start)
+        how = " · stopped" if s.stopped_early else ""
+        self.d.progress_text.value = f"step {s.step}/{s.total_steps} · {elapsed} elapsed{how}"
 
 
 class Dashboard:
@@ -897,7 +901,12 @@ class _Figure:
         self.hint = w.HTML(f"<i style='color:#777'>{escape(hint)}</i>")
         self.image = w.Image(format="png")
         self.image.layout = w.Layout(
-            display="none", width="auto", height="auto", max_width="100%", align_self="flex-start"
+            display="none",
+            width="auto",
+            height="auto",
+            max_width="100%",
+            margin="0",  # the widget margin on top of 100% would add a scrollbar
+            align_self="flex-start",
         )
         self.widget = w.VBox([self.hint, self.image], layout=w.Layout(align_items="flex-start"))
         self.png: bytes = b""

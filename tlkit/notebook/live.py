@@ -87,6 +87,14 @@ def _epoch_axis(ax, last: int) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
+def shown_epochs(done: int, planned: int | None) -> int:
+    """How far the epoch axis reaches: the planned epochs when there are few, else about
+    twice the epochs done (so one epoch of 300 is not a dot squeezed against the y axis)."""
+    if not planned or planned <= 20:
+        return max(done, planned or 0, 1)
+    return max(done, min(planned, max(10, 2 * done)))
+
+
 def draw_training(
     fig: Figure,
     step_logs: Sequence[dict[str, Any]],
@@ -106,7 +114,7 @@ def draw_training(
     metrics = held_out_keys(history)
     _plot_series(ax_eval, history, "epoch", metrics)
     ax_eval.set(xlabel="epoch", title="held-out metrics")
-    _epoch_axis(ax_eval, max(epochs or 0, len(history)))
+    _epoch_axis(ax_eval, shown_epochs(len(history), epochs))
     values = [r[k] for r in history for k in metrics if isinstance(r.get(k), (int, float))]
     if values and all(k.endswith("accuracy") for k in metrics):
         ax_eval.set_ylim(min(0.0, min(values)), 1.02)

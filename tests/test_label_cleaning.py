@@ -73,6 +73,7 @@ def test_noise_estimate_by_hand():
         # (-.05); class 1: 1 -> 5; class 2: 0
         ("by_class", [2, 5, 9, 10]),
         ("both", [2, 5, 9]),
+        (None, [2, 5, 9, 10]),  # the default: by_class
         ("off_diagonal", [2, 5, 9]),
         ("argmax", [2, 5, 8, 9, 10]),
     ],
@@ -113,7 +114,8 @@ def tiny_domain() -> Domain:
 
 def test_remove_and_relabel():
     domain = tiny_domain()
-    issues = SuspiciousLabels.from_probabilities(P, Y, classes=domain.classes)  # flags 2, 5, 9
+    issues = SuspiciousLabels.from_probabilities(P, Y, prune="by_pair", classes=domain.classes)
+    assert sorted(issues.flagged_indices.tolist()) == [2, 5, 9]
     removed = issues.remove(domain)
     assert len(removed) == 8 and removed.images[:, 0, 0, 0].tolist() == [0, 1, 3, 4, 6, 7, 8, 10]
     relabelled = issues.relabel(domain)
@@ -217,7 +219,8 @@ def test_real_run_beats_the_off_diagonal_rule(noisy40, out_of_fold):
 @pytest.mark.slow
 def test_cleaning_then_retraining_beats_training_on_the_noise(noisy40):
     """The whole recipe at the benchmark's budget (4 folds x 4 epochs, 15 epochs retraining):
-    measured 0.98 clean test accuracy after removal vs 0.75-0.80 for cross-entropy on the noise."""
+    measured (seed 0) 0.981 clean test accuracy after removal, 0.978 after relabelling, vs 0.744
+    for cross-entropy on the noisy labels."""
     issues = cross_validated_suspicious_labels(
         noisy40, folds=4, epochs=4, seed=0, progress=False, **NOISY_FIT
     )

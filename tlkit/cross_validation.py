@@ -102,10 +102,10 @@ def cross_validated_suspicious_labels(
     """Confident learning on out-of-fold probabilities: the stronger detector.
 
     The probabilities come from :func:`cross_validated_probabilities` (same arguments);
-    ``prune`` (default ``"by_pair"``, the paper's prune-by-noise-rate) and ``rank_by`` are
-    confident learning's, see :class:`tlkit.label_issues.SuspiciousLabels`. The result's
-    ``noise_matrix`` is the estimated label-noise transition matrix; ``remove(data)`` and
-    ``relabel(data)`` give the cleaned data::
+    ``prune`` (default ``"by_class"``; ``"by_pair"`` is the paper's prune-by-noise-rate) and
+    ``rank_by`` are confident learning's, see :class:`tlkit.label_issues.SuspiciousLabels`. The
+    result's ``noise_matrix`` is the estimated label-noise transition matrix; ``remove(data)``
+    and ``relabel(data)`` give the cleaned data::
 
         issues = cross_validated_suspicious_labels(task, folds=4, epochs=4)
         cleaned = issues.remove(task)            # or issues.relabel(task)

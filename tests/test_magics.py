@@ -23,9 +23,9 @@ FAST = "--backbone small_cnn --batch-size 16 --lr 0.003 --quiet"
 
 @pytest.fixture(scope="module")
 def ip():
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    shell = start_ipython()
+    shell = get_ipython()  # starts the test shell once per process
     shell.run_line_magic("load_ext", "tlkit")
     types = shell.display_formatter.active_types
     shell.display_formatter.active_types = [*types, "text/html", "image/png"]

@@ -304,10 +304,10 @@ def test_progress_text_has_an_eta():
 
 
 def test_epoch_table_is_an_output_that_stays_in_the_notebook(dash):
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
     from IPython.utils.capture import capture_output
 
-    shell = start_ipython()
+    shell = get_ipython()  # starts the test shell once per process
     types = shell.display_formatter.active_types
     shell.display_formatter.active_types = [*types, "text/html"]  # as in a notebook
     try:

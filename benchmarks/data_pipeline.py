@@ -10,9 +10,10 @@ first files of the largest. For each N, in a fresh subprocess (so peak RSS is th
 * ``first batch`` -- from creating ``DataLoader(d.dataset(train), num_workers=2, ...)`` to the
   first batch in hand, against a hand-written ``torchvision.datasets.ImageFolder`` +
   ``DataLoader`` with the same transform and workers.
-* ``images/s`` -- passes over each loader (no model: the data layer only), full passes up to
-  8000 images, in the order A B B A (never two loaders at once), the median per side; ratio =
-  tlkit / ImageFolder (target >= 0.95).
+* ``images/s`` -- 6 pairs of passes over each loader (no model: the data layer only), 1500
+  images a pass (a full pass at smaller N; the per-image cost does not depend on N), in the order
+  A B, B A, ... (never two loaders at once), the median per side; ratio = the median of the
+  paired ratios tlkit / ImageFolder (target >= 0.95), robust to a shared machine's load.
 * ``peak RSS`` -- the subprocess's peak resident memory (main process; ``ru_maxrss``) and the
   largest worker's. Growth from 2k to 32k is the number to watch (target <= 15%).
 
@@ -58,8 +59,8 @@ CLASSES = 10
 BATCH = 64
 WORKERS = 2
 IMAGE_SIZE = 224
-#: Images per timed pass: a full pass up to this many (the per-image cost does not depend on N).
-PASS_IMAGES = 8000
+#: Images per timed pass (a full pass below that; the per-image cost does not depend on N).
+PASS_IMAGES = 1500
 
 
 # -- the folder -----------------------------------------------------------------------------
@@ -174,16 +175,22 @@ def measure_pass(make: Any, max_images: int) -> float:
 
 
 def measure_throughput(
-    make_a: Any, make_b: Any, max_images: int, rounds: int = 2
-) -> tuple[float, float]:
-    """Median images/s of each side over ``rounds`` passes in the order A B B A ... (two
-    DataLoaders never run at once: their workers would compete and prefetch for each other)."""
+    make_a: Any, make_b: Any, max_images: int, rounds: int = 6
+) -> tuple[float, float, float]:
+    """Images/s of each side and the median paired ratio A/B over ``rounds`` pairs of passes in
+    the order A B, B A, A B ... (two DataLoaders never run at once: their workers would compete
+    and prefetch for each other). Pairing adjacent passes cancels most of a shared machine's
+    load changes."""
     a, b = [], []
     for r in range(rounds):
-        first, second = ((make_a, a), (make_b, b)) if r % 2 == 0 else ((make_b, b), (make_a, a))
-        first[1].append(measure_pass(first[0], max_images))
-        second[1].append(measure_pass(second[0], max_images))
-    return float(np.median(a)), float(np.median(b))
+        if r % 2 == 0:
+            a.append(measure_pass(make_a, max_images))
+            b.append(measure_pass(make_b, max_images))
+        else:
+            b.append(measure_pass(make_b, max_images))
+            a.append(measure_pass(make_a, max_images))
+    ratio = float(np.median([x / y for x, y in zip(a, b)]))
+    return float(np.median(a)), float(np.median(b)), ratio
 
 
 def measure_one(n: int) -> dict[str, Any]:
@@ -194,14 +201,14 @@ def measure_one(n: int) -> dict[str, Any]:
     first_t = measure_first_batch(lambda: tlkit_loader(folder)[0])
     first_b = measure_first_batch(lambda: imagefolder_loader(folder))
     cap = min(n, PASS_IMAGES)
-    ips_t, ips_b = measure_throughput(
+    ips_t, ips_b, ratio = measure_throughput(
         lambda: tlkit_loader(folder)[0], lambda: imagefolder_loader(folder), cap
     )
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"n": n, "construct_s": construct, "first_batch_s": first_t,
             "first_batch_imagefolder_s": first_b, "images_per_s": ips_t,
-            "images_per_s_imagefolder": ips_b, "ratio": ips_t / ips_b, "pass_images": cap,
+            "images_per_s_imagefolder": ips_b, "ratio": ratio, "pass_images": cap,
             "peak_rss_mb": main, "peak_worker_rss_mb": child}  # fmt: skip
 
 
@@ -241,7 +248,7 @@ def main() -> None:
             "images per pass",
             "tlkit img/s",
             "ImageFolder img/s",
-            "ratio",
+            "ratio (paired median)",
             "peak RSS main (MB)",
             "RSS vs smallest",
             "peak worker RSS (MB)",

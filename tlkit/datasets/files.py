@@ -142,6 +142,13 @@ class _Walker:
             )
 
 
+def _relative(paths: list[str], top: str) -> list[str]:
+    """Paths under ``top`` made relative by slicing (``os.path.relpath`` is ~20x slower)."""
+    prefix = top.rstrip(os.sep) + os.sep
+    n = len(prefix)
+    return [p[n:] if p.startswith(prefix) else os.path.relpath(p, top) for p in paths]
+
+
 def _common(
     name: str, image_size: Any, max_pixels: Any, check: Any
 ) -> tuple[int | None, int | None]:
@@ -256,7 +263,7 @@ def from_folder(
             found.append(walker.scan(folder, k) if os.path.isdir(folder) else [])
         for k, p in walker.follow_links():
             found[k].append(p)
-        per_class = [sorted(os.path.relpath(p, top) for p in files) for files in found]
+        per_class = [sorted(_relative(files, top)) for files in found]
         loose = [
             e.name
             for e in os.scandir(top)
@@ -283,7 +290,7 @@ def from_folder(
         where = f"the class folders {list(classes)[:5]}{'...' if len(classes) > 5 else ''}"
     else:
         listed = walker.scan(top) + [p for _, p in walker.follow_links()]
-        rel = sorted(os.path.relpath(p, top) for p in listed)
+        rel = sorted(_relative(listed, top))
         y = np.full(len(rel), UNLABELLED)
         classes = [str(c) for c in classes] if classes is not None else []
         where = f"'{root}' and its sub-folders"

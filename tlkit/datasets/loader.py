@@ -318,5 +318,12 @@ def materialize(
     if not keep.all():
         if not keep.any():
             raise DataError(f"Domain '{domain.name}': no file could be decoded.")
+        dropped = ds.skipped_paths()
+        warnings.warn(
+            f"Domain '{domain.name}': {len(dropped)} unreadable file(s) left out of the in-memory "
+            f"domain (e.g. '{dropped[0] if dropped else '?'}').",
+            DataWarning,
+            stacklevel=3,
+        )
         result = result.subset(keep.nonzero().flatten())
     return result

@@ -133,7 +133,8 @@ def pil_to_rgb(im: Any) -> torch.Tensor:
     CMYK, 16-bit and float images handled (see the module notes)."""
     from PIL import Image, ImageOps
 
-    im = ImageOps.exif_transpose(im) or im
+    if im.getexif().get(0x0112, 1) not in (1, None):  # EXIF orientation: rotate/flip upright
+        im = ImageOps.exif_transpose(im)  # (without a tag it would return a needless copy)
     mode = im.mode
     if mode in _SIXTEEN_BIT or mode == "I":
         a = np.asarray(im).astype(np.float64)

@@ -47,6 +47,7 @@ def test_register_a_class_from_a_cell_and_select_it(tiny_task, fast, temp_strate
         """Half of cross-entropy (a toy loss)."""
 
         name, family = "test_halved", "loss"
+        requires_task = "classification"
 
         def __init__(self, factor=0.5):
             self.factor = factor
@@ -79,7 +80,7 @@ def test_register_rejects_objects_that_are_not_strategies():
         def tlkit_supervised_los(self, logits):
             return logits
 
-    with pytest.raises(tlkit.PluginError, match="not tlkit hooks"):
+    with pytest.raises(tlkit.PluginError, match="tlkit_supervised_los, which is not a tlkit hook"):
         tlkit.register(Misspelt)
 
     class NoFamily:

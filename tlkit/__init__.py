@@ -7,14 +7,23 @@
 
 Public API: :func:`fit`, :func:`fit_two_stage`, :func:`load`, :class:`Trainer`,
 :class:`FitConfig`, :class:`Run`, :mod:`datasets`, :mod:`backbones`, :func:`register`,
-:func:`strategies`, :data:`hookimpl`.
+:func:`strategies`, :data:`hookimpl`. Plugin authors need only ``tlkit``: :data:`hookimpl`,
+:class:`Step`, :class:`PseudoLabels`, :mod:`options` (checking a strategy's options) and the
+errors.
 """
 
-from tlkit import backbones, datasets
+from tlkit import backbones, datasets, options
 from tlkit.api import fit, fit_two_stage, load
-from tlkit.engine import CheckpointError, ConfigError, FitConfig, Trainer, TrainingError
+from tlkit.engine import FitConfig, PseudoLabels, Step, Trainer
+from tlkit.errors import (
+    CheckpointError,
+    ConfigError,
+    PluginError,
+    StrategyOptionError,
+    TrainingError,
+)
 from tlkit.hookspecs import hookimpl
-from tlkit.registry import PluginError, register, strategies, unregister
+from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
 
 __version__ = "0.1.0"
@@ -49,7 +58,10 @@ __all__ = [
     "ConfigError",
     "FitConfig",
     "PluginError",
+    "PseudoLabels",
     "Run",
+    "Step",
+    "StrategyOptionError",
     "Trainer",
     "TrainingError",
     "backbones",
@@ -59,6 +71,7 @@ __all__ = [
     "fit_two_stage",
     "hookimpl",
     "load",
+    "options",
     "register",
     "strategies",
     "unregister",

@@ -103,29 +103,6 @@ def test_wrong_family_and_unknown_names_are_explained(tiny_task, fast):
         tlkit.fit(tiny_task, loss=["cross_entropy", "mse"], **fast)
 
 
-def test_a_broken_entry_point_warns_and_tlkit_still_works(monkeypatch):
-    class FakeDist:
-        name = "broken-plugin-pkg"
-
-    class BrokenEP:
-        name, value, dist = "broken", "broken_pkg:Strategy", FakeDist()
-
-        def load(self):
-            raise ImportError("No module named 'broken_pkg'")
-
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kw):
-        return [*real(**kw), BrokenEP()] if kw.get("group") == "tlkit" else real(**kw)
-
-    monkeypatch.setattr(registry, "_registry", {})
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    with pytest.warns(RuntimeWarning, match="skipped plugin 'broken'.*broken-plugin-pkg"):
-        names = [s.name for s in tlkit.strategies()]
-    assert "cross_entropy" in names and "broken" not in names
-
-
 def test_selection_forms():
     norm = registry.normalize_selection
     assert norm(None) == []

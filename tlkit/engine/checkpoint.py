@@ -64,6 +64,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Fail now, before training, when checkpoints could not be written to ``folder``."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"checkpoint_dir '{folder}' cannot be written ({exc.strerror or exc}); choose a "
+            "folder you can write to."
+        ) from None
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete ``.<name>.*.tmp`` files that a killed write left in ``folder``; returns them.
     Only call it while holding the folder's :class:`FolderLock` (no write is then in flight)."""

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
 from tlkit.datasets.domain import Domain
+from tlkit.engine.device import autocast_for
 from tlkit.engine.metrics import classification_metrics, regression_metrics
-
-
-def autocast_for(device: torch.device, precision: str):
-    """An autocast context for ``precision`` ("fp32" gives a no-op context)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     """Each sub-module's train/eval flag, so evaluation can restore them exactly (a plain
     ``model.train()`` would undo BatchNorm layers the trainer keeps frozen in eval mode)."""
     return [(m, m.training) for m in model.modules()]
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode: running statistics are used and
+    kept (a frozen backbone, ``freeze_bn=True``)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:

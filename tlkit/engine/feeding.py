@@ -28,6 +28,17 @@ from tlkit.engine.evaluate import predict_features
 ON_DEVICE_DATA_LIMIT = 2 * 1024**3
 
 
+def as_pair(data: DomainPair | Domain) -> DomainPair:
+    if isinstance(data, DomainPair):
+        return data
+    if isinstance(data, Domain):
+        return DomainPair(source=data, name=data.name)
+    raise DataError(
+        f"fit() needs a tlkit.datasets.Domain or DomainPair, got {type(data).__name__}. Build one "
+        "with tlkit.datasets.load(name), from_arrays(images, labels) or from_folder(path)."
+    )
+
+
 @dataclass
 class Batch:
     """One step's samples. ``x``/``x_target`` are float [0, 1] inputs on the device, or ``None``

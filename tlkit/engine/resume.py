@@ -14,6 +14,7 @@ save is refused, so the "last good checkpoint" is always good.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ import torch
 from torch import nn
 
 from tlkit.datasets.domain import DomainPair
-from tlkit.engine.checkpoint import field, load_checkpoint, load_weights
+from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
 from tlkit.engine.config import FitConfig
-from tlkit.errors import CheckpointError
+from tlkit.errors import CheckpointError, ConfigError, TrainingError
 
 #: Options that define a run: a checkpoint written with other values belongs to another run.
 IDENTITY_OPTIONS = (
@@ -152,7 +153,119 @@ def first_non_finite(states: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
+# -- writing ----------------------------------------------------------------------------------
+def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
+    """Everything needed to rebuild the model and, with ``training_state``, to resume."""
+    out: dict[str, Any] = {
+        "config": trainer.config.to_dict(),
+        "model_spec": trainer.model_spec(),
+        "identity": identity(trainer.config, trainer.data),
+        "model": trainer.model.state_dict(),
+        "history": trainer.history,
+        "best": trainer.best,
+        "extra_modules": {k: m.state_dict() for k, m in trainer.extra_modules.items()},
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "strategy_state": {k: strategy_state(p) for k, p in trainer.strategies.items()},
+        **trainer.logs.state_dict(),
+    }
+    if training_state:
+        state = trainer.state
+        out["state"] = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "step_in_epoch": state.step_in_epoch,
+        }
+        out["optimizer"] = trainer.optimizer.state_dict() if trainer.optimizer else None
+        out["optimizer_phase"] = trainer.phase
+        out["scaler"] = trainer.scaler.state_dict() if trainer.scaler else None
+    return out
+
+
+def save(trainer: Any, name: str) -> Path:
+    """Write ``checkpoint_dir/name`` -- unless a weight or BatchNorm statistic is not finite:
+    then nothing is written and training stops, so the last checkpoint stays a good one."""
+    data = payload(trainer)
+    weights = {
+        "model": data["model"],
+        **{f"strategy '{k}'": v for k, v in data["extra_modules"].items()},
+    }
+    if data["ema"] is not None:
+        weights["ema"] = data["ema"]
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise TrainingError(
+            f"the weights or BatchNorm statistics became non-finite ({bad}) by step "
+            f"{trainer.state.step}; training diverged, and no checkpoint was written from it. "
+            f"{note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
+            "precision='fp32'."
+        )
+    return save_checkpoint(data, Path(trainer.config.checkpoint_dir) / name)
+
+
+def note(trainer: Any) -> str:
+    """What a diverged run kept, for its error message."""
+    if not trainer.config.checkpoint_dir:
+        return "No checkpoint was written (set checkpoint_dir= to keep one)."
+    if trainer.last_checkpoint is None:
+        return (
+            "No checkpoint had been written yet: they are written at the end of each epoch, and "
+            "every N steps with checkpoint_every=N."
+        )
+    return f"The last good checkpoint is kept at {trainer.last_checkpoint}."
+
+
+def refuse_foreign(trainer: Any) -> None:
+    """A new run may overwrite the checkpoints of an earlier run of itself (a re-run cell),
+    never those of another run."""
+    last = Path(trainer.config.checkpoint_dir) / "last.pt"
+    if not last.exists():
+        return
+    try:
+        check_identity(
+            load_checkpoint(last).get("identity"), identity(trainer.config, trainer.data), last
+        )
+    except CheckpointError as exc:
+        raise ConfigError(
+            f"checkpoint_dir '{trainer.config.checkpoint_dir}' holds checkpoints of another run, "
+            f"which this one would overwrite ({exc}). Give this run its own checkpoint_dir, delete "
+            "the old files, or pass resume=True to continue that run."
+        ) from None
+
+
 # -- resuming ---------------------------------------------------------------------------------
+def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
+    """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs); returns
+    ``(phase, optimizer state)`` for the trainer to load when it enters that phase."""
+    if source is True:
+        if not trainer.config.checkpoint_dir:
+            raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
+        path = Path(trainer.config.checkpoint_dir) / "last.pt"
+    else:
+        path = Path(os.fspath(source))
+    ckpt = read_training_checkpoint(path, trainer.device)
+    check_identity(ckpt.get("identity"), identity(trainer.config, trainer.data), path)
+    ema = trainer.ema.module if trainer.ema is not None else None
+    restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
+    saved_state = ckpt.get("strategy_state") or {}
+    for name, plugin in trainer.strategies.items():
+        if name in saved_state:
+            load_strategy_state(plugin, saved_state[name])
+    s = ckpt["state"]
+    trainer.state.epoch, trainer.state.step = s["epoch"], s["step"]
+    trainer.state.step_in_epoch = s["step_in_epoch"]
+    trainer.history, trainer.best = list(ckpt["history"]), dict(ckpt["best"])
+    try:
+        trainer.logs.load_state_dict(ckpt)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"checkpoint '{path}': its logs are damaged; use another one."
+        ) from None
+    if trainer.scaler is not None and ckpt.get("scaler"):
+        trainer.scaler.load_state_dict(ckpt["scaler"])
+    trainer.last_checkpoint = path if path.name == "last.pt" else None
+    return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
+
+
 def read_training_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
     """Load ``path`` and check that it is a training state (not a finished model)."""
     ckpt = load_checkpoint(path, map_location=device)

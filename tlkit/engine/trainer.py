@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,20 +34,20 @@ from tlkit import registry
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.engine import distributed, hooks, optim, resume
+from tlkit.engine import distributed, hooks, optim, resume, selection
 from tlkit.engine.checkpoint import (
     FolderLock,
-    load_checkpoint,
+    check_writable,
     remove_stale_temporaries,
-    save_checkpoint,
 )
 from tlkit.engine.config import FitConfig
+from tlkit.engine.device import autocast_for, pick_device, pick_precision, use_channels_last
 from tlkit.engine.ema import EMA
-from tlkit.engine.evaluate import autocast_for, metrics_from_outputs, predict, predict_outputs
-from tlkit.engine.feeding import Batch, Feeder
+from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
+from tlkit.engine.feeding import Batch, Feeder, as_pair
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.step import Step, TrainState
-from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
+from tlkit.errors import CheckpointError, ConfigError, TrainingError
 from tlkit.run import Run
 
 #: Held while a step draws from PyTorch's global random generator (see the module docstring).
@@ -76,34 +74,6 @@ class _Network(nn.Module):
             with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
                 features = self.model.backbone(inputs)
         return features, self.model.head(features)
-
-
-def pick_device(name: str, info: distributed.DistInfo) -> torch.device:
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device='cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", info.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def as_pair(data: DomainPair | Domain) -> DomainPair:
-    if isinstance(data, DomainPair):
-        return data
-    if isinstance(data, Domain):
-        return DomainPair(source=data, name=data.name)
-    raise DataError(
-        f"fit() needs a tlkit.datasets.Domain or DomainPair, got {type(data).__name__}. Build one "
-        "with tlkit.datasets.load(name), from_arrays(images, labels) or from_folder(path)."
-    )
-
-
-def _set_bn_eval(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 class Trainer:
@@ -135,12 +105,13 @@ class Trainer:
         self.data = as_pair(data)
         self.dist = distributed.from_env()
         self.is_main = self.dist.is_main
-        self.device = pick_device(config.device, self.dist)
+        self.device = pick_device(config.device, self.dist.local_rank)
         self.task = self.data.task
         self.num_classes = self.data.num_classes
         self.classes = tuple(self.data.classes)
         self.config = config
-        self.precision = self._pick_precision()
+        self.precision = pick_precision(config.precision, self.device)
+        self.channels_last = use_channels_last(config.channels_last, self.device)
         with GLOBAL_RNG_LOCK:  # the model's initialisation is a function of the seed
             torch.manual_seed(config.seed)
             self.model = self._build_model(model)
@@ -149,13 +120,15 @@ class Trainer:
             self.config = config = dataclasses.replace(
                 config, mode="fine_tune" if pretrained else "full"
             )
-        selected = self._selected_strategies()
+        selected = selection.select(config, self.data)
         self.pm = registry.make_plugin_manager(selected, self._observers(observers))
         self.strategies = {info.name: self.pm.get_plugin(info.name) for info, _ in selected}
-        self._families = {info.name: info.family for info, _ in selected}
-        self._check_strategies_fit()
-        self.monitor_name, self.monitor_mode = self._resolve_monitor()
-        self._check_checkpoint_dir()
+        selection.check_fit(self.strategies, {i.name: i.family for i, _ in selected}, self.data)
+        self.monitor_name, self.monitor_mode = selection.resolve_monitor(
+            config, self.data, self.strategies
+        )
+        if config.checkpoint_dir and self.is_main:
+            check_writable(config.checkpoint_dir)
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []
         self.logs = StepLog()
@@ -173,22 +146,12 @@ class Trainer:
         self.generator: torch.Generator | None = None
         self.needs_target = any(getattr(p, "needs_target", False) for p in self.strategies.values())
         self._stop_requested = False
-        self._last_saved: Path | None = None
+        self.last_checkpoint: Path | None = None  # the last good last.pt, for error messages
         self._target_truth: torch.Tensor | None = None  # for diagnostics; never on a Step
-        self._identity: dict[str, Any] = {}
+        self._pending_optimizer: tuple[str | None, Any] | None = None  # (phase, state) to restore
         self._unlabelled_target: Domain | None = None
 
     # -- construction ----------------------------------------------------------------------
-    def _pick_precision(self) -> str:
-        p = self.config.precision
-        if p == "auto":
-            if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-                return "bf16"
-            return "fp32"
-        if p == "fp16" and self.device.type != "cuda":
-            raise ConfigError("precision='fp16' needs a CUDA GPU; on CPU use 'fp32' or 'bf16'.")
-        return p
-
     def _build_model(self, model: TransferModel | nn.Module | None) -> TransferModel:
         cfg = self.config
         out = self.num_classes
@@ -215,67 +178,6 @@ class Trainer:
             )
         return model
 
-    def _selected_strategies(self) -> list[tuple[registry.StrategyInfo, dict[str, Any]]]:
-        cfg = self.config
-        loss = cfg.loss
-        if loss == "auto":
-            loss = "cross_entropy" if self.task == "classification" else "mse"
-        losses = registry.normalize_selection(loss)
-        if len(losses) != 1:
-            raise ConfigError(
-                f"loss= takes exactly one supervised loss, got {[n for n, _ in losses]}. "
-                "Two supervised losses cannot both answer; pick one."
-            )
-        pseudo = registry.normalize_selection(cfg.pseudo_label)
-        if len(pseudo) > 1:
-            raise ConfigError(
-                f"pseudo_label= takes one strategy at a time, got {[n for n, _ in pseudo]}."
-            )
-        for arg in ("pseudo_label", "adapt", "validate"):
-            names = [n for n, _ in registry.normalize_selection(getattr(cfg, arg))]
-            if names and self.data.target is None:
-                raise ConfigError(
-                    f"{arg}={names[0] if len(names) == 1 else names!r} learns from unlabelled "
-                    f"target data, but task '{self.data.name}' has no target. Use a pair such as "
-                    "tlkit.datasets.load('synth-digits->digits'), or "
-                    "tlkit.datasets.few_labels(task, k) for a semi-supervised task."
-                )
-        picked: list[tuple[registry.StrategyInfo, dict[str, Any]]] = []
-        for family, selection in (
-            ("loss", losses),
-            ("pseudo_label", pseudo),
-            ("adapt", registry.normalize_selection(cfg.adapt)),
-            ("regularizer", registry.normalize_selection(cfg.regularize)),
-            ("validator", registry.normalize_selection(cfg.validate)),
-        ):
-            for name, opts in selection:
-                info = registry.get(name, family)
-                if any(p.name == info.name for p, _ in picked):
-                    raise ConfigError(f"strategy '{name}' is selected twice.")
-                picked.append((info, opts))
-        return picked
-
-    def _check_strategies_fit(self) -> None:
-        """Refuse, before training, strategies this task cannot serve (naming them)."""
-        for name, plugin in self.strategies.items():
-            needed = getattr(plugin, "requires_task", None)
-            if needed not in (None, "any") and needed != self.task:
-                raise PluginError(
-                    f"strategy '{name}' is for {needed} tasks; this one is {self.task}. Drop "
-                    "it, or pick one that fits from tlkit.strategies()."
-                )
-            wants_target = getattr(plugin, "needs_target", False) or (
-                hasattr(plugin, "tlkit_target_scores")
-            )
-            if wants_target and self.data.target is None:
-                family = registry.FAMILIES[self._families[name]]
-                raise ConfigError(
-                    f"{family}='{name}' learns from unlabelled target data, but task "
-                    f"'{self.data.name}' has no target. Use a pair such as "
-                    "tlkit.datasets.load('synth-digits->digits'), or "
-                    "tlkit.datasets.few_labels(task, k) for a semi-supervised task."
-                )
-
     def _observers(self, observers: Any) -> list[Any]:
         extra = list(observers)
         if self.config.progress and self.is_main:
@@ -283,42 +185,6 @@ class Trainer:
 
             extra.insert(0, ProgressBar())
         return extra
-
-    def _resolve_monitor(self) -> tuple[str, str]:
-        """The metric that picks the best checkpoint and whether higher is better; checked now
-        against the metrics this run will produce, so a typo fails before training."""
-        m = self.config.monitor
-        evaluated = list(self.data.eval_sets())
-        kinds = ("accuracy",) if self.task == "classification" else ("mae", "rmse")
-        if m == "auto":
-            m = f"source_{kinds[0]}" if "source" in evaluated else "train_loss"
-        known = ["train_loss", "supervised"] + [f"{s}_{k}" for s in evaluated for k in kinds]
-        validators = [n for n, p in self.strategies.items() if hasattr(p, "tlkit_target_scores")]
-        if m not in known and not (m.startswith("score_") and validators):
-            hint = (
-                " or a score_<name> of a validator (validate=...)"
-                if validators
-                else ("; score_<name> metrics need a validator (validate=['info_max'], say)")
-            )
-            raise ConfigError(
-                f"monitor='{m}' is not a metric of this run; choose one of {known}{hint}."
-            )
-        mode = "max" if m.endswith("accuracy") or m.startswith("score_") else "min"
-        return m, mode
-
-    def _check_checkpoint_dir(self) -> None:
-        folder = self.config.checkpoint_dir
-        if not folder or not self.is_main:
-            return
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as exc:
-            raise ConfigError(
-                f"checkpoint_dir '{folder}' cannot be written ({exc.strerror or exc}); choose a "
-                "folder you can write to."
-            ) from None
 
     # -- what strategies and observers may use ---------------------------------------------
     @property
@@ -390,10 +256,9 @@ class Trainer:
         cfg = self.config
         distributed.setup(self.dist, self.device)
         self.model.to(self.device)
-        if self.device.type == "cuda" and self._channels_last():
+        if self.device.type == "cuda" and self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.feeder = Feeder(self.data, cfg, self.device, self.dist)
-        self._identity = resume.identity(cfg, self.data)
         truth = self.data.target.clean_labels if self.data.target is not None else None
         if (
             truth is not None
@@ -411,11 +276,10 @@ class Trainer:
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler("cuda")
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
-        self._pending_optimizer: tuple[str, Any] | None = None
         if resume_from:
-            self._restore(resume_from)
+            self._pending_optimizer = resume.restore(self, resume_from)
         elif self.config.checkpoint_dir and self.is_main:
-            self._refuse_foreign_checkpoint()
+            resume.refuse_foreign(self)
         hooks.notify(self.pm, "tlkit_on_fit_start", trainer=self)
 
     # -- phases: frozen backbone, then unfrozen -------------------------------------------
@@ -468,16 +332,12 @@ class Trainer:
             getattr(p, "needs_images", False) for p in self.strategies.values()
         )
 
-    def _channels_last(self) -> bool:
-        cl = self.config.channels_last
-        return self.device.type == "cuda" if cl == "auto" else bool(cl)
-
     # -- one epoch / one step --------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; ``False`` when stopped early (stop request, max_steps)."""
         self.model.train()
         if not self.net.backbone_trainable or self.config.freeze_bn:
-            _set_bn_eval(self.model.backbone)
+            freeze_batchnorm(self.model.backbone)
         if self.state.step_in_epoch == 0:
             self.logs.start_epoch()
         batches = self.feeder.batches(
@@ -568,14 +428,14 @@ class Trainer:
             if step.x_target is not None:
                 parts.append(self.model.prepare(step.x_target))
         inputs = torch.cat(parts) if len(parts) > 1 else parts[0]
-        if not self.net.cached and self._channels_last() and inputs.ndim == 4:
+        if not self.net.cached and self.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, len(step.y)
 
     def _extra_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``Step.forward``: extra views through the same network and precision, with gradients."""
         inputs = self.model.prepare(images)
-        if self._channels_last() and inputs.ndim == 4:
+        if self.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             return self.forward(inputs)
@@ -647,19 +507,9 @@ class Trainer:
             detail = ", ".join(f"{k}={v:.4g}" for k, v in bad.scalars.items())
             raise TrainingError(
                 f"the loss became {bad.value} at step {bad.step} (epoch {self.state.epoch + 1}; "
-                f"{detail}). {self._checkpoint_note()} Try a lower lr (now {self.config.lr}), "
+                f"{detail}). {resume.note(self)} Try a lower lr (now {self.config.lr}), "
                 "grad_clip=1.0, or precision='fp32'."
             ) from None
-
-    def _checkpoint_note(self) -> str:
-        if not self.config.checkpoint_dir:
-            return "No checkpoint was written (set checkpoint_dir= to keep one)."
-        if self._last_saved is None:
-            return (
-                "No checkpoint had been written yet: they are written at the end of each epoch, "
-                "and every N steps with checkpoint_every=N."
-            )
-        return f"The last good checkpoint is kept at {self._last_saved}."
 
     # -- end of epoch: evaluate, record, checkpoint ----------------------------------------
     def _end_epoch(self, epoch: int) -> None:
@@ -712,7 +562,7 @@ class Trainer:
             )
         self.model.train()
         if not self.net.backbone_trainable or self.config.freeze_bn:
-            _set_bn_eval(self.model.backbone)
+            freeze_batchnorm(self.model.backbone)
         return out
 
     def _update_best(self, row: dict[str, Any]) -> bool:
@@ -728,101 +578,13 @@ class Trainer:
             self.best = {"value": value, "epoch": row["epoch"], "metric": name}
         return better
 
-    # -- checkpoints -----------------------------------------------------------------------
+    # -- checkpoints (see tlkit.engine.resume) ---------------------------------------------
+    def _save(self, name: str) -> None:
+        if self.config.checkpoint_dir and self.is_main:
+            path = resume.save(self, name)
+            if name == "last.pt":
+                self.last_checkpoint = path
+
     def checkpoint_payload(self, *, training_state: bool = True) -> dict[str, Any]:
         """Everything needed to rebuild the model and, with ``training_state``, to resume."""
-        payload: dict[str, Any] = {
-            "config": self.config.to_dict(),
-            "model_spec": self.model_spec(),
-            "identity": self._identity,
-            "model": self.model.state_dict(),
-            "history": self.history,
-            "best": self.best,
-            "extra_modules": {k: m.state_dict() for k, m in self.extra_modules.items()},
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "strategy_state": {k: resume.strategy_state(p) for k, p in self.strategies.items()},
-            **self.logs.state_dict(),
-        }
-        if training_state:
-            payload["state"] = {
-                "epoch": self.state.epoch,
-                "step": self.state.step,
-                "step_in_epoch": self.state.step_in_epoch,
-            }
-            payload["optimizer"] = self.optimizer.state_dict() if self.optimizer else None
-            payload["optimizer_phase"] = self.phase
-            payload["scaler"] = self.scaler.state_dict() if self.scaler else None
-        return payload
-
-    def _save(self, name: str) -> None:
-        if not self.config.checkpoint_dir or not self.is_main:
-            return
-        payload = self.checkpoint_payload()
-        weights = {
-            "model": payload["model"],
-            **{f"strategy '{k}'": v for k, v in payload["extra_modules"].items()},
-        }
-        if payload["ema"] is not None:
-            weights["ema"] = payload["ema"]
-        bad = resume.first_non_finite(weights)
-        if bad is not None:
-            raise TrainingError(
-                f"the weights or BatchNorm statistics became non-finite ({bad}) by step "
-                f"{self.state.step}; training diverged, and no checkpoint was written from it. "
-                f"{self._checkpoint_note()} Try a lower lr (now {self.config.lr}), grad_clip=1.0, "
-                "or precision='fp32'."
-            )
-        path = save_checkpoint(payload, Path(self.config.checkpoint_dir) / name)
-        if name == "last.pt":
-            self._last_saved = path
-
-    def _refuse_foreign_checkpoint(self) -> None:
-        """A new run may overwrite the checkpoints of an earlier run of itself (a re-run cell),
-        never those of another run."""
-        last = Path(self.config.checkpoint_dir) / "last.pt"
-        if not last.exists():
-            return
-        try:
-            saved = load_checkpoint(last).get("identity")
-            resume.check_identity(saved, self._identity, last)
-        except CheckpointError as exc:
-            raise ConfigError(
-                f"checkpoint_dir '{self.config.checkpoint_dir}' holds checkpoints of another run, "
-                f"which this one would overwrite ({exc}). Give this run its own checkpoint_dir, "
-                "delete the old files, or pass resume=True to continue that run."
-            ) from None
-
-    def _restore(self, resume_from: str | Path | bool) -> None:
-        if resume_from is True:
-            if not self.config.checkpoint_dir:
-                raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
-            path = Path(self.config.checkpoint_dir) / "last.pt"
-        else:
-            path = Path(os.fspath(resume_from))
-        ckpt = resume.read_training_checkpoint(path, self.device)
-        resume.check_identity(ckpt.get("identity"), self._identity, path)
-        resume.restore_weights(
-            ckpt, path, self.model, self.extra_modules, self.ema.module if self.ema else None
-        )
-        saved_state = ckpt.get("strategy_state") or {}
-        for name, plugin in self.strategies.items():
-            if name in saved_state:
-                resume.load_strategy_state(plugin, saved_state[name])
-        s = ckpt["state"]
-        self.state.epoch, self.state.step, self.state.step_in_epoch = (
-            s["epoch"],
-            s["step"],
-            s["step_in_epoch"],
-        )
-        self.history = list(ckpt["history"])
-        self.best = dict(ckpt["best"])
-        try:
-            self.logs.load_state_dict(ckpt)
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(
-                f"checkpoint '{path}': its logs are damaged; use another one."
-            ) from None
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self._pending_optimizer = (ckpt.get("optimizer_phase"), ckpt.get("optimizer"))
-        self._last_saved = path if path.name == "last.pt" else None
+        return resume.payload(self, training_state=training_state)

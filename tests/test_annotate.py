@@ -169,14 +169,15 @@ def test_widget_clicks_label_accept_and_retrain(pool_task, temp_strategy):
 
     learner = ActiveLearner(pool_task, query="least_confidence", **FAST)
     ui = AnnotationAssistant(learner, batch=4)
-    assert "not trained yet" in ui.status.value
+    assert "no model yet" in ui.status.value
     ui.retrain_button.click()
+    ui.wait(60)
     assert ui.error.value == "" and len(ui.cards) == 4 and len(ui.grid.children) == 4
     assert bytes(ui.curve.value).startswith(b"\x89PNG")
     first, second = ui.cards[0], ui.cards[1]
     first.accept.click()
     assert learner.pool_labels[first.suggestion.index] == first.suggestion.label
-    assert first.accept.disabled and "labelled" in first.info.value
+    assert first.accept.disabled and "tlkit-given" in first.info.value
     assert first.choice.style.button_width == button_width(learner.classes)
     second.choice.value = learner.classes[3]
     assert learner.pool_labels[second.suggestion.index] == 3
@@ -185,6 +186,7 @@ def test_widget_clicks_label_accept_and_retrain(pool_task, temp_strategy):
     ui.accept_button.click()
     assert f"{learner.accepted_labels} accepted" in ui.status.value
     ui.retrain_button.click()
+    ui.wait(60)
     assert len(learner.curve) == 2 and learner.curve[1]["human_labels"] == 2
     shown = {c.suggestion.index for c in ui.cards}
     assert not shown & set(learner.label_origin)
@@ -205,3 +207,89 @@ def test_class_toggles_fit_the_longest_class_name():
 @tlkit.hookimpl
 def _bad(self, probs):
     raise ValueError("no scores today")
+
+
+# -- issue 12: background training, bulk-accept preview, undo ----------------------------------
+SLOW = dict(steps=300, batch_size=16, image_size=16)  # a few seconds: long enough to see
+
+
+def test_ask_trains_the_first_model_in_the_background_and_says_so(pool_task):
+    import time
+
+    from tlkit.notebook.annotate import AnnotationAssistant
+
+    ui = AnnotationAssistant(ActiveLearner(pool_task, query="margin", **SLOW), batch=4)
+    start = time.perf_counter()
+    ui.ask_button.click()
+    assert time.perf_counter() - start < 1.0  # the kernel is free at once
+    assert ui.training and ui.ask_button.disabled and ui.retrain_button.disabled
+    assert "training the first model on 4 labels" in ui.status.value  # not "not trained yet"
+    ui.wait(120)
+    assert not ui.training and not ui.ask_button.disabled and ui.error.value == ""
+    assert len(ui.cards) == 4 and "test accuracy" in ui.status.value and "%" in ui.status.value
+    assert ui.curve.layout.display is None and bytes(ui.curve.value).startswith(b"\x89PNG")
+
+
+def test_labels_given_during_a_retrain_count_for_the_next_one(pool_task):
+    from tlkit.notebook.annotate import AnnotationAssistant
+
+    ui = AnnotationAssistant(ActiveLearner(pool_task, query="margin", **SLOW), batch=4)
+    ui.ask()
+    ui.wait(120)
+    ui.cards[0].accept.click()
+    ui.retrain()
+    ui.cards[1].accept.click()  # while training: kept, but not part of this model
+    ui.wait(120)
+    assert [c["human_labels"] for c in ui.learner.curve] == [0, 1]
+    assert ui.learner.human_labels == 2
+
+
+def test_bulk_accept_shows_a_preview_and_undo_takes_it_back(pool_task):
+    from tlkit.notebook.annotate import AnnotationAssistant
+
+    ui = AnnotationAssistant(ActiveLearner(pool_task, query="margin", **FAST), batch=4)
+    assert "once a model is trained" in ui.preview.value
+    ui.ask()
+    ui.wait(60)
+    ui.min_confidence.value = 0.6
+    preview = ui.learner.preview_accept(0.6)
+    confidences = [p.confidence for p in preview]
+    assert confidences == sorted(confidences, reverse=True) and min(confidences) >= 0.6
+    assert f"<b>{len(preview)}</b>" in ui.preview.value
+    assert ui.accept_button.description == f"Accept {len(preview)}"
+    assert len(ui.preview_images.children) == min(8, len(preview))
+    assert ui.learner.accepted_labels == 0  # a preview labels nothing
+    before = ui.learner.pool_labels.clone()
+    ui.accept_button.click()
+    assert ui.learner.accepted_labels == len(preview) > 0
+    assert not ui.undo_button.disabled
+    ui.undo_button.click()
+    assert ui.learner.accepted_labels == 0 and torch.equal(ui.learner.pool_labels, before)
+    # a single click is undone the same way, and its card shows it is unlabelled again
+    card = ui.cards[0]
+    card.choice.value = ui.learner.classes[2]
+    assert "tlkit-given" in card.info.value and card.accept.disabled
+    ui.undo()
+    assert ui.learner.human_labels == 0 and card.choice.value is None
+    assert "tlkit-given" not in card.info.value and not card.accept.disabled
+    assert ui.undo_button.disabled and ui.undo() == []
+
+
+def test_undo_restores_a_relabelled_sample(pool_task):
+    learner = ActiveLearner(pool_task, **FAST)
+    learner.label([3], [1])
+    learner.label([3, 4], [2, 0])
+    assert learner.undo() == [3, 4]
+    assert int(learner.pool_labels[3]) == 1 and int(learner.pool_labels[4]) == -1
+    assert learner.label_origin == {3: "human"}
+    with pytest.raises(DataError, match="unknown label"):
+        learner.label([5, 6], [0, "zebra"])  # nothing of a rejected action is kept
+    assert int(learner.pool_labels[5]) == -1 and learner.undo() == [3]
+
+
+def test_learning_curve_counts_whole_labels():
+    learner = ActiveLearner.__new__(ActiveLearner)
+    learner.curve = [{"human_labels": 0, "accuracy": 0.5}, {"human_labels": 1, "accuracy": 0.6}]
+    learner.query_name = "margin"
+    ax = learner.plot_curve().axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks())

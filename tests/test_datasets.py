@@ -339,7 +339,7 @@ def test_from_folder_reads_imagefolder(tmp_path):
             Image.new("RGB", (20 + i, 30), rgb).save(tmp_path / cls / f"{i}.png")
         Image.new("L", (10, 10), 128).save(tmp_path / cls / "sub" / "grey.png")
         (tmp_path / cls / "notes.txt").write_text("not an image")
-    d = from_folder(tmp_path, image_size=16, name="toy")
+    d = from_folder(tmp_path, image_size=16, name="toy", in_memory=True)
     assert d.classes == ("ant", "zebra")  # sorted like torchvision
     assert d.image_shape == (3, 16, 16) and len(d) == 8 and d.name == "toy"
     assert torch.bincount(d.labels).tolist() == [4, 4]

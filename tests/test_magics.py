@@ -23,9 +23,9 @@ FAST = "--backbone small_cnn --batch-size 16 --lr 0.003 --quiet"
 
 @pytest.fixture(scope="module")
 def ip():
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    shell = start_ipython()
+    shell = get_ipython()  # starts the test shell once per process
     shell.run_line_magic("load_ext", "tlkit")
     types = shell.display_formatter.active_types
     shell.display_formatter.active_types = [*types, "text/html", "image/png"]
@@ -101,8 +101,10 @@ def test_other_subcommands(ip, tiny_task, temp_strategy):
     assert "small_cnn" in ip.run_line_magic("tlkit", "backbones")
     dash = ip.run_line_magic("tlkit", "dashboard --dataset digits")
     assert dash.dataset.value == "digits" and dash.backbone.value == "small_cnn"
-    bundle = ip.display_formatter.format(dash)[0]
-    assert "application/vnd.jupyter.widget-view+json" in bundle
+    with capture_output() as shown:
+        ip.display_formatter.format(dash)  # the widget, then its per-epoch table below it
+    assert "application/vnd.jupyter.widget-view+json" in shown.outputs[0].data
+    assert "tlkit-epochs" in shown.outputs[1].data["text/html"]
     if "random" not in {s.name for s in tlkit.strategies("query")}:  # entry point not declared
         from tlkit_strategies.query.random_query import RandomQuery
 

@@ -8,15 +8,18 @@ message in the widget rather than a traceback.
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import tlkit
-from tlkit.engine.config import ConfigError
+from tlkit.engine.config import ConfigError, FitConfig
+from tlkit.notebook import dashboard as dashboard_module
 from tlkit.notebook import live
-from tlkit.notebook.dashboard import Dashboard, comparison_html
+from tlkit.notebook.dashboard import CheckList, Dashboard, comparison_html, png_size, progress_text
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +192,208 @@ def test_live_curves_split_loss_terms_from_rates():
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 3 and len(fig.axes[2].lines) == 2 and len(fig.axes[1].lines) == 2
     assert live.figure_png(fig).startswith(b"\x89PNG")
+
+
+# -- issue 12: what makes a class go well ------------------------------------------------------
+def widget_tree(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from widget_tree(child)
+
+
+def test_form_starts_from_fits_defaults_and_uses_checkboxes(dash):
+    assert dash.mode.value == "auto" == FitConfig().mode  # the dashboard trains like fit()
+    assert dash.options()["monitor"] == "auto" and dash.options()["validate"] is None
+    names = {type(w).__name__ for w in widget_tree(dash.widget)}
+    assert "SelectMultiple" not in names  # Ctrl-click to deselect is not a student's reflex
+    assert isinstance(dash.adapt, CheckList) and isinstance(dash.validate, CheckList)
+    coral = dash.adapt.boxes["coral"]
+    coral.value = True  # one click ticks...
+    assert dash.adapt.value == ("coral",) and dash.options()["adapt"] == ["coral"]
+    coral.value = False  # ...one click unticks
+    assert dash.adapt.value == () and dash.options()["adapt"] is None
+    # every field is described by the fit() option it sets, so errors name a field
+    for name in (
+        "dataset",
+        "backbone",
+        "loss",
+        "pseudo_label",
+        "mode",
+        "monitor",
+        "epochs",
+        "lr",
+        "batch_size",
+        "image_size",
+        "seed",
+    ):
+        assert getattr(dash, name).description == name
+
+
+def test_validate_and_monitor_pick_the_best_epoch_of_an_adaptation_run(dash):
+    assert {"entropy", "info_max", "snd"} <= set(dash.validate.options)
+    assert "score_info_max" not in dash.monitor.options
+    dash.adapt.value = ("coral",)
+    dash.validate.value = ("info_max",)
+    # ticking a validator offers its score, and selects it while monitor was "auto"
+    assert dash.monitor.value == "score_info_max"
+    dash.monitor.value = "source_accuracy"
+    dash.validate.value = ("info_max", "entropy")
+    assert dash.monitor.value == "source_accuracy"  # a choice the user made is kept
+    dash.monitor.value = "score_entropy"
+    dash.epochs.value = 2
+    record = dash.train()
+    run = dash.wait(60)
+    assert dash.error.value == "", dash.error.value
+    assert sorted(record.options["validate"]) == ["entropy", "info_max"]
+    assert run.best["metric"] == "score_entropy" and "score_info_max" in run.last
+    dash.validate.value = ()
+    dash.monitor.value = "auto"
+    dash.monitor.options = [*dash.monitor.options, "score_snd"]
+    dash.monitor.value = "score_snd"
+    dash.train_button.click()
+    assert (
+        "monitor=&#x27;score_snd&#x27;" in dash.error.value
+        and "tick it under validate" in dash.error.value
+    )
+
+
+def test_errors_speak_the_forms_language(tiny_task, tmp_path):
+    single = tlkit.datasets.DomainPair(tiny_task.source, tiny_task.source_test, name="src")
+    dash = Dashboard(data={"src only": single}, epochs=1, batch_size=16, checkpoint_root=tmp_path)
+    dash.adapt.value = ("dann",)
+    dash.train_button.click()
+    message = dash.error.value
+    assert "adapt=[&#x27;dann&#x27;]" in message and "src only" in message  # field + choice
+    assert "dataset" in message and "untick" in message
+    assert "tlkit.datasets" not in message  # no code advice in a form
+    assert dash.runs == []
+
+
+def test_before_a_run_hints_not_broken_images(dash):
+    for area in (dash.curves, dash.confusion, dash.embedding, dash.compare_plot):
+        assert area.image.layout.display == "none" and area.hint.value  # no empty <img>
+    assert "Refresh embedding" == dash.embedding_button.description
+    assert dash.embedding_button.layout.width == "auto"  # not cut to "Refresh embe..."
+    assert "kept" in dash.runs_note.value  # a folder given by the user is kept
+
+
+def test_run_shows_progress_numbers_final_metrics_and_natural_size_images(dash, monkeypatch):
+    def no_second_evaluation(*args, **kwargs):
+        raise AssertionError("the confusion matrix must come from trainer.eval_results")
+
+    monkeypatch.setattr(dashboard_module, "evaluate_model", no_second_evaluation, raising=False)
+    record = dash.train()
+    run = dash.wait(60)
+    assert dash.error.value == "", dash.error.value
+    total = run.history[-1]["step"]
+    assert f"step {total}/{total}" in dash.progress_text.value
+    assert "elapsed" in dash.progress_text.value
+    status = dash.status.value
+    assert status.startswith("run #1 done") and f"{run.last['target_accuracy']:.4f}" in status
+    assert str(record.checkpoint_dir) not in status  # the folder is in the table, not here
+    assert str(record.checkpoint_dir) in dash.compare_table.value
+    for area in (dash.curves, dash.confusion):
+        width, height = png_size(area.png)
+        assert area.image.width == str(width) and area.image.height == str(height)
+        assert area.image.layout.max_width == "100%" and area.hint.layout.display == "none"
+    assert len(record.epoch_seconds) == len(run.history) == 2
+
+
+def test_progress_text_has_an_eta():
+    assert progress_text(30, 120, 15.0) == "step 30/120 · 0:15 elapsed · ETA 0:45"
+    assert progress_text(120, 120, 61.0) == "step 120/120 · 1:01 elapsed"
+    assert "ETA" not in progress_text(0, 120, 0.0)
+
+
+def test_epoch_table_is_an_output_that_stays_in_the_notebook(dash):
+    from IPython.testing.globalipapp import get_ipython
+    from IPython.utils.capture import capture_output
+
+    shell = get_ipython()  # starts the test shell once per process
+    types = shell.display_formatter.active_types
+    shell.display_formatter.active_types = [*types, "text/html"]  # as in a notebook
+    try:
+        with capture_output() as shown:
+            dash._ipython_display_()
+        with capture_output() as updates:
+            dash.train()
+            run = dash.wait(60)
+    finally:
+        shell.display_formatter.active_types = types
+    kinds = [set(o.data) for o in shown.outputs]
+    assert "application/vnd.jupyter.widget-view+json" in kinds[0]
+    table = shown.outputs[1]
+    assert "text/html" in table.data and table.transient.get("display_id")
+    assert "once a run is trained" in table.data["text/html"]
+    html = [o for o in updates.outputs if o.update][-1]
+    assert html.transient["display_id"] == table.transient["display_id"]
+    text = html.data["text/html"]
+    assert text.count("<tr>") == 1 + len(run.history)  # header + one row per epoch
+    for key in ("epoch", "train_loss", "source_accuracy", "target_accuracy", "time"):
+        assert f"<th>{key}</th>" in text
+    assert f"{run.history[-1]['source_accuracy']:.4f}" in text
+
+
+def test_compare_tab_exports_csv_and_png(dash, tmp_path):
+    with pytest.raises(RuntimeError, match="nothing to export"):
+        dash.export(tmp_path / "early")
+    dash.epochs.value = 1
+    dash.train()
+    dash.wait(60)
+    dash.adapt.value = ("coral",)
+    dash.train()
+    dash.wait(60)
+    html = dash.compare_table.value
+    assert "border" in html and "white-space:nowrap" in html
+    dash.export_button.click()
+    assert dash.error.value == "", dash.error.value
+    out = dash.checkpoint_root / "export"
+    assert "histories.csv" in dash.export_note.value
+    rows = list(csv.DictReader((out / "histories.csv").open()))
+    assert [r["run"] for r in rows] == ["1", "2"] and "coral" in rows[1]["label"]
+    assert float(rows[0]["source_accuracy"]) == dash.runs[0].run.history[0]["source_accuracy"]
+    for name in ("comparison.png", "curves.png", "confusion.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+
+
+def test_runs_folder_is_shown_chosen_and_not_left_behind(tiny_task, tmp_path):
+    dash = Dashboard(data={"tiny": tiny_task}, epochs=1, batch_size=16)
+    temp = Path(dash.runs_folder.value)
+    assert temp.is_dir() and "temporary" in dash.runs_note.value
+    dash.runs_folder.value = str(tmp_path / "keep")
+    assert "kept" in dash.runs_note.value
+    record = dash.train()
+    dash.wait(60)
+    assert record.checkpoint_dir == tmp_path / "keep" / "run-1" and record.best_checkpoint
+    dash.close()
+    assert not temp.exists() and record.best_checkpoint.exists()
+
+
+def test_curves_use_a_real_epoch_axis_and_hide_empty_panels():
+    history = [{"epoch": 1, "step": 5, "train_loss": 1.0, "source_accuracy": 0.5}]
+    logs = [{"step": 5, "epoch": 1, "loss": 1.0}]
+    fig = live.draw_training(live.new_figure(), logs, history, epochs=5)
+    assert len(fig.axes) == 2  # no empty "rates" panel without a rate
+    lo, hi = fig.axes[1].get_xlim()
+    assert lo < 1 and hi >= 5  # one epoch is a point on an axis up to the planned 5
+    assert all(float(t).is_integer() for t in fig.axes[1].get_xticks())
+    logs.append({"step": 10, "epoch": 1, "loss": 0.8, "mask_rate": 0.4})
+    fig = live.draw_training(live.new_figure(), logs, history, epochs=5)
+    assert len(fig.axes) == 3 and fig.axes[2].get_title() == "rates logged by strategies"
+
+
+def test_confusion_matrix_shows_counts_and_accuracy():
+    cm = torch.tensor([[8, 2], [1, 9]])
+    fig = live.draw_confusion(live.new_figure(4, 4), cm, ("cat", "dog"), "target test set")
+    ax = fig.axes[0]
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["1", "2", "8", "9"]
+    assert ax.get_title() == "target test set: accuracy 85.0% of 20"
+    assert ax.get_xticklabels()[0].get_fontsize() >= 9
+
+
+def test_epoch_axis_reaches_the_plan_or_twice_the_epochs_done():
+    assert live.shown_epochs(1, 5) == 5  # a short run grows into its axis
+    assert live.shown_epochs(1, 300) == 10  # a long one is not a dot against the y axis
+    assert live.shown_epochs(40, 300) == 80 and live.shown_epochs(290, 300) == 300
+    assert live.shown_epochs(3, None) == 3

@@ -23,6 +23,7 @@ from tlkit.errors import (
     TrainingError,
 )
 from tlkit.hookspecs import hookimpl
+from tlkit.ranking import rank_backbones
 from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
 
@@ -72,6 +73,7 @@ __all__ = [
     "hookimpl",
     "load",
     "options",
+    "rank_backbones",
     "register",
     "strategies",
     "unregister",

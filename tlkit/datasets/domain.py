@@ -1,139 +1,300 @@
 """Domain and DomainPair: the two data shapes the engine trains on.
 
-A :class:`Domain` is a set of images from one distribution, held in memory as a ``uint8`` tensor
-``(N, C, H, W)``. Labels live next to them in two forms:
+A :class:`Domain` is a set of samples from one distribution. The samples live in a *backing*
+(:mod:`tlkit.datasets.backing`):
+
+* in memory -- a ``uint8`` image tensor ``(N, C, H, W)`` (bundled digits, ``from_arrays``) or any
+  per-sample tensor ``(N, ...)`` (``from_tensors``: float feature vectors, int64 token ids). The
+  engine indexes these directly: the fast path, no workers.
+* files -- image files decoded lazily at their native resolution by ``d.dataset(...)`` inside
+  ``DataLoader`` workers (``from_folder``, ``from_csv``, ``from_paths``, ``from_shards``, lazy
+  torchvision datasets). Listing a folder decodes nothing, so memory stays flat in N.
+
+Labels live beside the backing, in memory, in two forms, whatever the backing:
 
 * ``labels`` -- what training may see. ``-1`` marks an unlabelled sample (classification).
 * ``clean_labels`` -- the truth, kept for evaluation even after noise injection or when labels are
-  hidden, so that "accuracy on clean labels" and "pseudo-label accuracy" can be measured.
+  hidden, so that "accuracy on clean labels" and "pseudo-label accuracy" can be measured. ``-1``
+  where the truth is unknown (data that never had labels).
 
-A :class:`DomainPair` is one transfer task: a labelled ``source`` to learn from, an optional
+So ``subset``, ``split``, ``few_labels``, ``add_label_noise`` and :class:`DomainPair` never read an
+image. A :class:`DomainPair` is one transfer task: a labelled ``source`` to learn from, an optional
 unlabelled ``target`` to adapt to (or the unlabelled pool of a semi-supervised task), and held-out
 test sets for both. Single-domain tasks are pairs without a target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-UNLABELLED = -1
+from .backing import Backing, TensorBacking, check_files
+from .errors import (  # noqa: F401 (re-exported: the historical home of these names)
+    MAX_IMAGE_SIZE,
+    MODALITIES,
+    UNLABELLED,
+    DataError,
+    DataWarning,
+    check_image_size,
+)
+from .loader import DomainDataset, StreamDataset, materialize
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the problem and the fix."""
+def _as_label_tensor(labels: Any, name: str, task: str) -> torch.Tensor:
+    """Labels as a tensor, with DataErrors for strings, objects, NaN and infinities."""
+    if isinstance(labels, torch.Tensor):
+        y = labels.detach().cpu()
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype.kind in "USO":
+            sample = [str(v) for v in arr.reshape(-1)[:3]]
+            raise DataError(
+                f"Domain '{name}': labels must be numbers, got {arr.dtype} values such as "
+                f"{sample}. Class names go through tlkit.datasets.from_arrays(images, labels) / "
+                "from_tensors(...), which map names to class ids (or map them yourself and pass "
+                "classes=[...])."
+            )
+        if arr.dtype.kind == "b":
+            arr = arr.astype(np.int64)
+        y = torch.from_numpy(np.ascontiguousarray(arr))
+    if y.is_complex():
+        raise DataError(f"Domain '{name}': labels must be real numbers, got {y.dtype}.")
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y)
+        if bad.any():
+            where = bad.reshape(len(y), -1).any(1).nonzero().flatten() if y.ndim else bad
+            pos = where[:5].tolist() if y.ndim else []
+            hint = (
+                "mark unlabelled samples with -1 (tlkit.datasets.UNLABELLED)"
+                if task == "classification"
+                else "drop those samples or fill the missing targets"
+            )
+            raise DataError(
+                f"Domain '{name}': {int(bad.sum())} label(s) are NaN or infinite (at positions "
+                f"{pos}); {hint}."
+            )
+    return y
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Domain(torch.utils.data.Dataset):
-    """Images of one domain with training labels and the clean labels behind them.
+    """Samples of one domain with training labels and the clean labels behind them.
 
     Args:
-        images: ``uint8`` tensor ``(N, C, H, W)`` with C in {1, 3}.
+        images: ``uint8`` tensor ``(N, C, H, W)`` with C in {1, 3} (an in-memory image domain).
         labels: ``int64`` ``(N,)`` class ids, ``-1`` for unlabelled; or ``float32`` ``(N,)`` /
-            ``(N, D)`` targets for regression.
+            ``(N, D)`` targets for regression. ``None``: every sample unlabelled.
         clean_labels: the true labels (defaults to ``labels``).
         classes: class names (classification); empty for regression.
         name: a short name shown in tables and plots.
         task: ``"classification"`` or ``"regression"``.
+        inputs: instead of ``images``, any in-memory per-sample tensor ``(N, ...)`` (float feature
+            vectors, int64 token ids): a ``"tensor"`` domain.
+        backing: instead of either, a :class:`~tlkit.datasets.backing.Backing` (files, shards...).
+        image_size: the default training size for lazily decoded images (``None``: the engine's
+            choice). In-memory images keep their own size.
+        info: facts about the inputs that backbones need (``vocab_size``, ``padding_id``,
+            ``feature_names``...), carried through subsets and splits.
+
+    ``images`` and ``inputs`` are constructor arguments, not fields: ``dataclasses.replace(d,
+    labels=...)`` keeps the backing without reading it, and ``d.images`` is a property that
+    explains itself for file-backed and tensor domains.
     """
 
-    images: torch.Tensor
     labels: torch.Tensor
-    clean_labels: torch.Tensor | None = None
-    classes: tuple[str, ...] = ()
-    name: str = "domain"
-    task: str = "classification"
+    clean_labels: torch.Tensor
+    classes: tuple[str, ...]
+    name: str
+    task: str
+    backing: Backing
+    image_size: int | None
+    info: Mapping[str, Any]
 
-    def __post_init__(self) -> None:
-        images, labels = self.images, self.labels
-        if not isinstance(images, torch.Tensor):
-            images = torch.as_tensor(np.asarray(images))
-        if images.dtype != torch.uint8:
+    def __init__(
+        self,
+        images: Any = None,
+        labels: Any = None,
+        clean_labels: Any = None,
+        classes: Sequence[str] = (),
+        name: str = "domain",
+        task: str = "classification",
+        *,
+        inputs: Any = None,
+        backing: Backing | None = None,
+        image_size: int | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "name", str(name))
+        set_(self, "task", task)
+        if task not in ("classification", "regression"):
+            raise DataError(f"task must be 'classification' or 'regression', got {task!r}.")
+        if images is not None:
+            backing = TensorBacking(_check_images(images, self.name), "image")
+        elif inputs is not None:
+            backing = TensorBacking(_check_inputs(inputs, self.name), "tensor")
+        elif backing is None:
             raise DataError(
-                f"Domain '{self.name}': images must be uint8 (0-255), got {images.dtype}. "
-                "Use tlkit.datasets.from_arrays(...), which converts float images in [0, 1]."
+                f"Domain '{self.name}' has no data: pass images (uint8 (N, C, H, W)), inputs "
+                "(any (N, ...) tensor) or build it with tlkit.datasets.from_folder / from_arrays."
             )
-        if images.ndim == 3:  # (N, H, W) grayscale
-            images = images.unsqueeze(1)
-        if images.ndim != 4:
-            raise DataError(
-                f"Domain '{self.name}': images must have shape (N, C, H, W) or (N, H, W), "
-                f"got {tuple(images.shape)}."
-            )
-        if images.shape[1] not in (1, 3):
-            raise DataError(
-                f"Domain '{self.name}': images must have 1 (grayscale) or 3 (RGB) channels, got "
-                f"{images.shape[1]} (shape {tuple(images.shape)}). Channels-last arrays "
-                "(N, H, W, C) go through tlkit.datasets.from_arrays(..., channels_last=True)."
-            )
-        if self.task not in ("classification", "regression"):
-            raise DataError(f"task must be 'classification' or 'regression', got {self.task!r}.")
-        labels = torch.as_tensor(labels)
+        set_(self, "labels", labels)
+        set_(self, "clean_labels", clean_labels)
+        set_(self, "classes", tuple(classes or ()))
+        set_(self, "backing", backing)
+        set_(self, "image_size", image_size)
+        set_(self, "info", dict(info or {}))
+        self._validate()
+
+    def _validate(self) -> None:
+        backing = self.backing
+        n = len(backing)
+        labels = self.labels
+        if labels is None:
+            if self.task != "classification":
+                raise DataError(f"Domain '{self.name}': regression needs targets; pass labels=...")
+            labels = torch.full((n,), UNLABELLED, dtype=torch.long)
+        labels = _as_label_tensor(labels, self.name, self.task)
         if self.task == "classification":
-            if labels.is_floating_point():
-                if not torch.equal(labels, labels.round()):
-                    raise DataError(
-                        f"Domain '{self.name}': classification labels must be integers; got "
-                        "fractional values. For continuous targets use task='regression'."
-                    )
+            if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+                raise DataError(
+                    f"Domain '{self.name}': classification labels must be integers; got "
+                    "fractional values. For continuous targets use task='regression'."
+                )
             labels = labels.long()
         else:
             labels = labels.float()
-        if len(labels) != len(images):
+        if labels.ndim == 0 or len(labels) != n:
+            got = 1 if labels.ndim == 0 else len(labels)
             raise DataError(
-                f"Domain '{self.name}': {len(images)} images but {len(labels)} labels; "
-                "give one label per image."
+                f"Domain '{self.name}': {n} samples but {got} labels; give one label per sample."
             )
         if self.task == "classification" and labels.ndim != 1:
             raise DataError(
-                f"Domain '{self.name}': classification labels must be one class id per image, "
+                f"Domain '{self.name}': classification labels must be one class id per sample, "
                 f"shape (N,); got {tuple(labels.shape)}. Flatten them (labels.reshape(-1))."
             )
         clean = self.clean_labels
-        clean = labels.clone() if clean is None else torch.as_tensor(clean).to(labels.dtype)
+        if clean is None:
+            clean = labels.clone()
+        else:
+            clean = _as_label_tensor(clean, self.name, self.task).to(labels.dtype)
         if clean.shape != labels.shape:
             raise DataError(
                 f"Domain '{self.name}': clean_labels has shape {tuple(clean.shape)} but labels "
-                f"has {tuple(labels.shape)}; give one clean label per image."
+                f"has {tuple(labels.shape)}; give one clean label per sample."
             )
-        object.__setattr__(self, "images", images.contiguous())
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "clean_labels", clean)
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", check_image_size(self.image_size))
         if self.task == "classification" and len(labels):
-            known = labels[labels != UNLABELLED]
-            n = self.num_classes
-            if len(known) and (known.min() < 0 or known.max() >= n):
-                bad = known[(known < 0) | (known >= n)].unique()[:5].tolist()
-                raise DataError(
-                    f"Domain '{self.name}': labels {bad} are outside [0, {n}) for "
-                    f"{n} classes. Labels must be class ids 0..{n - 1} (or -1 for unlabelled); "
-                    "pass classes=[...] naming every class."
-                )
+            k = self.num_classes
+            for what, ys in (("labels", labels), ("clean_labels", clean)):
+                known = ys[ys != UNLABELLED]
+                if len(known) and (known.min() < 0 or known.max() >= k):
+                    bad = known[(known < 0) | (known >= k)].unique()[:5].tolist()
+                    raise DataError(
+                        f"Domain '{self.name}': {what} {bad} are outside [0, {k}) for "
+                        f"{k} classes. Labels must be class ids 0..{k - 1} (or -1 for "
+                        "unlabelled); pass classes=[...] naming every class."
+                    )
 
     # -- basic facts ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index].float().div_(255), self.labels[index]
+        """``(x, label)``: images as float [0, 1] (native size for files), tensors as they are."""
+        x = self.backing.load(int(index))
+        if self.modality == "image":
+            x = x.float().div_(255)
+        return x, self.labels[index]
 
     def __repr__(self) -> str:
-        c, h, w = self.image_shape
+        if self.modality == "image" and self.in_memory:
+            c, h, w = self.image_shape
+            what = f"image={c}x{h}x{w}"
+        elif self.modality == "image":
+            what = f"{self.backing.kind}, decoded lazily"
+        else:
+            what = f"inputs={'x'.join(map(str, self.input_shape))} {self.backing.tensor.dtype}"
         extra = ""
         if self.task == "classification":
             extra = f", classes={self.num_classes}, labelled={self.num_labelled}"
             if self.noise_rate > 0:
                 extra += f", noise={self.noise_rate:.0%}"
-        return f"Domain('{self.name}', n={len(self)}, image={c}x{h}x{w}{extra})"
+        else:
+            extra = ", regression"
+        return f"Domain('{self.name}', n={len(self)}, {what}{extra})"
+
+    @property
+    def images(self) -> torch.Tensor:
+        """``uint8`` images ``(N, C, H, W)`` of an in-memory image domain (as before backings)."""
+        backing = self.backing
+        if backing.modality != "image":
+            raise DataError(
+                f"Domain '{self.name}' holds tensor inputs ({backing.tensor.dtype}, shape "
+                f"{tuple(backing.tensor.shape)}), not images. Use d.inputs; image-only features "
+                "(augmentation, image transforms, pixel-level adaptation) do not apply to it."
+            )
+        if not backing.in_memory:
+            raise DataError(
+                f"Domain '{self.name}' is backed by {backing.kind}, decoded lazily: it has no image "
+                "tensor. Read images with d.dataset(transform) in a DataLoader (each file decoded in "
+                "a worker at its native size), or decode everything into memory once with "
+                "d.materialize(image_size) (about 3 * image_size**2 bytes per image)."
+            )
+        return backing.tensor
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """The in-memory per-sample tensor ``(N, ...)``: images, features or token ids."""
+        if not self.in_memory:
+            raise DataError(
+                f"Domain '{self.name}' is backed by {self.backing.kind} decoded on demand; it has "
+                "no in-memory tensor. Read samples with d.dataset(transform) in a DataLoader, or "
+                "decode everything once with d.materialize(image_size)."
+            )
+        return self.backing.tensor
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` (uint8 images, in memory or files) or ``"tensor"`` (any other inputs)."""
+        return self.backing.modality
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the inputs are one tensor in memory (``d.inputs``); False for files."""
+        return self.backing.in_memory
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of in-memory images (files have no single shape: DataError)."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one sample for in-memory data; ``None`` for files (sizes vary)."""
+        return tuple(self.backing.tensor.shape[1:]) if self.in_memory else None
+
+    @property
+    def paths(self) -> list[str]:
+        """One file path (or ``shard.tar:key``) per sample, for predictions tables."""
+        paths = self.backing.paths
+        if paths is None:
+            raise DataError(
+                f"Domain '{self.name}' is held in memory ({self.backing.kind}); it has no file "
+                "paths. Index samples by position instead."
+            )
+        return paths
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +315,11 @@ class Domain(torch.utils.data.Dataset):
         return int(self.labelled_mask.sum())
 
     @property
+    def has_clean_labels(self) -> bool:
+        """Whether every sample's true label is known (False for data that never had labels)."""
+        return self.task == "regression" or bool((self.clean_labels != UNLABELLED).all())
+
+    @property
     def noise_rate(self) -> float:
         """Fraction of labelled samples whose training label differs from the clean one."""
         if self.task == "regression":
@@ -161,20 +327,36 @@ class Domain(torch.utils.data.Dataset):
         m = self.labelled_mask
         return float((self.labels[m] != self.clean_labels[m]).float().mean()) if m.any() else 0.0
 
-    # -- derived domains -----------------------------------------------------------------------
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """What a tensor backbone needs to read this domain: ``{"in_features": D}`` for float
+        feature vectors (``mlp``), ``{"vocab_size": V, "padding_id": 0}`` for token ids
+        (``text_bag`` / ``text_cnn``); ``{}`` for images."""
+        if self.modality != "tensor":
+            return {}
+        x = self.backing.tensor
+        if x.is_floating_point():
+            return {"in_features": int(x[0].numel())}
+        vocab = self.info.get("vocab_size") or int(x.max()) + 1
+        return {"vocab_size": int(vocab), "padding_id": int(self.info.get("padding_id", 0))}
+
+    # -- derived domains (labels only: no image is read) --------------------------------------
     def subset(self, indices: Sequence[int] | torch.Tensor, name: str | None = None) -> Domain:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         return replace(
             self,
-            images=self.images[idx],
+            backing=self.backing.take(idx.numpy()),
             labels=self.labels[idx],
             clean_labels=self.clean_labels[idx],
             name=name or self.name,
         )
 
     def with_labels(self, labels: torch.Tensor, name: str | None = None) -> Domain:
-        """Same images and clean labels, new training labels (noise, hidden labels...)."""
+        """Same samples and clean labels, new training labels (noise, hidden labels...)."""
         return replace(self, labels=torch.as_tensor(labels), name=name or self.name)
+
+    def with_classes(self, classes: Sequence[str]) -> Domain:
+        """Same samples and labels under a named label set (e.g. an unlabelled target's)."""
+        return replace(self, classes=tuple(classes))
 
     def unlabelled(self, name: str | None = None) -> Domain:
         """Hide every training label (the clean ones stay for evaluation)."""
@@ -210,14 +392,148 @@ class Domain(torch.utils.data.Dataset):
         test = torch.cat(test_idx).sort().values
         return self.subset(train), self.subset(test, f"{self.name}-test")
 
+    # -- reading samples ------------------------------------------------------------------------
+    def dataset(
+        self, transform: Callable[[Any], Any] | None = None, strict: bool = False
+    ) -> DomainDataset:
+        """A picklable map-style dataset for ``DataLoader`` workers: ``ds[i]`` or
+        ``ds[(i, seed)]`` -> ``(transform(x), i)``; see :class:`~tlkit.datasets.loader.DomainDataset`.
+        """
+        return DomainDataset(self.backing, transform, strict=strict, name=self.name)
+
+    def epoch_order(self, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+        """This epoch's sample order, a pure function of ``(seed, epoch)`` (shards: shard-local)."""
+        return torch.from_numpy(self.backing.order(seed, epoch, shuffle))
+
+    def stream(
+        self,
+        transform: Callable[[Any], Any] | None = None,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 1,
+        skip: int = 0,
+        shuffle: bool = True,
+        strict: bool = False,
+    ) -> StreamDataset:
+        """An iterable dataset of ``(x, index)`` for one rank and epoch; see
+        :class:`~tlkit.datasets.loader.StreamDataset` (order, worker split, skipping)."""
+        return StreamDataset(
+            self.backing,
+            transform,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            skip=skip,
+            shuffle=shuffle,
+            strict=strict,
+            name=self.name,
+        )
+
+    def materialize(
+        self,
+        image_size: int | None = None,
+        *,
+        resize: str = "squash",
+        strict: bool = True,
+        num_workers: int = 0,
+        progress: bool = True,
+    ) -> Domain:
+        """Decode every image once into an in-memory ``uint8`` domain at ``image_size``.
+
+        The old eager behaviour of ``from_folder``: fine for a few thousand small images, since
+        memory is ``3 * image_size**2`` bytes per image. ``resize="squash"`` scales each image to
+        the square (aspect ratio not kept, nothing cut off); ``"crop"`` scales the short side and
+        cuts the centre square. ``strict=False`` drops unreadable files with a warning instead
+        of raising. In-memory domains are returned as they are.
+        """
+        return materialize(
+            self, image_size, resize=resize, strict=strict, num_workers=num_workers,
+            progress=progress,
+        )  # fmt: skip
+
+    def check(self, *, progress: bool = True, strict: bool | None = None) -> dict[str, Any]:
+        """Read every file's header (no decoding): unreadable files, decompression bombs, sizes.
+
+        Returns a summary dict; raises :class:`DataError` when no file is readable, or when any
+        is not and ``strict`` is true. In-memory domains have nothing to check.
+        """
+        return check_files(self.backing, self.name, progress=progress, strict=strict)
+
+
+def _check_images(images: Any, name: str) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        arr = np.asarray(images)
+        if arr.dtype != np.uint8:
+            raise DataError(
+                f"Domain '{name}': images must be uint8 (0-255), got {arr.dtype}. Use "
+                "tlkit.datasets.from_arrays(...), which converts float images in [0, 1] and "
+                "16-bit images."
+            )
+        images = torch.from_numpy(np.ascontiguousarray(arr))
+    if images.dtype != torch.uint8:
+        raise DataError(
+            f"Domain '{name}': images must be uint8 (0-255), got {images.dtype}. "
+            "Use tlkit.datasets.from_arrays(...), which converts float images in [0, 1] and "
+            "16-bit images."
+        )
+    if images.ndim == 3:  # (N, H, W) grayscale
+        images = images.unsqueeze(1)
+    if images.ndim != 4:
+        raise DataError(
+            f"Domain '{name}': images must have shape (N, C, H, W) or (N, H, W), "
+            f"got {tuple(images.shape)}."
+        )
+    if images.shape[1] not in (1, 3):
+        raise DataError(
+            f"Domain '{name}': images must have 1 (grayscale) or 3 (RGB) channels, got "
+            f"{images.shape[1]} (shape {tuple(images.shape)}). Channels-last arrays "
+            "(N, H, W, C) go through tlkit.datasets.from_arrays(..., channels_last=True)."
+        )
+    return images.contiguous()
+
+
+def _check_inputs(inputs: Any, name: str) -> torch.Tensor:
+    x = inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else None
+    if x is None:
+        arr = np.asarray(inputs)
+        if arr.dtype.kind not in "biuf":
+            raise DataError(
+                f"Domain '{name}': inputs must be numeric (float features or integer token "
+                f"ids), got {arr.dtype}. Tokenise text first (tlkit.datasets.text.tokenize)."
+            )
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    if x.ndim < 1 or len(x) == 0:
+        raise DataError(f"Domain '{name}': inputs need shape (N, ...) with N >= 1, got {x.shape}.")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise DataError(
+                f"Domain '{name}': inputs contain NaN or infinite values; impute or drop them "
+                "first (e.g. replace NaN by the column mean)."
+            )
+        if x.dtype == torch.float64:
+            x = x.float()
+    elif x.dtype == torch.bool:
+        x = x.float()
+    else:
+        x = x.long()
+    if x.ndim == 1:
+        x = x.unsqueeze(1)
+    return x.contiguous()
+
 
 @dataclass(frozen=True, eq=False)
 class DomainPair:
     """One transfer task: labelled source, optional unlabelled target, and their test sets.
 
-    For domain adaptation ``target`` holds target-domain images with hidden labels; for
+    For domain adaptation ``target`` holds target-domain samples with hidden labels; for
     semi-supervised learning it holds the unlabelled pool of the *same* domain; for plain
-    supervised fine-tuning it is ``None``.
+    supervised fine-tuning it is ``None``. An unlabelled part built without class names (e.g.
+    ``from_folder(path, labels=False)``) takes the source's classes.
     """
 
     source: Domain
@@ -227,29 +543,57 @@ class DomainPair:
     name: str = "task"
 
     def __post_init__(self) -> None:
-        if len(self.source) == 0:
-            raise DataError(f"Task '{self.name}': the source domain is empty; it needs samples.")
-        if self.source.task == "classification" and self.source.num_labelled == 0:
+        src = self.source
+        if not isinstance(src, Domain):
             raise DataError(
-                f"Task '{self.name}': the source domain has no labelled samples; "
-                "training needs at least one labelled sample per class."
+                f"Task '{self.name}': source must be a tlkit.datasets.Domain, got "
+                f"{type(src).__name__}."
             )
+        if len(src) == 0:
+            raise DataError(f"Task '{self.name}': the source domain is empty; it needs samples.")
+        if src.task == "classification":
+            if src.num_labelled == 0:
+                raise DataError(
+                    f"Task '{self.name}': the source domain has no labelled samples; "
+                    "training needs at least one labelled sample per class."
+                )
+            present = src.labels[src.labelled_mask].unique()
+            if len(present) < 2:
+                c = int(present[0])
+                cname = src.classes[c] if c < len(src.classes) else str(c)
+                raise DataError(
+                    f"Task '{self.name}': every labelled source sample is of one class "
+                    f"('{cname}'); a classifier needs at least two classes, or it reaches loss 0 "
+                    "without learning anything. Add labelled samples of the other classes (for "
+                    "a folder: one sub-folder per class), or use task='regression'."
+                )
         for part in ("source_test", "target", "target_test"):
             d = getattr(self, part)
-            if d is not None and len(d) == 0:
+            if d is None:
+                continue
+            if not isinstance(d, Domain):
+                raise DataError(
+                    f"Task '{self.name}': {part} must be a tlkit.datasets.Domain or None, got "
+                    f"{type(d).__name__}."
+                )
+            if len(d) == 0:
                 raise DataError(
                     f"Task '{self.name}': the {part} split is empty. Pass None to leave it out, "
                     "or give it samples."
                 )
-            if (
-                d is not None
-                and d.task == "classification"
-                and self.source.task == "classification"
-                and d.num_classes != self.source.num_classes
-            ):
+            if d.modality != src.modality:
+                raise DataError(
+                    f"Task '{self.name}': {part} holds {d.modality} inputs but the source holds "
+                    f"{src.modality} inputs; one network reads both, so they must be alike."
+                )
+            both = d.task == "classification" and src.task == "classification"
+            if both and not d.classes and d.num_labelled == 0 and not d.has_clean_labels:
+                d = d.with_classes(src.classes or [str(i) for i in range(src.num_classes)])
+                object.__setattr__(self, part, d)
+            if both and d.num_classes != src.num_classes:
                 raise DataError(
                     f"Task '{self.name}': {part} has {d.num_classes} classes but the source has "
-                    f"{self.source.num_classes}; both domains must share one label set."
+                    f"{src.num_classes}; both domains must share one label set."
                 )
 
     def __repr__(self) -> str:
@@ -272,6 +616,10 @@ class DomainPair:
     def classes(self) -> tuple[str, ...]:
         return self.source.classes
 
+    @property
+    def modality(self) -> str:
+        return self.source.modality
+
     def eval_sets(self) -> dict[str, Domain]:
         """The held-out sets the engine reports on each epoch, by metric prefix."""
         sets = {}
@@ -280,3 +628,25 @@ class DomainPair:
         if self.target_test is not None and self.target_test is not self.source_test:
             sets["target"] = self.target_test
         return sets
+
+
+def warn_sparse_classes(labels: torch.Tensor, name: str) -> None:
+    """Warn when most class ids 0..max are never used: a stray label (99 among 0..9) silently
+    builds a 100-class problem."""
+    known = labels[labels != UNLABELLED]
+    if not len(known):
+        return
+    k = int(known.max()) + 1
+    used = len(known.unique())
+    unused = k - used
+    if unused >= max(2, math.ceil(k / 2)):
+        top = int(known.max())
+        count = int((known == top).sum())
+        warnings.warn(
+            f"Domain '{name}': labels use only {used} of the {k} class ids 0..{k - 1} (the "
+            f"largest, {top}, appears {count} time(s)), so this is a {k}-class problem with "
+            f"{unused} empty classes. If {top} is a stray label, fix it; otherwise pass "
+            "classes=[...] naming every class to silence this warning.",
+            DataWarning,
+            stacklevel=3,
+        )

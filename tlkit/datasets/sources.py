@@ -1,14 +1,18 @@
-"""User data into :class:`Domain`: arrays/tensors, an ImageFolder directory, a torchvision dataset.
+"""In-memory user data into :class:`Domain`: image arrays, any per-sample tensors, torchvision.
 
-Every path ends in :func:`from_arrays`, so all of them accept the same layouts and fail with the
-same messages. Images are held in memory as ``uint8``; nothing here downloads anything unless the
-caller passes ``download=True`` to :func:`from_torchvision`.
+:func:`from_arrays` takes images (numpy or torch, any common layout, uint8 / uint16 / float) and
+:func:`from_tensors` any other per-sample tensors (float feature vectors, int64 token ids), both
+with labels given as class ids or class names. :func:`from_torchvision` keeps array-backed
+datasets (MNIST, CIFAR) in memory and wraps the others lazily. Image files are in
+:mod:`tlkit.datasets.files`. Nothing here downloads anything unless the caller passes
+``download=True`` to :func:`from_torchvision`.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .domain import UNLABELLED, DataError, Domain
-
-#: File extensions read by :func:`from_folder` (the set torchvision's ImageFolder reads).
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from .backing import DatasetBacking
+from .domain import (
+    UNLABELLED,
+    DataError,
+    DataWarning,
+    Domain,
+    check_image_size,
+    warn_sparse_classes,
+)
+from .files import IMG_EXTENSIONS, from_folder, labels_from_values  # noqa: F401 (re-exported)
 
 _RANKS = "(N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}"
 
@@ -42,14 +52,44 @@ def _resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 def _to_tensor(images: Any) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
-        return images.detach().cpu()
+        images = images.detach().cpu()
+        if images.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops support these
+            images = torch.from_numpy(images.numpy().astype(np.int64)), images.dtype
+            return _sixteen_bit(*images)
+        return images
     arr = np.asarray(images)
     if arr.dtype == object:
         raise DataError(
             "images could not be stacked into one array (ragged sizes or mixed types); "
-            "resize them to one size first, or use from_folder(..., image_size=...)."
+            "resize them to one size first, or save them as files and use from_folder()."
         )
+    if arr.dtype.kind in "USV":
+        raise DataError(
+            f"images must be numbers, got {arr.dtype}. For image files use "
+            "tlkit.datasets.from_paths(paths) or from_folder(folder)."
+        )
+    if arr.dtype in (np.uint16, np.uint32, np.uint64):
+        return _sixteen_bit(torch.from_numpy(arr.astype(np.int64)), arr.dtype)
     return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _sixteen_bit(x: torch.Tensor, dtype: Any) -> torch.Tensor:
+    """uint16 images are 16-bit images: 0..65535 scaled to 0..255 (as PIL and torchvision do)."""
+    if str(dtype).endswith("uint16"):
+        hi = int(x.max()) if x.numel() else 0
+        if 0 < hi <= 255:
+            warnings.warn(
+                f"images are uint16 but their largest value is {hi}: scaled as 16-bit data "
+                "(65535 = white) they are nearly black. If they are 8-bit values in a 16-bit "
+                "array, pass images.astype(np.uint8) instead.",
+                DataWarning,
+                stacklevel=4,
+            )
+        return ((x.double() * (255.0 / 65535.0)).round_()).to(torch.uint8)
+    raise DataError(
+        f"images of type {dtype} are not supported: convert them to uint8 (0..255), uint16 "
+        "(16-bit) or float in [0, 1]."
+    )
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +141,69 @@ def _channels_first(x: torch.Tensor, channels_last: bool | None) -> torch.Tensor
     return x.contiguous()
 
 
+def _labels(
+    labels: Any, classes: Sequence[str] | None, n: int, name: str, task: str
+) -> tuple[torch.Tensor, Sequence[str] | None]:
+    """Labels as a tensor; class names (strings) become ids, NaN and junk become DataErrors."""
+    if labels is None:
+        if task != "classification":
+            raise DataError(f"Domain '{name}': regression needs targets; pass labels=...")
+        return torch.full((n,), UNLABELLED, dtype=torch.long), classes
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu(), classes
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "USO" and task == "classification":
+        flat = arr.reshape(-1).tolist()
+        if arr.dtype.kind == "O" and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in flat
+        ):
+            return torch.as_tensor(np.asarray(flat, dtype=np.int64)), classes
+        bad = [v for v in flat if v is None or (isinstance(v, float) and np.isnan(v))]
+        if bad:
+            raise DataError(
+                f"Domain '{name}': {len(bad)} label(s) are missing (None/NaN); mark unlabelled "
+                "samples with -1 (tlkit.datasets.UNLABELLED), or drop them."
+            )
+        ids, names = labels_from_values(flat, classes, f"Domain '{name}'")
+        return torch.from_numpy(ids), names
+    if arr.dtype.kind in "USO":
+        raise DataError(
+            f"Domain '{name}': regression targets must be numbers, got {arr.dtype} values such "
+            f"as {arr.reshape(-1)[:3].tolist()}."
+        )
+    return torch.from_numpy(np.ascontiguousarray(arr)), classes
+
+
+def _default_classes(y: torch.Tensor, name: str) -> list[str]:
+    """``"0" .. "K-1"`` from the largest label; warns when the ids are sparse."""
+    known = y[y != UNLABELLED] if len(y) else y
+    if known.is_floating_point():
+        if not torch.isfinite(known).all():
+            raise DataError(
+                f"Domain '{name}': labels contain NaN or infinite values; mark unlabelled "
+                "samples with -1 (tlkit.datasets.UNLABELLED), or drop them."
+            )
+        if not torch.equal(known, known.round()):
+            raise DataError(
+                f"Domain '{name}': classification labels must be integers; got fractional "
+                "values. For continuous targets use task='regression'."
+            )
+    known = known.long()
+    if len(known) and int(known.min()) < 0:
+        raise DataError(
+            f"Domain '{name}': labels {known[known < 0].unique()[:5].tolist()} are negative; "
+            "class ids are 0..K-1, and -1 marks an unlabelled sample."
+        )
+    k = int(known.max()) + 1 if len(known) else 0
+    if k == 0:
+        raise DataError(
+            f"Domain '{name}': no labelled samples and no classes=[...]; name the classes "
+            "so the label set is known."
+        )
+    warn_sparse_classes(known, name)
+    return [str(i) for i in range(k)]
+
+
 def from_arrays(
     images: Any,
     labels: Any = None,
@@ -112,91 +215,56 @@ def from_arrays(
 ) -> Domain:
     """Wrap in-memory images (numpy or torch) as a :class:`Domain`.
 
-    Accepts ``uint8`` (0..255) or float images in [0, 1] shaped ``(N, H, W)``, ``(N, C, H, W)``
-    or ``(N, H, W, C)``. Channels-last is detected when the last dimension is 1 or 3 and the
-    second is not; ``channels_last`` forces it either way. ``labels=None`` marks every image
-    unlabelled (a target domain); pass ``classes`` then, so the label set is known. Without
-    ``classes``, classification classes are named ``"0" .. "K-1"`` from the largest label.
+    Accepts ``uint8`` (0..255), ``uint16`` (16-bit, scaled so 65535 -> 255) or float images in
+    [0, 1] shaped ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``. Channels-last is detected
+    when the last dimension is 1 or 3 and the second is not; ``channels_last`` forces it either
+    way. ``labels`` are class ids or class names (strings: the classes are then the sorted names,
+    or ``classes=[...]`` in your order); ``labels=None`` marks every image unlabelled (a target
+    domain; pass ``classes`` then, so the label set is known). Without ``classes``,
+    classification classes are named ``"0" .. "K-1"`` from the largest label, with a warning
+    when most of those ids are unused (a stray label 99 would make 100 classes).
     """
     x = _to_tensor(images)
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"Domain '{name}': no images (shape {tuple(x.shape)}); pass at least one.")
     x = _channels_first(x, channels_last)
     x = _to_uint8(x)
-    if labels is None:
-        if task != "classification":
-            raise DataError("Regression domains need targets; pass labels=...")
-        y = torch.full((len(x),), UNLABELLED, dtype=torch.long)
-    else:
-        y = (
-            labels.detach().cpu()
-            if isinstance(labels, torch.Tensor)
-            else torch.as_tensor(np.asarray(labels))
-        )
+    y, classes = _labels(labels, classes, len(x), name, task)
     if classes is None and task == "classification":
-        known = y[y != UNLABELLED] if len(y) else y
-        k = int(known.max()) + 1 if len(known) else 0
-        if k == 0:
-            raise DataError(
-                f"Domain '{name}': no labelled images and no classes=[...]; name the classes "
-                "so the label set is known."
-            )
-        classes = [str(i) for i in range(k)]
+        classes = _default_classes(y, name)
     return Domain(x, y, classes=tuple(classes or ()), name=name, task=task)
 
 
-def _find_classes(root: Path) -> list[str]:
-    # torchvision.datasets.folder.find_classes: sorted names of the sub-directories.
-    return sorted(e.name for e in os.scandir(root) if e.is_dir())
-
-
-def from_folder(
-    path: str | os.PathLike, *, image_size: int = 224, name: str | None = None
+def from_tensors(
+    inputs: Any,
+    labels: Any = None,
+    *,
+    classes: Sequence[str] | None = None,
+    name: str = "tensors",
+    task: str = "classification",
+    info: dict[str, Any] | None = None,
 ) -> Domain:
-    """Load an ImageFolder tree (``path/<class>/<image>``) into memory as RGB ``uint8``.
+    """Any per-sample tensors as a ``"tensor"`` domain: float features ``(N, D)``, int64 token
+    ids ``(N, L)`` (padding id 0), or anything ``(N, ...)`` your backbone reads.
 
-    Classes are the sorted sub-folder names (as torchvision's ImageFolder orders them), images
-    are found recursively inside each and resized (squashed) to ``image_size x image_size`` so
-    that they stack into one tensor. Memory is about ``3 * image_size**2`` bytes per image.
+    Labels work as in :func:`from_arrays`. ``info`` carries what a backbone needs to know
+    (``{"vocab_size": V, "padding_id": 0}`` for tokens; ``in_features`` is the feature size).
+    Image-only features (augmentation, image transforms) refuse these domains with a DataError.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"from_folder: '{root}' is not a directory. Pass the folder that holds one "
-            "sub-folder per class (path/cat/001.jpg, path/dog/002.jpg ...)."
-        )
-    classes = _find_classes(root)
-    if not classes:
-        raise DataError(
-            f"from_folder: '{root}' has no class sub-folders. Put each class's images in its own "
-            "sub-folder (path/cat/001.jpg, path/dog/002.jpg ...)."
-        )
-    files: list[tuple[Path, int]] = []
-    for idx, cls in enumerate(classes):
-        for dirpath, _, fnames in sorted(os.walk(root / cls, followlinks=True)):
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMG_EXTENSIONS):
-                    files.append((Path(dirpath) / fname, idx))
-    if not files:
-        raise DataError(
-            f"from_folder: no images under '{root}' (looked for {', '.join(IMG_EXTENSIONS)} in "
-            f"the class folders {classes[:5]}{'...' if len(classes) > 5 else ''}). Put the image "
-            "files inside the class sub-folders."
-        )
-    out = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
-    for i, (file, _) in enumerate(files):
-        try:
-            with Image.open(file) as im:
-                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-                out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(
-                f"from_folder: cannot read image '{file}' ({e}). Remove or replace the file."
-            ) from e
-    labels = torch.tensor([c for _, c in files], dtype=torch.long)
-    return Domain(out, labels, classes=tuple(classes), name=name or root.name)
+    if isinstance(inputs, torch.Tensor):
+        n = len(inputs) if inputs.ndim else 0
+    else:
+        inputs = np.asarray(inputs)
+        n = len(inputs) if inputs.ndim else 0
+    if n == 0:
+        raise DataError(f"Domain '{name}': no samples in inputs; pass at least one row.")
+    y, classes = _labels(labels, classes, n, name, task)
+    if classes is None and task == "classification":
+        classes = _default_classes(y, name)
+    return Domain(
+        labels=y, classes=tuple(classes or ()), name=name, task=task, inputs=inputs,
+        info=dict(info or {}),
+    )  # fmt: skip
 
 
 _SPLIT_FOR = {True: "train", False: "test"}
@@ -210,71 +278,121 @@ def _instantiate(cls: type, root: str, train: bool, download: bool) -> Any:
 
 
 def from_torchvision(
-    name: str,
-    root: str | os.PathLike,
+    name: str | torch.utils.data.Dataset,
+    root: str | os.PathLike | None = None,
     *,
     train: bool = True,
     download: bool = False,
     image_size: int | None = None,
+    in_memory: bool | None = None,
 ) -> Domain:
-    """Load a ``torchvision.datasets`` class by name (``"MNIST"``, ``"CIFAR10"``, ``"SVHN"`` ...).
+    """A ``torchvision.datasets`` class by name (``"MNIST"``, ``"CIFAR10"``, ``"SVHN"`` ...), or a
+    dataset object returning ``(image, target)`` items.
 
     Datasets taking ``split=`` instead of ``train=`` get ``"train"``/``"test"``. Data already
     under ``root`` loads offline; otherwise pass ``download=True`` on a machine that is online.
-    Images of differing sizes need ``image_size`` so they stack into one tensor.
+    Datasets that hold their images as one array (MNIST, CIFAR, SVHN) stay in memory (the fast
+    path; ``image_size`` resizes them). Others are wrapped lazily (``in_memory=False``): a
+    dataset listing files (``samples``, like ImageFolder) becomes a file domain, any other is
+    read item by item in ``DataLoader`` workers; labels come from ``targets`` / ``labels``, or
+    from one pass over the items. ``in_memory=True`` reads every image now (they must then
+    share one size, or pass ``image_size``).
     """
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
-        valid = ["MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN", "USPS"]
-        raise DataError(
-            f"'{name}' is not a torchvision dataset. Valid names include {', '.join(valid)} "
-            "(see torchvision.datasets; names are case-sensitive)."
-        )
-    root = os.fspath(Path(root).expanduser())
-    try:
-        ds = _instantiate(cls, root, train, download)
-    except RuntimeError as e:
-        if download:
+    if isinstance(name, str):
+        cls = getattr(tvd, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
+            valid = ["MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN",
+                     "USPS"]  # fmt: skip
             raise DataError(
-                f"torchvision {name}: download or load failed under '{root}': {e}"
+                f"'{name}' is not a torchvision dataset. Valid names include {', '.join(valid)} "
+                "(see torchvision.datasets; names are case-sensitive)."
+            )
+        if root is None:
+            raise DataError(f"torchvision {name}: pass root= (the folder holding the data).")
+        root = os.fspath(Path(root).expanduser())
+        try:
+            ds = _instantiate(cls, root, train, download)
+        except RuntimeError as e:
+            if download:
+                raise DataError(
+                    f"torchvision {name}: download or load failed under '{root}': {e}"
+                ) from e
+            raise DataError(
+                f"torchvision {name} is not present under '{root}' ({e}). Pass download=True on "
+                "a machine that is online, or point root at a folder that already holds it."
             ) from e
+        except (TypeError, ValueError) as e:
+            raise DataError(
+                f"torchvision {name} takes neither train= nor split='train'/'test' the usual way "
+                f"({e}); build it yourself and pass the dataset object to from_torchvision()."
+            ) from e
+        label = f"{name}-{'train' if train else 'test'}"
+    elif isinstance(name, torch.utils.data.Dataset) or hasattr(name, "__getitem__"):
+        ds, label = name, type(name).__name__
+    else:
         raise DataError(
-            f"torchvision {name} is not present under '{root}' ({e}). Pass download=True on a "
-            "machine that is online, or point root at a folder that already holds it."
-        ) from e
-    except (TypeError, ValueError) as e:
-        raise DataError(
-            f"torchvision {name} takes neither train= nor split='train'/'test' the usual way "
-            f"({e}); build it yourself and pass images and labels to from_arrays()."
-        ) from e
-    classes = list(getattr(ds, "classes", None) or [])
+            f"from_torchvision takes a dataset name or a dataset object, got {type(name).__name__}."
+        )
+    size = check_image_size(image_size)
+    classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     data = getattr(ds, "data", None)
     targets = getattr(ds, "targets", getattr(ds, "labels", None))
     if (
-        isinstance(data, (np.ndarray, torch.Tensor))
+        in_memory is not False
+        and isinstance(data, (np.ndarray, torch.Tensor))
         and data.ndim in (3, 4)
         and targets is not None
         and len(targets) == len(data)
     ):
-        images, labels = data, np.asarray(targets)
-    else:
-        images, labels = _materialise(ds, name, image_size)
-    domain = from_arrays(
-        images,
-        labels,
-        classes=classes or None,
-        name=f"{name}-{'train' if train else 'test'}",
-    )
-    if image_size is not None:
-        domain = Domain(
-            _resize(domain.images, image_size),
-            domain.labels,
-            classes=domain.classes,
-            name=domain.name,
+        domain = from_arrays(data, np.asarray(targets), classes=classes or None, name=label)
+        if size is not None:
+            domain = Domain(
+                _resize(domain.images, size), domain.labels, classes=domain.classes,
+                name=domain.name,
+            )  # fmt: skip
+        return domain
+    if in_memory:
+        images, labels = _materialise(ds, label, size)
+        return from_arrays(images, labels, classes=classes or None, name=label)
+    return _lazy_dataset(ds, label, classes, targets, size)
+
+
+def _lazy_dataset(
+    ds: Any, label: str, classes: list[str], targets: Any, size: int | None
+) -> Domain:
+    """Wrap a non-array dataset without decoding its images."""
+    from .backing import FileBacking, PathTable
+
+    n = len(ds)
+    if n == 0:
+        raise DataError(f"torchvision {label}: the dataset is empty.")
+    samples = getattr(ds, "samples", None)
+    if (
+        isinstance(samples, list)
+        and len(samples) == n
+        and all(
+            isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str) for s in samples[:10]
         )
-    return domain
+    ):
+        backing: Any = FileBacking(PathTable.from_paths([os.path.abspath(p) for p, _ in samples]))
+        y = np.asarray([int(t) for _, t in samples], dtype=np.int64)
+    else:
+        backing = DatasetBacking(ds, np.arange(n), label)
+        if targets is not None and len(targets) == n:
+            y = np.asarray([int(t) for t in targets], dtype=np.int64)
+        else:
+            from tqdm.auto import tqdm
+
+            items = tqdm(range(n), desc=f"reading {label} labels", unit="item", disable=n < 5000)
+            y = np.asarray([int(ds[i][1]) for i in items], dtype=np.int64)
+    if not classes:
+        classes = _default_classes(torch.from_numpy(y), label)
+    return Domain(
+        labels=torch.from_numpy(y), classes=tuple(classes), name=label, backing=backing,
+        image_size=size,
+    )  # fmt: skip
 
 
 def _materialise(ds: Any, name: str, image_size: int | None) -> tuple[torch.Tensor, np.ndarray]:

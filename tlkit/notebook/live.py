@@ -78,37 +78,88 @@ def _plot_series(ax, rows: Sequence[dict[str, Any]], xkey: str, keys: Sequence[s
     ax.grid(alpha=0.3)
 
 
+def _epoch_axis(ax, last: int) -> None:
+    """Whole epochs from 1 to ``last``: a single epoch is a point on a real axis, not a dot
+    on one from 0.96 to 1.04, and a live run grows into its axis instead of rescaling it."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, max(1, last) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def shown_epochs(done: int, planned: int | None) -> int:
+    """How far the epoch axis reaches: the planned epochs when there are few, else about
+    twice the epochs done (so one epoch of 300 is not a dot squeezed against the y axis)."""
+    if not planned or planned <= 20:
+        return max(done, planned or 0, 1)
+    return max(done, min(planned, max(10, 2 * done)))
+
+
 def draw_training(
-    fig: Figure, step_logs: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
+    fig: Figure,
+    step_logs: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    *,
+    epochs: int | None = None,
 ) -> Figure:
-    """Three panels: loss terms per step, held-out metrics per epoch, rates per step."""
+    """Loss terms per step, held-out metrics per epoch (axis up to ``epochs``, the planned
+    number), and -- only when a strategy logs any -- rates per step (mask rate, domain
+    accuracy...)."""
     fig.clear()
-    ax_loss, ax_eval, ax_rate = fig.subplots(1, 3)
     losses, rates = split_scalars(step_logs)
+    axes = fig.subplots(1, 3 if rates else 2)
+    ax_loss, ax_eval = axes[0], axes[1]
     _plot_series(ax_loss, step_logs, "step", losses)
     ax_loss.set(xlabel="step", title="training loss terms")
-    _plot_series(ax_eval, history, "epoch", held_out_keys(history))
+    metrics = held_out_keys(history)
+    _plot_series(ax_eval, history, "epoch", metrics)
     ax_eval.set(xlabel="epoch", title="held-out metrics")
-    _plot_series(ax_rate, step_logs, "step", rates)
-    ax_rate.set(xlabel="step", title="rates (mask, domain acc...)")
-    if not rates:
-        ax_rate.text(0.5, 0.5, "no rate logged\nby these strategies", ha="center", va="center")
+    _epoch_axis(ax_eval, shown_epochs(len(history), epochs))
+    values = [r[k] for r in history for k in metrics if isinstance(r.get(k), (int, float))]
+    if values and all(k.endswith("accuracy") for k in metrics):
+        ax_eval.set_ylim(min(0.0, min(values)), 1.02)
+    if not history:
+        ax_eval.text(
+            0.5,
+            0.5,
+            "after the first epoch",
+            ha="center",
+            va="center",
+            color="grey",
+            transform=ax_eval.transAxes,
+        )
+    if rates:
+        _plot_series(axes[2], step_logs, "step", rates)
+        axes[2].set(xlabel="step", title="rates logged by strategies", ylim=(-0.02, 1.02))
     return fig
 
 
 def draw_confusion(fig: Figure, cm: Any, classes: Sequence[str] = (), title: str = "") -> Figure:
-    """Row-normalised confusion matrix (rows: true class, columns: prediction)."""
+    """Confusion matrix with counts in the cells (rows: true class, columns: prediction),
+    coloured by row (the share of each true class), and the accuracy in the title."""
     fig.clear()
     ax = fig.subplots()
-    cm = cm.float()
-    cm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
+    counts = cm.long() if hasattr(cm, "long") else cm
+    cm = counts.float()
+    total = float(cm.sum())
+    accuracy = float(cm.diagonal().sum()) / total if total else float("nan")
+    share = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
     k = cm.shape[0]
     labels = list(classes) or [str(i) for i in range(k)]
-    im = ax.imshow(cm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), labels, rotation=90 if k > 12 else 0, fontsize=7)
-    ax.set_yticks(range(k), labels, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+    size = 9 if k <= 12 else 7
+    if k <= 20:  # counts stay readable up to about 20 classes
+        for i in range(k):
+            for j in range(k):
+                n = int(counts[i, j])
+                if n:
+                    color = "white" if share[i, j] > 0.6 else "black"
+                    ax.text(j, i, str(n), ha="center", va="center", fontsize=size - 1, color=color)
+    ax.set_xticks(range(k), labels, rotation=90 if k > 12 else 0, fontsize=size)
+    ax.set_yticks(range(k), labels, fontsize=size)
+    head = f"{title}: " if title else ""
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"{head}accuracy {accuracy:.1%} of {int(total)}", fontsize=10)
     return fig
 
 
@@ -138,6 +189,7 @@ def draw_comparison(
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o", ms=3, label=label)
         ax.set(xlabel="epoch", title=metric)
+        _epoch_axis(ax, max((r["epoch"] for _, h in runs for r in h), default=1))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
@@ -191,13 +243,18 @@ class LiveCurves:
         self.sink = sink
         self.min_interval = min_interval
         self.dpi = dpi
-        self.fig = new_figure()
+        self.fig = new_figure(9.0, 3.0)
         self.draws = 0
         self._last = 0.0
 
     def draw(self, trainer: Any) -> None:
         """Redraw now from the trainer's step logs and history."""
-        draw_training(self.fig, list(trainer.step_logs), list(trainer.history))
+        draw_training(
+            self.fig,
+            list(trainer.step_logs),
+            list(trainer.history),
+            epochs=trainer.config.epochs,
+        )
         self.sink(figure_png(self.fig, self.dpi))
         self.draws += 1
         self._last = time.monotonic()

@@ -1,0 +1,281 @@
+"""The data layer alone on a folder of photos: listing, first batch, throughput, memory.
+
+A generated ImageFolder of JPEG photo crops (random crops of scikit-image's and scikit-learn's
+sample photos, sizes around 500x375, 10 classes) at N = 2k, 8k and 32k images, cached under
+``$TLKIT_CACHE/bench`` (else ``~/.cache/tlkit/bench``); the smaller folders are hard links to the
+first files of the largest. For each N, in a fresh subprocess (so peak RSS is that N's):
+
+* ``construct`` -- ``tlkit.datasets.from_folder(path)``: listing + the header probe; nothing
+  decoded.
+* ``first batch`` -- from creating ``DataLoader(d.dataset(train), num_workers=2, ...)`` to the
+  first batch in hand, against a hand-written ``torchvision.datasets.ImageFolder`` +
+  ``DataLoader`` with the same transform and workers.
+* ``images/s`` -- passes over each loader (no model: the data layer only), full passes up to
+  8000 images, in the order A B B A (never two loaders at once), the median per side; ratio =
+  tlkit / ImageFolder (target >= 0.95).
+* ``peak RSS`` -- the subprocess's peak resident memory (main process; ``ru_maxrss``) and the
+  largest worker's. Growth from 2k to 32k is the number to watch (target <= 15%).
+
+Transform on both sides: ``tlkit.datasets.transforms.train_transform(224)`` (RandomResizedCrop +
+flip -> float); ImageFolder decodes with PIL, so its pipeline starts with ``v2.PILToTensor()``.
+Batch 64, 2 workers, ``torch.set_num_threads(2)``. Each measurement is a function taking the
+folder and returning numbers, so rows such as "through tlkit.fit" can be added beside them.
+
+    .venv/bin/python benchmarks/data_pipeline.py           # full run (~15 min on 2 idle cores)
+    .venv/bin/python benchmarks/data_pipeline.py --quick   # N = 200, 800: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    command_line,
+    machine_block,
+    machine_info,
+    markdown_table,
+    results_path,
+    setup_torch,
+    write_run,
+)
+
+SIZES = (2000, 8000, 32000)
+QUICK_SIZES = (200, 800)
+CLASSES = 10
+BATCH = 64
+WORKERS = 2
+IMAGE_SIZE = 224
+#: Images per timed pass: a full pass up to this many (the per-image cost does not depend on N).
+PASS_IMAGES = 8000
+
+
+# -- the folder -----------------------------------------------------------------------------
+def bench_root() -> Path:
+    env = os.environ.get("TLKIT_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "tlkit"
+    return base / "bench"
+
+
+def _photos() -> list[np.ndarray]:
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos = [np.asarray(getattr(skimage.data, n)())[..., :3] for n in
+              ("astronaut", "chelsea", "coffee", "rocket")]  # fmt: skip
+    return photos + [np.asarray(im)[..., :3] for im in load_sample_images().images]
+
+
+def generate_folder(n: int, root: Path | None = None, seed: int = 0) -> Path:
+    """``n`` JPEG crops in ``CLASSES`` class folders (cached; smaller N hard-link the largest)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    root = root or bench_root()
+    full = root / f"photos-{max(n, SIZES[-1]) if n > QUICK_SIZES[-1] else QUICK_SIZES[-1]}"
+    done = full / ".complete"
+    total = int(full.name.split("-")[1])
+    if not done.exists():
+        rng = np.random.default_rng(seed)
+        photos = _photos()
+        for c in range(CLASSES):
+            (full / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(total), desc=f"generating {total} photos", unit="img"):
+            p = photos[rng.integers(len(photos))]
+            w = int(np.clip(rng.normal(500, 60), 300, 640))
+            h = int(np.clip(rng.normal(375, 45), 220, 480))
+            scale = max(w / p.shape[1], h / p.shape[0], 1.0)
+            im = Image.fromarray(p)
+            if scale > 1:
+                im = im.resize((int(p.shape[1] * scale) + 1, int(p.shape[0] * scale) + 1))
+            x0 = rng.integers(0, im.size[0] - w + 1)
+            y0 = rng.integers(0, im.size[1] - h + 1)
+            im.crop((x0, y0, x0 + w, y0 + h)).save(
+                full / f"class{i % CLASSES:02d}" / f"{i:06d}.jpg", quality=88
+            )
+        done.write_text(str(total))
+    if n == total:
+        return full
+    sub = root / f"photos-{n}"
+    if not (sub / ".complete").exists():
+        for c in range(CLASSES):
+            (sub / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rel = f"class{i % CLASSES:02d}/{i:06d}.jpg"
+            if not (sub / rel).exists():
+                os.link(full / rel, sub / rel)
+        (sub / ".complete").write_text(str(n))
+    return sub
+
+
+# -- measurements (each: folder -> numbers) ------------------------------------------------------
+def train_transform() -> Any:
+    from tlkit.datasets import transforms
+
+    return transforms.train_transform(IMAGE_SIZE)
+
+
+def tlkit_loader(folder: Path) -> tuple[torch.utils.data.DataLoader, float]:
+    """(loader, construct seconds) for the tlkit side."""
+    from tlkit.datasets import collate, from_folder
+
+    t0 = time.perf_counter()
+    d = from_folder(folder, progress=False)
+    construct = time.perf_counter() - t0
+    loader = torch.utils.data.DataLoader(
+        d.dataset(train_transform()), batch_size=BATCH, shuffle=True, num_workers=WORKERS,
+        collate_fn=collate, persistent_workers=False,
+    )  # fmt: skip
+    return loader, construct
+
+
+def imagefolder_loader(folder: Path) -> torch.utils.data.DataLoader:
+    """The hand-written baseline: torchvision ImageFolder, PIL decoding, the same transform."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    ds = ImageFolder(os.fspath(folder), transform=v2.Compose([v2.PILToTensor(), train_transform()]))
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=WORKERS)
+
+
+def measure_construct(folder: Path) -> float:
+    return tlkit_loader(folder)[1]
+
+
+def measure_first_batch(make: Any) -> float:
+    """Seconds from building the loader (domain listing included) to the first batch."""
+    t0 = time.perf_counter()
+    loader = make()
+    next(iter(loader))
+    return time.perf_counter() - t0
+
+
+def measure_pass(make: Any, max_images: int) -> float:
+    """Images/s of one pass over a fresh loader (up to ``max_images``; workers' start included)."""
+    t0 = time.perf_counter()
+    count = 0
+    for batch in make():
+        count += len(batch[1])
+        if count >= max_images:
+            break
+    return count / (time.perf_counter() - t0)
+
+
+def measure_throughput(
+    make_a: Any, make_b: Any, max_images: int, rounds: int = 2
+) -> tuple[float, float]:
+    """Median images/s of each side over ``rounds`` passes in the order A B B A ... (two
+    DataLoaders never run at once: their workers would compete and prefetch for each other)."""
+    a, b = [], []
+    for r in range(rounds):
+        first, second = ((make_a, a), (make_b, b)) if r % 2 == 0 else ((make_b, b), (make_a, a))
+        first[1].append(measure_pass(first[0], max_images))
+        second[1].append(measure_pass(second[0], max_images))
+    return float(np.median(a)), float(np.median(b))
+
+
+def measure_one(n: int) -> dict[str, Any]:
+    """Every measurement for one N (run in its own process)."""
+    setup_torch("cpu", 2)
+    folder = generate_folder(n)
+    construct = measure_construct(folder)
+    first_t = measure_first_batch(lambda: tlkit_loader(folder)[0])
+    first_b = measure_first_batch(lambda: imagefolder_loader(folder))
+    cap = min(n, PASS_IMAGES)
+    ips_t, ips_b = measure_throughput(
+        lambda: tlkit_loader(folder)[0], lambda: imagefolder_loader(folder), cap
+    )
+    main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"n": n, "construct_s": construct, "first_batch_s": first_t,
+            "first_batch_imagefolder_s": first_b, "images_per_s": ips_t,
+            "images_per_s_imagefolder": ips_b, "ratio": ips_t / ips_b, "pass_images": cap,
+            "peak_rss_mb": main, "peak_worker_rss_mb": child}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 200, 800 (smoke run)")
+    parser.add_argument("--sizes", type=int, nargs="*", help="image counts (default 2k 8k 32k)")
+    parser.add_argument("--results", help="results file (default: results/data_pipeline.md)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one N, JSON out
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(measure_one(args.one)))
+        return
+    setup_torch("cpu", 2)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    info = machine_info("cpu")
+    generate_folder(max(sizes))  # generated once, outside the timed children
+    rows = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=False
+        )
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode or not line:
+            print(out.stdout[-2000:], out.stderr[-4000:])
+            raise SystemExit(f"measurement for N={n} failed")
+        r = json.loads(line[0][len("RESULT ") :])
+        rows.append(r)
+        print(f"N={n}: {r}")
+    base = rows[0]["peak_rss_mb"]
+    table = markdown_table(
+        [
+            "N",
+            "construct (s)",
+            "first batch tlkit (s)",
+            "first batch ImageFolder (s)",
+            "images per pass",
+            "tlkit img/s",
+            "ImageFolder img/s",
+            "ratio",
+            "peak RSS main (MB)",
+            "RSS vs smallest",
+            "peak worker RSS (MB)",
+        ],
+        [
+            [
+                r["n"],
+                f"{r['construct_s']:.3f}",
+                f"{r['first_batch_s']:.2f}",
+                f"{r['first_batch_imagefolder_s']:.2f}",
+                r["pass_images"],
+                f"{r['images_per_s']:.0f}",
+                f"{r['images_per_s_imagefolder']:.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{100 * (r['peak_rss_mb'] / base - 1):+.1f}%",
+                f"{r['peak_worker_rss_mb']:.0f}",
+            ]
+            for r in rows
+        ],
+    )
+    growth = 100 * (rows[-1]["peak_rss_mb"] / base - 1)
+    summary = (
+        f"Peak RSS of the main process grows {growth:+.1f}% from N={rows[0]['n']} to "
+        f"N={rows[-1]['n']} (target <= 15%); throughput ratio tlkit / ImageFolder "
+        f"{min(r['ratio'] for r in rows):.2f} at worst (target >= 0.95); first batch at most "
+        f"{max(r['first_batch_s'] for r in rows):.2f} s (target <= 5 s)."
+    )
+    print("\n" + table + "\n\n" + summary)
+    path = results_path(args.results, "data_pipeline", args.quick)
+    if path is not None:
+        body = machine_block(info, command_line()) + "\n\n" + table + "\n\n" + summary + "\n"
+        write_run(path, body, quick=args.quick, file_title="Data pipeline (the data layer alone)")
+
+
+if __name__ == "__main__":
+    main()

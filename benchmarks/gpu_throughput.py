@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tlkit
-from tlkit.engine.evaluate import autocast_for
+from tlkit.engine.device import autocast_for
 
 try:
     from benchmarks import _common as common

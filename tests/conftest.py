@@ -40,14 +40,19 @@ def pattern_domain(n: int, *, seed: int, name: str, shift: float = 0.0, size: in
     return Domain(images, labels, classes=("a", "b", "c", "d"), name=name)
 
 
-@pytest.fixture
-def tiny_task() -> DomainPair:
+def make_tiny_task() -> DomainPair:
     """A labelled source with test set, an unlabelled shifted target with test set."""
     source = pattern_domain(128, seed=0, name="src")
     target = pattern_domain(96, seed=1, name="tgt", shift=0.2)
     s_train, s_test = source.split(0.25, seed=0)
     t_train, t_test = target.split(0.25, seed=0)
     return DomainPair(s_train, s_test, t_train.unlabelled(), t_test, name="tiny")
+
+
+@pytest.fixture
+def tiny_task() -> DomainPair:
+    """A labelled source with test set, an unlabelled shifted target with test set."""
+    return make_tiny_task()
 
 
 @pytest.fixture

@@ -193,16 +193,13 @@ def test_extra_loss_terms_are_summed_and_logged(tiny_task, fast, temp_strategy):
 def test_pseudo_labels_feed_the_loss_and_log_mask_and_accuracy(tiny_task, fast, temp_strategy):
     class Oracle:  # pseudo-labels = argmax, half masked; checks the plumbing, not an algorithm
         name, family = "test_argmax", "pseudo_label"
-
-        @tlkit.hookimpl
-        def tlkit_wants_target(self):
-            return True
+        needs_target = True
 
         @tlkit.hookimpl
         def tlkit_pseudo_labels(self, step):
             probs = step.target_logits.detach().softmax(1)
             w = (torch.arange(len(probs)) % 2 == 0).float()
-            return tlkit.engine.PseudoLabels(probs.argmax(1), w)
+            return tlkit.PseudoLabels(probs.argmax(1), w)
 
     temp_strategy(Oracle)
     run = tlkit.fit(tiny_task, epochs=2, pseudo_label="test_argmax", **fast)
@@ -252,16 +249,14 @@ def test_observers_see_every_step_and_epoch_and_can_stop(tiny_task, fast):
         steps = epochs = 0
 
         @tlkit.hookimpl
-        def tlkit_on_step_end(self):
+        def tlkit_on_step_end(self, trainer):
             Count.steps += 1
+            if trainer.state.step >= 10:
+                trainer.request_stop()
 
         @tlkit.hookimpl
         def tlkit_on_epoch_end(self):
             Count.epochs += 1
-
-        @tlkit.hookimpl
-        def tlkit_should_stop(self, trainer):
-            return trainer.state.step >= 10
 
     run = tlkit.fit(tiny_task, epochs=5, observers=[Count()], **fast)
     assert Count.steps == 10 and run.stopped_early
@@ -274,6 +269,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
 ):
     class Explodes:
         name, family = "test_nan", "loss"
+        requires_task = "classification"
 
         @tlkit.hookimpl
         def tlkit_supervised_loss(self, logits, targets, step):
@@ -330,7 +326,7 @@ def test_grayscale_is_converted_for_an_rgb_backbone(fast):
 def test_bad_options_are_explained(tiny_task, fast):
     with pytest.raises(ConfigError, match="unknown fit\\(\\) options \\['epocs'\\]"):
         tlkit.fit(tiny_task, epocs=3, **fast)
-    with pytest.raises(ConfigError, match="mode='warp'"):
+    with pytest.raises(ConfigError, match="mode='warp' is not valid"):
         tlkit.fit(tiny_task, mode="warp", **fast)
     with pytest.raises(ConfigError, match="no target"):
         tlkit.fit(DomainPair(tiny_task.source), adapt="anything", **fast)

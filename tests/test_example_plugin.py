@@ -136,6 +136,7 @@ def test_a_notebook_cell_strategy_is_registered_used_and_replaced(tiny_task, fas
             """Squared error on one-hot targets (a cell-made loss)."""
 
             name, family = "test_cell_loss", "loss"
+            requires_task = "classification"
 
             def __init__(self, scale: float = 1.0):
                 self.scale = scale
@@ -157,6 +158,7 @@ def test_a_notebook_cell_strategy_is_registered_used_and_replaced(tiny_task, fas
             """Version 2."""
 
             name, family = "test_cell_loss", "loss"
+            requires_task = "classification"
 
             @tlkit.hookimpl
             def tlkit_supervised_loss(self, logits, targets):

@@ -51,10 +51,11 @@ class Shout:
 
     name = "shout_adapt"
     family = "adapt"
+    needs_target = True
 
     @tlkit.hookimpl
-    def tlkit_wants_target(self):
-        return True
+    def tlkit_extra_losses(self):
+        return None
 
 
 class Broken:
@@ -62,6 +63,7 @@ class Broken:
 
     name = "broken_loss"
     family = "loss"
+    requires_task = "classification"
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits, targets):

@@ -47,6 +47,7 @@ def test_register_a_class_from_a_cell_and_select_it(tiny_task, fast, temp_strate
         """Half of cross-entropy (a toy loss)."""
 
         name, family = "test_halved", "loss"
+        requires_task = "classification"
 
         def __init__(self, factor=0.5):
             self.factor = factor
@@ -79,7 +80,7 @@ def test_register_rejects_objects_that_are_not_strategies():
         def tlkit_supervised_los(self, logits):
             return logits
 
-    with pytest.raises(tlkit.PluginError, match="not tlkit hooks"):
+    with pytest.raises(tlkit.PluginError, match="tlkit_supervised_los, which is not a tlkit hook"):
         tlkit.register(Misspelt)
 
     class NoFamily:
@@ -100,29 +101,6 @@ def test_wrong_family_and_unknown_names_are_explained(tiny_task, fast):
         registry.get("gcee", "loss")
     with pytest.raises(tlkit.ConfigError, match="exactly one supervised loss"):
         tlkit.fit(tiny_task, loss=["cross_entropy", "mse"], **fast)
-
-
-def test_a_broken_entry_point_warns_and_tlkit_still_works(monkeypatch):
-    class FakeDist:
-        name = "broken-plugin-pkg"
-
-    class BrokenEP:
-        name, value, dist = "broken", "broken_pkg:Strategy", FakeDist()
-
-        def load(self):
-            raise ImportError("No module named 'broken_pkg'")
-
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kw):
-        return [*real(**kw), BrokenEP()] if kw.get("group") == "tlkit" else real(**kw)
-
-    monkeypatch.setattr(registry, "_registry", {})
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    with pytest.warns(RuntimeWarning, match="skipped plugin 'broken'.*broken-plugin-pkg"):
-        names = [s.name for s in tlkit.strategies()]
-    assert "cross_entropy" in names and "broken" not in names
 
 
 def test_selection_forms():

@@ -174,7 +174,7 @@ def test_entropy_loss_hand_computed():
         (DANN, {"trade_off": -1}, "trade_off"),
         (DANN, {"hidden_size": 0}, "hidden_size"),
         (CDAN, {"randomized": "sometimes"}, "randomized"),
-        (CDAN, {"entropy": "yes"}, "entropy"),
+        (CDAN, {"entropy": "maybe"}, "entropy"),
         (DAN, {"multipliers": []}, "multipliers"),
         (DeepCORAL, {"trade_off": 0}, "trade_off"),
         (MCC, {"temperature": 0}, "temperature"),
@@ -187,7 +187,7 @@ def test_bad_options_are_explained(cls, options, match):
 
 
 def test_bad_option_through_fit_names_the_option(tiny_task, fast):
-    with pytest.raises(ValueError, match="dann: trade_off must be a positive number"):
+    with pytest.raises(ValueError, match="strategy 'dann': trade_off must be a positive number"):
         tlkit.fit(tiny_task, epochs=1, adapt=("dann", {"trade_off": -1.0}), **fast)
 
 

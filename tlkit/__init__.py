@@ -7,15 +7,24 @@
 
 Public API: :func:`fit`, :func:`fit_two_stage`, :func:`load`, :class:`Trainer`,
 :class:`FitConfig`, :class:`Run`, :mod:`datasets`, :mod:`backbones`, :func:`register`,
-:func:`strategies`, :data:`hookimpl`.
+:func:`strategies`, :data:`hookimpl`. Plugin authors need only ``tlkit``: :data:`hookimpl`,
+:class:`Step`, :class:`PseudoLabels`, :mod:`options` (checking a strategy's options) and the
+errors.
 """
 
-from tlkit import backbones, datasets
+from tlkit import backbones, datasets, options
 from tlkit.api import fit, fit_two_stage, load
-from tlkit.engine import CheckpointError, ConfigError, FitConfig, Trainer, TrainingError
+from tlkit.engine import FitConfig, PseudoLabels, Step, Trainer
+from tlkit.errors import (
+    CheckpointError,
+    ConfigError,
+    PluginError,
+    StrategyOptionError,
+    TrainingError,
+)
 from tlkit.hookspecs import hookimpl
 from tlkit.ranking import rank_backbones
-from tlkit.registry import PluginError, register, strategies, unregister
+from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
 
 __version__ = "0.1.0"
@@ -50,7 +59,10 @@ __all__ = [
     "ConfigError",
     "FitConfig",
     "PluginError",
+    "PseudoLabels",
     "Run",
+    "Step",
+    "StrategyOptionError",
     "Trainer",
     "TrainingError",
     "backbones",
@@ -60,6 +72,7 @@ __all__ = [
     "fit_two_stage",
     "hookimpl",
     "load",
+    "options",
     "rank_backbones",
     "register",
     "strategies",

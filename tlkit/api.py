@@ -10,9 +10,11 @@ from typing import Any
 from torch import nn
 
 from tlkit.backbones.base import TransferModel, make_head
+from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
-from tlkit.engine.config import ConfigError, FitConfig
+from tlkit.engine.config import FitConfig
 from tlkit.engine.trainer import Trainer
+from tlkit.errors import ConfigError
 from tlkit.run import Run, load
 
 _OPTIONS = {f.name for f in dataclasses.fields(FitConfig)}
@@ -56,10 +58,6 @@ def fit(
             * ``seed``, ``device``, ``precision`` ("auto" = bf16 on CUDA), ``channels_last``,
               ``compile``, ``checkpoint_dir``, ``checkpoint_every``, ``monitor``, ``max_steps``.
     """
-    if isinstance(data, str):
-        from tlkit.datasets import load as load_dataset
-
-        data = load_dataset(data, seed=options.get("seed", 0))
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ConfigError(f"unknown fit() options {unknown}; known options: {sorted(_OPTIONS)}.")
@@ -72,6 +70,8 @@ def fit(
     if not isinstance(name, str):
         raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
     config = FitConfig(backbone=name, epochs=epochs, **options)
+    if isinstance(data, str):
+        data = load_dataset(data, seed=config.seed)
     trainer = Trainer(data, config, model=model_arg, observers=observers)
     return trainer.fit(resume=resume)
 
@@ -95,9 +95,7 @@ def fit_two_stage(
     first = fit(source, backbone, epochs=source_epochs, **{**options, **(source_options or {})})
     target_task = target if not isinstance(target, str) else None
     if target_task is None:
-        from tlkit.datasets import load as load_dataset
-
-        target_task = load_dataset(target, seed=options.get("seed", 0))
+        target_task = load_dataset(target, seed=first.config.seed)
     pair = target_task if isinstance(target_task, DomainPair) else DomainPair(source=target_task)
     stage1 = first.model.backbone
     head = make_head(pair.task, stage1.num_features, pair.num_classes, options.get("dropout", 0.0))

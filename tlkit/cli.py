@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tlkit.errors import ConfigError
 
 
 def _parse_value(text: str) -> Any:
@@ -32,14 +35,39 @@ def _load_config(path: str | None) -> dict[str, Any]:
         return {}
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"tlkit: config file '{p}' does not exist.")
+        raise ConfigError(f"config file '{p}' does not exist.")
     try:
         values = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SystemExit(f"tlkit: config file '{p}' is not valid YAML/JSON: {exc}") from exc
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file '{p}' is not valid YAML/JSON: {exc}") from None
     if not isinstance(values, dict):
-        raise SystemExit(f"tlkit: config file '{p}' must hold a mapping of option: value.")
+        raise ConfigError(f"config file '{p}' must hold a mapping of option: value.")
     return values
+
+
+def _writable_output(path: str | None, what: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Fail before training when an output path cannot be written (the trained model would be
+    lost after the run otherwise)."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} '{p}' is a folder; give a file name, e.g. '{p / 'run.pt'}'.")
+    if suffixes and p.suffix.lower().lstrip(".") not in suffixes:
+        raise ConfigError(
+            f"{what} '{p}' has an unknown file type; use one of {', '.join(suffixes)}."
+        )
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"{what} '{p}': the folder '{folder}' does not exist; create it first.")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what} '{p}': the folder '{folder}' is not writable.")
+
+
+def _plot_formats() -> tuple[str, ...]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -69,14 +97,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"tlkit: --set expects key=value, got '{item}'.")
+            raise ConfigError(f"--set expects key=value, got '{item}'.")
         options[key.strip()] = _parse_value(value)
     data = options.pop("data", None)
     if not data:
-        raise SystemExit(
-            "tlkit: say which data to train on: --data NAME (see `tlkit datasets`) "
+        raise ConfigError(
+            "say which data to train on: --data NAME (see `tlkit datasets`) "
             "or a 'data:' entry in --config."
         )
+    _writable_output(args.save, "--save")
+    _writable_output(args.plot, "--plot", _plot_formats())
     if isinstance(data, str) and Path(data).is_dir():
         data = tlkit.datasets.from_folder(data, image_size=options.get("image_size") or 224)
     backbone = options.pop("backbone", "efficientnet_lite0")
@@ -188,11 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a problem the user can fix prints ``tlkit: error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     from tlkit.backbones import BackboneError
     from tlkit.datasets import DataError
-    from tlkit.engine import CheckpointError, ConfigError, TrainingError
-    from tlkit.registry import PluginError
+    from tlkit.errors import CheckpointError, PluginError, TrainingError
 
     try:
         return args.func(args)

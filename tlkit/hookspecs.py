@@ -9,21 +9,66 @@ at fixed points of the training step.
 Conventions, as in pytest's hook module:
 
 * Hooks are called with keyword arguments only; an implementation may accept any subset of a
-  hook's arguments (pluggy passes only the ones it names).
+  hook's arguments, by name. Asking for an argument the hook does not pass is refused when the
+  strategy is registered.
 * *firstresult* hooks stop at the first implementation that returns something other than
-  ``None``; the others collect every non-``None`` result in a list.
+  ``None``; the others collect every non-``None`` result.
 * Implementations registered later run first; ``@hookimpl(tryfirst=True)`` / ``trylast`` reorder.
+* Every result is checked (type and shape); a wrong one raises :class:`tlkit.PluginError` naming
+  the strategy and the hook, and so does an exception raised inside a hook.
 
-The objects the hooks receive:
+**When the hooks run.** One run, as pseudo-code (``epoch`` counts from 1 everywhere)::
 
-* ``trainer`` -- the :class:`tlkit.Trainer` running the fit: ``trainer.model``,
-  ``trainer.config``, ``trainer.device``, ``trainer.num_classes``, ``trainer.state``
-  (``epoch``, ``step``, ``total_steps``, ``progress`` in [0, 1]).
-* ``step`` -- a :class:`tlkit.engine.Step` for one optimisation step: source images ``step.x``
-  ``(B, C, H, W)`` and labels ``step.y`` ``(B,)``; target images ``step.x_target`` ``(B_t, C, H, W)``
-  or ``None``; after the forward pass ``step.features`` ``(B, D)`` / ``step.logits`` ``(B, K)``
-  and ``step.target_features`` / ``step.target_logits`` (``None`` without a target batch);
-  ``step.index`` (global step), ``step.epoch``, ``step.progress`` in [0, 1].
+    tlkit_setup(trainer)                              # once per run (again when resuming)
+    tlkit_on_fit_start(trainer)
+    for epoch in 1..epochs:
+        for each step:
+            forward pass of the source batch, and of the target batch when a strategy
+                needs_target (in the same call: BatchNorm sees both)
+            tlkit_supervised_loss(logits, targets=step.y, step, domain="source")   # first wins
+            if a target batch:
+                tlkit_pseudo_labels(step)                                         # first wins
+                -> tlkit_supervised_loss(..., targets=pseudo-labels, domain="target")
+            tlkit_extra_losses(step)                                              # all summed
+            backward, optimiser step, EMA update
+            tlkit_on_step_end(trainer, step, logs)
+        tlkit_before_evaluate(trainer)
+        evaluation of the held-out sets; tlkit_target_scores(trainer, logits, features)
+        the checkpoint of the epoch is written (also when the next hook fails)
+        tlkit_on_epoch_end(trainer, epoch, metrics)
+    tlkit_on_fit_end(trainer, history)                # also after a stop or an error
+
+**What a strategy declares** (class attributes the engine reads; checked at registration):
+
+* ``name`` -- what users type (``adapt="dann"``); ``family`` -- which ``fit`` argument selects it:
+  ``loss``, ``pseudo_label``, ``adapt``, ``regularizer``, ``validator`` or ``query``.
+* ``requires_task`` -- ``"classification"``, ``"regression"`` or ``"any"``; a run of the other
+  task refuses the strategy before training. **Required for losses.**
+* ``needs_target = True`` -- feed the unlabelled target batch through the network each step
+  (``step.x_target``, ``step.target_logits``...). Without any such strategy, runs are source-only
+  and BatchNorm never sees target data.
+* ``needs_images = True`` -- the strategy works on inputs (``step.x``, ``step.forward``), so the
+  engine never replaces them by cached frozen-backbone features.
+* ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
+  takes its place).
+* ``state_dict()`` / ``load_state_dict(state)`` -- state kept on the strategy object (counters,
+  running thresholds, per-sample memories) that checkpoints must save so a resumed run equals an
+  uninterrupted one. Without them, the engine saves the strategy's plain attributes (numbers,
+  strings, booleans, tensors, and lists/tuples/dicts of those) and restores them on resume.
+  Modules returned from :func:`tlkit_setup` are saved separately, with their weights.
+
+**The objects hooks receive.** ``step`` is a :class:`tlkit.Step` (its attributes are documented
+there: ``x``, ``y``, ``indices``, ``x_target``, ``target_indices``, ``features``, ``logits``,
+``target_features``, ``target_logits``, ``index``, ``epoch``, ``progress``, ``generator``,
+``model``, ``trainer``, ``log()``, ``log_target_predictions()``, ``forward()``). ``trainer`` is the
+:class:`tlkit.Trainer`; strategies may rely on ``trainer.model`` (the
+:class:`~tlkit.backbones.TransferModel`), ``trainer.config``, ``trainer.device``,
+``trainer.precision``, ``trainer.autocast()``, ``trainer.task``, ``trainer.num_classes``,
+``trainer.classes``, ``trainer.state`` (``epoch``, ``step``, ``total_steps``, ``progress``),
+``trainer.ema`` (the averaged model or ``None``), ``trainer.target`` (the unlabelled target
+:class:`~tlkit.datasets.Domain`, its true labels removed) and ``trainer.request_stop()``.
+Observers may also read ``trainer.data`` (the task, true target labels included: for
+diagnostics only), ``trainer.history``, ``trainer.step_logs`` and ``trainer.eval_results``.
 """
 
 from __future__ import annotations
@@ -36,7 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
     from torch import nn
 
-    from tlkit.engine.trainer import PseudoLabels, Step, Trainer
+    from tlkit.engine.step import PseudoLabels, Step
 
 PROJECT = "tlkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -45,50 +90,45 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # -- setup ------------------------------------------------------------------------------------
 @hookspec
-def tlkit_setup(trainer: Trainer) -> nn.Module | None:
+def tlkit_setup(trainer: Any) -> nn.Module | None:
     """Prepare a strategy for a run; called once, before the first step (also when resuming).
 
     It runs before a resumed run restores its checkpoint: the model then holds its starting
-    weights (pretrained, or the seeded initialisation), and the returned module's weights are
-    restored from the checkpoint afterwards. Keep state that must survive a resume in the module.
+    weights (pretrained, or the seeded initialisation), and the returned module's weights -- and
+    the strategy's own state (see ``state_dict`` above) -- are restored from the checkpoint
+    afterwards.
 
     Use it to build modules the strategy trains alongside the model, such as a domain
     discriminator. Return such a module (or ``None``): the engine moves it to the device, adds its
-    parameters to the optimizer at the head's learning rate, wraps it for distributed training
-    and saves/restores its weights in checkpoints under the strategy's name.
+    parameters to the optimizer at the head's learning rate, averages its gradients across
+    processes under ``torchrun``, and saves/restores its weights in checkpoints under the
+    strategy's name. Raise ``ValueError`` to refuse a run the strategy cannot serve (e.g. a model
+    without BatchNorm); the message reaches the user naming the strategy.
 
     :param trainer: the trainer; ``trainer.model`` and ``trainer.num_classes`` are ready.
     :return: an ``nn.Module`` to train, or ``None``. All results are used (not firstresult).
     """
 
 
-@hookspec(firstresult=True)
-def tlkit_wants_target(trainer: Trainer) -> bool | None:
-    """Whether this strategy needs the unlabelled target batch in the forward pass.
-
-    The engine feeds target images through the network (in the same forward call as the source,
-    so BatchNorm sees both) only when some active strategy returns ``True``; source-only runs
-    keep BatchNorm statistics clean of target data.
-
-    :param trainer: the trainer, before the epoch starts (asked once per epoch).
-    :return: ``True`` to request the target batch. firstresult: the first non-``None`` wins.
-    """
-
-
 # -- losses -----------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def tlkit_supervised_loss(
-    logits: torch.Tensor, targets: torch.Tensor, step: Step
+    logits: torch.Tensor, targets: torch.Tensor, step: Step, domain: str
 ) -> torch.Tensor | None:
     """The per-sample loss on labelled data. firstresult: exactly one loss strategy answers.
 
-    Also used for pseudo-labelled target samples, so it must accept any ``targets`` of the
-    task's kind.
+    Called for the labelled source batch, and again for the pseudo-labelled target batch when a
+    pseudo-labelling strategy answers; ``domain`` tells which. The samples are
+    ``step.indices`` (source) or ``step.target_indices`` (target), for losses that keep a memory
+    per sample.
 
     :param logits: model outputs ``(B, K)`` (classification) or ``(B, D)`` (regression).
-    :param targets: class ids ``(B,)`` (int64) or regression targets ``(B,)`` / ``(B, D)``.
-    :param step: the current :class:`Step` (for schedules depending on ``step.progress``).
-    :return: per-sample losses ``(B,)``; the engine averages them. firstresult.
+    :param targets: class ids ``(B,)`` int64, class probabilities ``(B, K)`` (soft
+        pseudo-labels), or regression targets ``(B,)`` / ``(B, D)``.
+    :param step: the current :class:`tlkit.Step` (for schedules depending on ``step.progress``).
+    :param domain: ``"source"`` (labelled data) or ``"target"`` (pseudo-labels).
+    :return: per-sample losses ``(B,)`` float; the engine averages (or weights) them. A scalar or
+        a ``(B, K)`` tensor is refused. firstresult.
     """
 
 
@@ -100,10 +140,13 @@ def tlkit_pseudo_labels(step: Step) -> PseudoLabels | None:
     loss to ``PseudoLabels.logits`` (the target logits unless the strategy gives its own, e.g.
     of a strongly augmented view) against ``PseudoLabels.targets``, weighted per sample by
     ``PseudoLabels.weights``, and logs it as ``pseudo_label``; it also logs the mask rate
-    (fraction of weights > 0) and, when the clean target labels are known, pseudo-label accuracy.
+    (fraction of weights > 0) and, when the target's true labels are known to the engine,
+    pseudo-label accuracy (strategies never see those labels).
 
     :param step: the step, with ``step.target_logits`` ``(B_t, K)``.
-    :return: a :class:`PseudoLabels` or ``None`` to skip this step. firstresult.
+    :return: a :class:`tlkit.PseudoLabels` -- targets ``(B_t,)`` int64 or ``(B_t, K)`` float,
+        weights ``(B_t,)``, optional logits ``(B_t, K)`` -- or ``None`` to skip this step.
+        firstresult.
     """
 
 
@@ -112,15 +155,16 @@ def tlkit_extra_losses(step: Step) -> dict[str, torch.Tensor] | None:
     """Additional loss terms (domain alignment, regularisers...). Every result is used.
 
     :param step: the step after the forward pass.
-    :return: a mapping ``{term name: scalar tensor}``, already weighted; the engine adds all terms
-        to the loss and logs each under its name. ``None`` adds nothing. All results are used
-        (not firstresult); two strategies may not use the same term name.
+    :return: a mapping ``{term name: scalar float tensor}``, already weighted; the engine adds all
+        terms to the loss and logs each under its name. ``None`` adds nothing. All results are
+        used (not firstresult); a name may not repeat another term's (``supervised``,
+        ``pseudo_label``, or another strategy's).
     """
 
 
 # -- evaluation -------------------------------------------------------------------------------
 @hookspec
-def tlkit_before_evaluate(trainer: Trainer) -> None:
+def tlkit_before_evaluate(trainer: Any) -> None:
     """Called at the end of each epoch, just before the held-out sets are evaluated.
 
     Strategies that change the model for inference do it here; AdaBN, for one, re-estimates
@@ -133,40 +177,57 @@ def tlkit_before_evaluate(trainer: Trainer) -> None:
 
 @hookspec
 def tlkit_target_scores(
-    trainer: Trainer, logits: torch.Tensor, features: torch.Tensor
+    trainer: Any, logits: torch.Tensor, features: torch.Tensor
 ) -> dict[str, float] | None:
     """Unsupervised model-selection scores on the unlabelled target training set, each epoch.
 
-    Only called when the task has a target and some active strategy implements it. The scores
-    join the epoch's history row under their names (e.g. ``score_entropy``), so
-    ``monitor="score_entropy"`` can pick the checkpoint without target labels.
+    Only called when the task has a target and some active strategy implements it. Each score
+    joins the epoch's history row in the ``score_`` namespace (a key ``entropy`` is stored as
+    ``score_entropy``; ``score_entropy`` stays as it is), so ``monitor="score_entropy"`` can pick
+    the checkpoint without target labels. A key that collides with another column is refused.
 
     :param trainer: the trainer.
     :param logits: model outputs on every target training sample, ``(N_t, K)``, on CPU.
     :param features: backbone features of the same samples, ``(N_t, D)``, on CPU.
-    :return: ``{name: value}`` where higher is better, or ``None``. All results are used
+    :return: ``{name: number}`` where higher is better, or ``None``. All results are used
         (not firstresult).
     """
 
 
 # -- annotation (active learning) ------------------------------------------------------------
 @hookspec(firstresult=True)
-def tlkit_query_scores(probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
+def tlkit_query_scores(
+    probs: torch.Tensor,
+    features: torch.Tensor,
+    labelled_features: torch.Tensor,
+    budget: int,
+    model: nn.Module,
+    pool: Any,
+) -> torch.Tensor | None:
     """How much a person's label for each unlabelled sample would help; the annotation assistant
     asks about the highest-scoring samples first.
 
     Called by :mod:`tlkit.notebook.annotate` (not by the training loop) with the current model's
-    predictions on the unlabelled pool.
+    predictions on the unlabelled pool. Uncertainty sampling needs only ``probs``; BALD runs the
+    ``model`` on the ``pool`` with dropout on; core-set / k-center needs ``labelled_features``;
+    BADGE picks ``budget`` samples at once. A strategy that chooses a set rather than ranking
+    gives its picks the highest scores, in the order it picked them (e.g. ``budget - i`` for the
+    ``i``-th pick, 0 for the rest).
 
     :param probs: class probabilities ``(N, K)`` on CPU.
-    :param features: backbone features ``(N, D)`` on CPU (for diversity-based strategies).
+    :param features: backbone features of the pool ``(N, D)`` on CPU.
+    :param labelled_features: backbone features of the samples labelled so far ``(L, D)``.
+    :param budget: how many samples the assistant will ask about next.
+    :param model: the current :class:`~tlkit.backbones.TransferModel`, in eval mode.
+    :param pool: the unlabelled samples as a :class:`~tlkit.datasets.Domain` (row ``i`` of
+        ``probs`` is ``pool`` sample ``i``).
     :return: scores ``(N,)``, higher = ask first. firstresult: one query strategy answers.
     """
 
 
 # -- observers --------------------------------------------------------------------------------
 @hookspec
-def tlkit_on_fit_start(trainer: Trainer) -> None:
+def tlkit_on_fit_start(trainer: Any) -> None:
     """Called once before training starts (after :func:`tlkit_setup`), also when resuming.
 
     :param trainer: the trainer; ``trainer.state`` says where a resumed run starts.
@@ -175,11 +236,15 @@ def tlkit_on_fit_start(trainer: Trainer) -> None:
 
 
 @hookspec
-def tlkit_on_step_end(trainer: Trainer, step: Step, logs: dict[str, float]) -> None:
+def tlkit_on_step_end(trainer: Any, step: Step, logs: dict[str, float]) -> None:
     """Called after each optimiser step.
 
+    To end training early (a Stop button, an early-stopping rule), call
+    ``trainer.request_stop()``: training ends at the next step boundary, the checkpoint is
+    written and the run is returned as it is.
+
     :param trainer: the trainer; ``trainer.state.step`` counts the steps done.
-    :param step: the :class:`Step` just taken (with its outputs).
+    :param step: the :class:`tlkit.Step` just taken (with its outputs).
     :param logs: the step's scalars (``loss``, each loss term, ``lr``...). They are synchronised
         from the device every ``config.log_every`` steps; between syncs ``logs`` is empty, so
         observers that draw should draw when it is not.
@@ -188,35 +253,29 @@ def tlkit_on_step_end(trainer: Trainer, step: Step, logs: dict[str, float]) -> N
 
 
 @hookspec
-def tlkit_on_epoch_end(trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+def tlkit_on_epoch_end(trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
     """Called after each epoch's evaluation with that epoch's row of the history.
 
-    :param trainer: the trainer.
+    The epoch's checkpoint is written before this hook's failure can stop the run, so an error
+    here loses nothing that was trained.
+
+    :param trainer: the trainer; ``trainer.eval_results`` holds the full metrics of each
+        held-out set (confusion matrix included).
     :param epoch: the epoch just finished, counting from 1.
-    :param metrics: ``epoch``, ``train_loss``, every loss term, ``source_accuracy`` /
-        ``target_accuracy`` (or ``*_mae`` / ``*_rmse`` for regression) and ``lr``.
+    :param metrics: ``epoch``, ``train_loss``, every loss term and diagnostic,
+        ``source_accuracy`` / ``target_accuracy`` (or ``*_mae`` / ``*_rmse`` for regression),
+        ``score_*`` and ``lr``.
     :return: nothing. Every implementation is called (not firstresult).
     """
 
 
 @hookspec
-def tlkit_on_fit_end(trainer: Trainer, history: list[dict[str, Any]]) -> None:
+def tlkit_on_fit_end(trainer: Any, history: list[dict[str, Any]]) -> None:
     """Called once when training ends: normally, by a stop request, or by an error.
 
     :param trainer: the trainer; ``trainer.state.stopped_early`` tells a stop from an end.
     :param history: the per-epoch rows recorded so far.
     :return: nothing. Every implementation is called (not firstresult).
-    """
-
-
-@hookspec(firstresult=True)
-def tlkit_should_stop(trainer: Trainer) -> bool | None:
-    """Polled at every step boundary; ``True`` ends training there (a Stop button).
-
-    The engine saves a checkpoint when a checkpoint folder is set and returns the run as it is.
-
-    :param trainer: the trainer, between two steps.
-    :return: ``True`` to stop. firstresult: the first non-``None`` answer wins.
     """
 
 

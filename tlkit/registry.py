@@ -1,4 +1,4 @@
-"""Which strategies are installed, and the run-scoped plugin manager for the ones a run uses.
+"""Which strategies are installed, who owns each name, and the run-scoped plugin manager.
 
 Installed strategies come from two places:
 
@@ -7,16 +7,31 @@ Installed strategies come from two places:
 * :func:`register`, called from a notebook cell or a script.
 
 A strategy is a class (instantiated per run with the options the run passes), an instance, or a
-module, carrying ``name``, ``family`` and ``@tlkit.hookimpl`` functions. Names are unique across
-families (``loss="gce"`` and ``tlkit.strategies()`` look them up in one namespace). Many are installed; a run
-asks for a few by name and only those are registered in that run's :class:`pluggy.PluginManager`.
+module, carrying ``name``, ``family`` and ``@tlkit.hookimpl`` functions. Everything about it is
+checked when it is installed, not when a run first calls it: its hooks exist and take only
+arguments the hook passes, no ``tlkit_*`` function is left unmarked, its declarations
+(``requires_task``, ``needs_target``...) have valid values, and a loss says which task it is for.
+
+**Who owns a name.** Every strategy can be selected by its qualified name ``provider:name``
+(``tlkit:dann``, ``my-package:dann``, ``session:focal``). The short name (``dann``) is resolved by
+these rules, so installing a package never silently changes what a run does:
+
+1. A first-party strategy (from the ``tlkit`` distribution) owns its short name. A third-party
+   entry point with the same name is kept under its qualified name only, with a warning.
+2. A short name declared by exactly one third-party package belongs to it. When two packages
+   declare it, neither gets it (whatever their order on ``sys.path``): selecting the short name
+   fails and lists the qualified names to choose from.
+3. :func:`register` (a notebook cell) may not take a name an installed strategy owns; registering
+   a name again in the same session replaces the earlier registration (re-running a cell).
+   :func:`unregister` removes only session registrations.
+
+A plugin that fails to import is reported, with the reason, when a run asks for it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import traceback
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +40,7 @@ from typing import Any
 import pluggy
 
 from tlkit import hookspecs
+from tlkit.errors import PluginError, StrategyOptionError, UnknownStrategyError
 
 #: Strategy families and the ``fit`` argument that selects them.
 FAMILIES: dict[str, str] = {
@@ -35,21 +51,30 @@ FAMILIES: dict[str, str] = {
     "validator": "validate",
     "query": "query",
 }
+#: The distribution whose entry points are first-party.
+FIRST_PARTY = "tlkit"
+SESSION = "session"
+TASKS = ("classification", "regression", "any")
+#: Class attributes the engine reads, with the types they must have.
+DECLARATIONS: dict[str, type] = {
+    "needs_target": bool,
+    "needs_images": bool,
+    "replaces_weight_decay": bool,
+}
 
-
-class PluginError(RuntimeError):
-    """A strategy plugin is missing, broken, or failed inside a hook."""
-
-
-class StrategyOptionError(PluginError, ValueError):
-    """A strategy was given an option it rejects."""
-
-
-class UnknownStrategyError(PluginError, KeyError):
-    """A run named a strategy that is not installed."""
-
-    def __str__(self) -> str:  # KeyError would add quotes around the message
-        return str(self.args[0])
+__all__ = [
+    "FAMILIES",
+    "PluginError",
+    "StrategyInfo",
+    "StrategyOptionError",
+    "UnknownStrategyError",
+    "get",
+    "make_plugin_manager",
+    "normalize_selection",
+    "register",
+    "strategies",
+    "unregister",
+]
 
 
 @dataclass
@@ -62,23 +87,41 @@ class StrategyInfo:
     provider: str
     obj: Any = field(repr=False)
 
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.provider}:{self.name}"
+
     def create(self, **options: Any) -> Any:
         """A fresh plugin object for one run (classes are instantiated with ``options``)."""
         if inspect.isclass(self.obj):
             try:
-                return self.obj(**options)
+                inspect.signature(self.obj).bind(**options)
             except TypeError as exc:
-                raise PluginError(
-                    f"strategy '{self.name}' does not accept options {sorted(options)}: {exc}"
-                ) from exc
-            except ValueError as exc:
-                raise StrategyOptionError(f"strategy '{self.name}': bad option: {exc}") from exc
+                raise StrategyOptionError(
+                    f"strategy '{self.name}' does not accept options {sorted(options)} ({exc}). "
+                    f"Its options: {_options_of(self.obj)}."
+                ) from None
+            try:
+                return self.obj(**options)
+            except ValueError as exc:  # StrategyOptionError included
+                raise StrategyOptionError(f"strategy '{self.name}': {exc}") from exc
         if options:
-            raise PluginError(
+            raise StrategyOptionError(
                 f"strategy '{self.name}' takes no options (it is a module or an instance); "
                 f"got {sorted(options)}."
             )
         return self.obj
+
+
+def _options_of(cls: type) -> str:
+    params = [p for p in inspect.signature(cls).parameters.values() if p.name != "self"]
+    return (
+        ", ".join(
+            f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
+            for p in params
+        )
+        or "none"
+    )
 
 
 class StrategyTable(list):
@@ -87,7 +130,7 @@ class StrategyTable(list):
     _columns = ("name", "family", "summary", "provider")
 
     def rows(self) -> list[tuple[str, ...]]:
-        return [tuple(str(getattr(s, c)) for c in self._columns) for s in self]
+        return [(_selectable_name(s), s.family, str(s.summary), s.provider) for s in self]
 
     def __repr__(self) -> str:
         rows = [self._columns, *self.rows()]
@@ -108,107 +151,240 @@ class StrategyTable(list):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_registry: dict[str, StrategyInfo] = {}
+_installed: dict[str, StrategyInfo] = {}  # qualified name -> info
+_owner: dict[str, str] = {}  # short name -> qualified name of its owner
+_contested: dict[str, list[str]] = {}  # short name -> qualified names that claim it (no owner)
+_broken: dict[str, str] = {}  # short name -> why its entry point failed to load
 _entry_points_loaded = False
+
+
+def _selectable_name(info: StrategyInfo) -> str:
+    return info.name if _owner.get(info.name) == info.qualified_name else info.qualified_name
+
+
+# -- checking a strategy ----------------------------------------------------------------------
+def _required_args(fn: Any) -> list[str]:
+    """The argument names pluggy would pass to ``fn`` (positional ones without defaults)."""
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].name in ("self", "cls") and not inspect.ismethod(fn):
+        params = params[1:]
+    return [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _check_hooks(obj: Any, name: str) -> list[str]:
+    impls = []
+    for attr in dir(obj):
+        if not attr.startswith("tlkit_"):
+            continue
+        fn = getattr(obj, attr, None)
+        if attr not in hookspecs.HOOK_NAMES:
+            raise PluginError(
+                f"strategy '{name}' defines {attr}, which is not a tlkit hook (misspelt, or a hook "
+                f"that was removed?); the hooks are {', '.join(hookspecs.HOOK_NAMES)}."
+            )
+        if not callable(fn):
+            continue
+        opts = getattr(fn, f"{hookspecs.PROJECT}_impl", None)
+        if opts is None:
+            raise PluginError(
+                f"strategy '{name}' defines {attr} without @tlkit.hookimpl, so it would never be "
+                "called; mark it with @tlkit.hookimpl."
+            )
+        if opts.get("wrapper") or opts.get("hookwrapper"):
+            raise PluginError(
+                f"strategy '{name}': {attr} is a hook wrapper; tlkit strategies implement hooks "
+                "directly (drop wrapper=True / hookwrapper=True)."
+            )
+        given = inspect.signature(getattr(hookspecs, attr)).parameters
+        unknown = [a for a in _required_args(fn) if a not in given]
+        if unknown:
+            raise PluginError(
+                f"strategy '{name}': {attr} asks for {unknown}, which the hook does not pass; it "
+                f"passes {', '.join(given)} (take any subset, by these names)."
+            )
+        impls.append(attr)
+    if not impls:
+        raise PluginError(
+            f"strategy '{name}' implements no hook: mark its methods with @tlkit.hookimpl and "
+            f"name them after hooks in tlkit.hookspecs ({', '.join(hookspecs.HOOK_NAMES)})."
+        )
+    return impls
 
 
 def _describe(obj: Any, *, name: str | None, family: str | None, provider: str) -> StrategyInfo:
     name = name or getattr(obj, "name", None)
     family = family or getattr(obj, "family", None)
     what = getattr(obj, "__name__", type(obj).__name__)
-    if not name:
+    if not name or not isinstance(name, str):
         raise PluginError(f"strategy {what} has no name: set a `name` attribute or pass name=.")
+    if ":" in name:
+        raise PluginError(f"strategy name '{name}' may not contain ':' (it separates providers).")
     if family not in FAMILIES:
         raise PluginError(
             f"strategy '{name}' has family {family!r}; it must be one of {sorted(FAMILIES)} "
             "(set a `family` attribute or pass family=)."
         )
-    impls = [
-        n
-        for n in hookspecs.HOOK_NAMES
-        if hasattr(obj, n) and hasattr(getattr(obj, n), "tlkit_impl")
-    ]
-    stray = [n for n in dir(obj) if n.startswith("tlkit_") and n not in hookspecs.HOOK_NAMES]
-    if stray:
+    _check_hooks(obj, name)
+    for attr, kind in DECLARATIONS.items():
+        value = getattr(obj, attr, False)
+        if not isinstance(value, kind):
+            raise PluginError(f"strategy '{name}': {attr} must be True or False, got {value!r}.")
+    task = getattr(obj, "requires_task", None)
+    if task is not None and task not in TASKS:
         raise PluginError(
-            f"strategy '{name}' defines {stray}, which are not tlkit hooks; known hooks: "
-            f"{hookspecs.HOOK_NAMES}."
+            f"strategy '{name}': requires_task must be one of {list(TASKS)}, got {task!r}."
         )
-    if not impls:
+    if family == "loss" and task is None:
         raise PluginError(
-            f"strategy '{name}' implements no hook: mark its methods with @tlkit.hookimpl and "
-            f"name them after hooks in tlkit.hookspecs ({', '.join(hookspecs.HOOK_NAMES)})."
+            f"loss strategy '{name}' must declare the task it is for: requires_task = "
+            "'classification', 'regression' or 'any' (a loss for the wrong task trains silently "
+            "on nonsense, e.g. class ids regressed as numbers)."
         )
     doc = inspect.getdoc(obj) or ""
     summary = getattr(obj, "summary", None) or (doc.strip().splitlines() or [""])[0]
     return StrategyInfo(name=name, family=family, summary=summary, provider=provider, obj=obj)
 
 
+# -- discovery --------------------------------------------------------------------------------
 def _load_entry_points() -> None:
     """Load the ``tlkit`` entry-point group once; a broken plugin warns, naming itself."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    claims: dict[str, list[StrategyInfo]] = {}
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
         provider = ep.dist.name if ep.dist is not None else "unknown"
         try:
             obj = ep.load()
             info = _describe(obj, name=ep.name, family=None, provider=provider)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break tlkit
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break tlkit
+            reason = f"{type(exc).__name__}: {exc}"
+            _broken.setdefault(ep.name, f"package '{provider}' ({ep.value}): {reason}")
             warnings.warn(
                 f"tlkit: skipped plugin '{ep.name}' ({ep.value}) from package '{provider}': "
-                f"{type(exc).__name__}: {exc}",
+                f"{reason}",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             continue
-        _registry.setdefault(info.name, info)
+        if info.qualified_name in _installed:
+            continue
+        _installed[info.qualified_name] = info
+        claims.setdefault(info.name, []).append(info)
+    for short, infos in claims.items():
+        first = [i for i in infos if i.provider == FIRST_PARTY]
+        if first:
+            _owner[short] = first[0].qualified_name
+            shadows = [i.qualified_name for i in infos if i.provider != FIRST_PARTY]
+            if shadows:
+                warnings.warn(
+                    f"tlkit: {', '.join(shadows)} uses the name of the built-in strategy "
+                    f"'{short}'; '{short}' stays the built-in one, select the other as "
+                    f"'{shadows[0]}'.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        elif len(infos) == 1:
+            _owner[short] = infos[0].qualified_name
+        else:
+            _contested[short] = sorted(i.qualified_name for i in infos)
+            warnings.warn(
+                f"tlkit: packages {', '.join(i.provider for i in infos)} all declare a strategy "
+                f"'{short}'; select one by its qualified name ({', '.join(_contested[short])}).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def register(obj: Any = None, *, name: str | None = None, family: str | None = None) -> Any:
     """Make a strategy available by name for this session; usable as a class decorator.
 
     ``obj`` is a class (instantiated per run), an instance or a module with ``@tlkit.hookimpl``
-    methods. A later registration under the same name replaces the earlier one, so re-running a
-    notebook cell just updates the strategy.
+    methods. Registering a name again replaces this session's earlier registration, so
+    re-running a notebook cell just updates the strategy; a name that an installed strategy owns
+    is refused (pick another one).
     """
     if obj is None:
         return lambda o: register(o, name=name, family=family)
     _load_entry_points()
-    info = _describe(obj, name=name, family=family, provider="session")
-    _registry[info.name] = info
+    info = _describe(obj, name=name, family=family, provider=SESSION)
+    owner = _owner.get(info.name)
+    if owner is not None and not owner.startswith(f"{SESSION}:"):
+        taken = _installed[owner]
+        raise PluginError(
+            f"the name '{info.name}' belongs to the {taken.family} strategy from package "
+            f"'{taken.provider}'; register yours under another name (tlkit.register(..., "
+            f"name='my_{info.name}'))."
+        )
+    if info.name in _contested:
+        raise PluginError(
+            f"the name '{info.name}' is declared by {', '.join(_contested[info.name])}; register "
+            "yours under another name."
+        )
+    _installed[info.qualified_name] = info
+    _owner[info.name] = info.qualified_name
     return obj
 
 
 def unregister(name: str) -> None:
-    """Forget a strategy registered in this session (or loaded from an entry point)."""
-    _registry.pop(name, None)
+    """Forget a strategy registered in this session (installed ones cannot be removed)."""
+    _load_entry_points()
+    qualified = name if ":" in name else _owner.get(name)
+    if qualified is None:
+        return
+    if not qualified.startswith(f"{SESSION}:"):
+        raise PluginError(
+            f"'{name}' is installed from package '{_installed[qualified].provider}', not "
+            "registered in this session, so it cannot be unregistered (uninstall the package)."
+        )
+    _installed.pop(qualified, None)
+    short = qualified.split(":", 1)[1]
+    if _owner.get(short) == qualified:
+        del _owner[short]
 
 
 def strategies(family: str | None = None) -> StrategyTable:
     """The installed strategies as a table, optionally of one family."""
     _load_entry_points()
-    items = sorted(_registry.values(), key=lambda s: (s.family, s.name))
+    items = sorted(_installed.values(), key=lambda s: (s.family, s.name, s.provider))
     return StrategyTable(s for s in items if family is None or s.family == family)
 
 
 def get(name: str, family: str | None = None) -> StrategyInfo:
-    """Look a strategy up by name; unknown names fail with the list of known ones."""
+    """Look a strategy up by short or qualified name; every failure says what to do."""
     _load_entry_points()
-    info = _registry.get(name)
+    if not isinstance(name, str):
+        raise PluginError(f"a strategy is selected by its name (a string), got {name!r}.")
+    qualified = name if ":" in name else _owner.get(name)
+    info = _installed.get(qualified) if qualified else None
     if info is None:
-        known = [s.name for s in strategies(family)]
+        if name in _contested:
+            raise UnknownStrategyError(
+                f"the strategy name '{name}' is declared by several packages; select one of "
+                f"{', '.join(_contested[name])}."
+            )
+        short = name.split(":", 1)[-1]
+        if short in _broken:
+            raise UnknownStrategyError(
+                f"strategy '{name}' is installed but failed to import: {_broken[short]}. Fix or "
+                "reinstall that package."
+            )
+        known = [_selectable_name(s) for s in strategies(family)]
         what = f"{family} strategy" if family else "strategy"
         raise UnknownStrategyError(
             f"unknown {what} '{name}'. Known: {', '.join(known) or '(none installed)'}. "
             "Install a plugin package or tlkit.register(...) one in this session."
         )
     if family is not None and info.family != family:
-        arg = FAMILIES[family]
         raise PluginError(
             f"'{name}' is a {info.family} strategy, not a {family} one, so it cannot be passed "
-            f"as {arg}=. Pass it as {FAMILIES[info.family]}='{name}'."
+            f"as {FAMILIES[family]}=. Pass it as {FAMILIES[info.family]}='{name}'."
         )
     return info
 
@@ -228,6 +404,10 @@ def normalize_selection(value: Any) -> list[tuple[str, dict[str, Any]]]:
         and isinstance(value[1], dict)
     ):  # ("name", {opts}); YAML/JSON configs give the list form
         return [(value[0], dict(value[1]))]
+    if not isinstance(value, (tuple, list)):
+        raise PluginError(
+            f"a strategy selection is a name, (name, {{options}}) or a list of those; got {value!r}."
+        )
     out: list[tuple[str, dict[str, Any]]] = []
     for item in value:
         out.extend(normalize_selection(item))
@@ -237,35 +417,17 @@ def normalize_selection(value: Any) -> list[tuple[str, dict[str, Any]]]:
 def make_plugin_manager(
     selected: Iterable[tuple[StrategyInfo, dict[str, Any]]], observers: Iterable[Any] = ()
 ) -> pluggy.PluginManager:
-    """A fresh manager with the run's strategies and observers (and nothing else)."""
+    """A fresh manager with a run's strategies (created with their options) and its observers;
+    ``pm.get_plugin(info.name)`` returns a strategy's object."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for info, options in selected:
         pm.register(info.create(**options), name=info.name)
     for i, observer in enumerate(observers):
-        pm.register(observer, name=f"observer-{i}-{type(observer).__name__}")
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin}' does not match the tlkit hooks: {exc}") from exc
+        name = getattr(observer, "name", None) or type(observer).__name__
+        try:
+            _check_hooks(observer, name)
+        except PluginError as exc:
+            raise PluginError(str(exc).replace("strategy", "observer", 1)) from None
+        pm.register(observer, name=f"observer-{i}-{name}")
     return pm
-
-
-def call_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Any:
-    """Call a hook; an exception inside an implementation is re-raised naming plugin and hook."""
-    caller = getattr(pm.hook, hook_name)
-    try:
-        return caller(**kwargs)
-    except PluginError:
-        raise
-    except Exception as exc:
-        codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
-        culprit = None
-        for frame, _ in traceback.walk_tb(exc.__traceback__):
-            if frame.f_code in codes:
-                culprit = codes[frame.f_code]
-        if culprit is None:
-            raise
-        raise PluginError(
-            f"strategy '{culprit}' failed in hook {hook_name}: {type(exc).__name__}: {exc}"
-        ) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import torch
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, Domain, DomainPair
-from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
 from tlkit.engine.config import FitConfig
 from tlkit.engine.evaluate import evaluate_model, predict_features, predict_outputs
+from tlkit.errors import CheckpointError, ConfigError
 
 
 class Run:
@@ -51,8 +54,7 @@ class Run:
 
     @classmethod
     def from_trainer(cls, trainer: Any) -> Run:
-        from tlkit.engine.trainer import model_spec
-
+        """The result of a :class:`tlkit.Trainer` (called by ``Trainer.fit``)."""
         # With EMA on, the history was measured with the averaged weights: return those.
         model = trainer.ema.module if trainer.ema is not None else trainer.model
         model.eval()  # ready for inference: run.model(x) must not update BatchNorm statistics
@@ -62,7 +64,7 @@ class Run:
             history=trainer.history,
             step_logs=trainer.step_logs,
             best=trainer.best,
-            spec=model_spec(trainer.model, trainer.config, trainer.data),
+            spec=trainer.model_spec(),
             data=trainer.data,
             stopped_early=trainer.state.stopped_early,
         )
@@ -206,10 +208,32 @@ class Run:
         return f"Run({body})"
 
     def _repr_html_(self) -> str:
-        """The summary table next to the learning curves (as an embedded PNG)."""
-        from tlkit.notebook.display import run_html
+        """The summary table next to the learning curves, as one self-contained HTML block (the
+        PNG is a ``data:`` URI: it survives saving the notebook, nbconvert and the static book)."""
+        table = self.summary_html()
+        png = self.curves_png()
+        if png is None:
+            return table
+        src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        img = f"<img alt='learning curves' style='max-width:100%' src='{src}'/>"
+        return (
+            "<div style='display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start'>"
+            f"<div>{table}</div><div>{img}</div></div>"
+        )
 
-        return run_html(self)
+    def curves_png(self, dpi: int = 72) -> bytes | None:
+        """:meth:`plot` as PNG bytes (the figure is closed), or ``None`` without a history."""
+        if not self.history:
+            return None
+        import matplotlib.pyplot as plt
+
+        fig = self.plot()
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+            return buf.getvalue()
+        finally:
+            plt.close(fig)
 
     def summary_html(self) -> str:
         """The summary table alone, as HTML."""
@@ -233,35 +257,41 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
     """
     ckpt = load_checkpoint(path, map_location=device)
     spec = ckpt.get("model_spec") or {}
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"checkpoint '{path}': its model description is damaged.")
     try:
-        config = FitConfig.from_dict(ckpt["config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' has no usable config ({exc}).") from exc
+        config = FitConfig.from_dict(field(ckpt, "config", dict, path))
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has no usable config ({exc}).") from None
     if model is None:
         if spec.get("backbone") in (None, "custom"):
             raise CheckpointError(
                 f"checkpoint '{path}' was trained with a custom nn.Module backbone; rebuild it "
                 "and pass tlkit.load(path, model=tlkit.backbones.create_model(module, num_classes))."
             )
-        model = create_model(
-            spec["backbone"],
-            spec["out_features"],
-            task=spec["task"],
-            pretrained=False,
-            dropout=spec.get("dropout", 0.0),
-            input_size=spec.get("input_size"),
-        )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not fit the model ({str(exc).splitlines()[0]})."
-        ) from exc
+        try:
+            model = create_model(
+                spec["backbone"],
+                spec["out_features"],
+                task=spec["task"],
+                pretrained=False,
+                dropout=spec.get("dropout", 0.0),
+                input_size=spec.get("input_size"),
+            )
+        except KeyError as exc:
+            raise CheckpointError(
+                f"checkpoint '{path}': its model description lacks {exc}; the file is damaged."
+            ) from None
+    load_weights(model, field(ckpt, "model", dict, path), "model", path)
+    history, best = field(ckpt, "history", list, path), ckpt.get("best") or {}
+    step_logs = ckpt.get("step_logs") or []
+    if not isinstance(best, dict) or not isinstance(step_logs, list):
+        raise CheckpointError(f"checkpoint '{path}': its history is damaged.")
     return Run(
         model.to(device),
         config,
-        history=list(ckpt.get("history", [])),
-        step_logs=list(ckpt.get("step_logs", [])),
-        best=dict(ckpt.get("best") or {}),
+        history=list(history),
+        step_logs=list(step_logs),
+        best=dict(best),
         spec=spec,
     )

@@ -1,9 +1,12 @@
-"""The training engine: the loop (trainer), its options (config), checkpoints, schedules, EMA,
-metrics and distributed helpers. Strategies plug into it through :mod:`tlkit.hookspecs`."""
+"""The training engine: the loop (trainer), its options (config), the step types, hook calls,
+data feeding, optimisation phases, logs, checkpoints and resuming, schedules, EMA, metrics and
+distributed helpers. Strategies plug into it through :mod:`tlkit.hookspecs`."""
 
-from tlkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tlkit.engine.config import ConfigError, FitConfig
-from tlkit.engine.trainer import PseudoLabels, Step, Trainer, TrainingError, TrainState
+from tlkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from tlkit.engine.config import FitConfig
+from tlkit.engine.step import PseudoLabels, Step, TrainState
+from tlkit.engine.trainer import Trainer
+from tlkit.errors import CheckpointError, ConfigError, TrainingError
 
 __all__ = [
     "CheckpointError",

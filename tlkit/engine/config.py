@@ -1,20 +1,30 @@
-"""FitConfig: every knob of a run, validated up front, saved in checkpoints as plain values."""
+"""FitConfig: every knob of a run, checked and converted up front, saved in checkpoints as plain
+values.
+
+Options come from Python, YAML/JSON files and ``tlkit fit --set key=value``, so each field is
+converted to its type here (``"3e-4"`` -> ``0.0003``, ``"false"`` -> ``False``) and a value that
+cannot be converted fails before any training with a :class:`ConfigError` naming the option.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from tlkit import options as opt
 from tlkit.engine.schedules import SCHEDULES
+from tlkit.errors import ConfigError, StrategyOptionError
 
 MODES = ("auto", "fine_tune", "full", "feature_extraction")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
-
-
-class ConfigError(ValueError):
-    """An invalid training option; the message names the option and the allowed values."""
+#: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -61,49 +71,66 @@ class FitConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.check()
+        try:
+            self._convert()
+        except StrategyOptionError as exc:  # name the option with the value it got
+            raise ConfigError(
+                f"{exc.option}={exc.value!r} is not valid: it must be {exc.wanted}."
+            ) from None
+
+    def _convert(self) -> None:
+        """Convert every field to its type and check its range (see the module docstring)."""
+        ints = {  # name: minimum
+            "epochs": 1,
+            "freeze_epochs": 0,
+            "batch_size": 1,
+            "seed": 0,
+            "checkpoint_every": 0,
+            "log_every": 1,
+            "eval_batch_size": 1,
+        }
+        for name, minimum in ints.items():
+            setattr(self, name, opt.integer(name, getattr(self, name), minimum=minimum))
+        for name in ("target_batch_ratio", "lr", "lr_spread"):
+            setattr(self, name, opt.positive(name, getattr(self, name)))
+        for name in ("weight_decay", "dropout"):
+            setattr(self, name, opt.non_negative(name, getattr(self, name)))
+        self.warmup = opt.fraction("warmup", self.warmup, closed_top=False)  # of all steps
+        if self.dropout >= 1:
+            raise ConfigError(f"dropout={self.dropout} is a probability; use a value in [0, 1).")
+        self.grad_clip = opt.optional(opt.positive, "grad_clip", self.grad_clip)
+        self.ema = opt.optional(opt.fraction, "ema", self.ema, closed_top=False)
+        if self.ema == 0:
+            raise ConfigError("ema=0 is not a decay; use e.g. 0.999 (None turns EMA off).")
+        self.max_steps = opt.optional(opt.integer, "max_steps", self.max_steps, minimum=1)
+        self.image_size = opt.optional(
+            opt.integer, "image_size", self.image_size, minimum=8, maximum=MAX_IMAGE_SIZE
+        )
+        for name in ("freeze_bn", "compile", "progress", "augment"):
+            setattr(self, name, opt.boolean(name, getattr(self, name)))
+        for name in ("pretrained", "channels_last"):
+            value = getattr(self, name)
+            if value != "auto":
+                setattr(self, name, opt.boolean(name, value))
+        opt.choice("mode", self.mode, MODES)
+        opt.choice("precision", self.precision, PRECISIONS)
+        opt.choice("optimizer", self.optimizer, OPTIMIZERS)
+        opt.choice("schedule", self.schedule, SCHEDULES)
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone={self.backbone!r} must be a backbone name.")
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ConfigError(f"monitor={self.monitor!r} must be a metric name or 'auto'.")
+        self.device = _check_device(self.device)
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir = os.fspath(self.checkpoint_dir)
+        if self.backbone_weights is not None:
+            self.backbone_weights = os.fspath(self.backbone_weights)
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra={self.extra!r} must be a mapping.")
 
     def check(self) -> None:
-        def choice(name: str, allowed: tuple) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"{name}={value!r} is not valid; choose one of {list(allowed)}.")
-
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-            if not ok:
-                what = "a non-negative" if allow_zero else "a positive"
-                raise ConfigError(f"{name}={value!r} must be {what} number.")
-
-        choice("mode", MODES)
-        choice("precision", PRECISIONS)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        for name in (
-            "epochs",
-            "batch_size",
-            "target_batch_ratio",
-            "lr",
-            "eval_batch_size",
-            "log_every",
-            "lr_spread",
-        ):
-            positive(name)
-        for name in ("freeze_epochs", "weight_decay", "warmup", "checkpoint_every", "dropout"):
-            positive(name, allow_zero=True)
-        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
-            raise ConfigError("epochs and batch_size must be whole numbers.")
-        if self.warmup >= 1:
-            raise ConfigError(f"warmup={self.warmup} is a fraction of all steps; use < 1.")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"grad_clip={self.grad_clip} must be positive (or None for off).")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise ConfigError(f"ema={self.ema} is a decay in (0, 1), e.g. 0.999 (None for off).")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps={self.max_steps} must be >= 1 (or None for no limit).")
-        if self.image_size is not None and self.image_size < 8:
-            raise ConfigError(f"image_size={self.image_size} is too small; use >= 8 pixels.")
+        """Re-check after fields were assigned by hand (``dataclasses.replace`` does it itself)."""
+        self.__post_init__()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only, so checkpoints load with ``weights_only=True``."""
@@ -118,7 +145,20 @@ class FitConfig:
         return cls(**values)
 
 
+def _check_device(value: Any) -> str:
+    if value == "auto":
+        return value
+    try:
+        return str(torch.device(value))
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device={value!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from None
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, dict):

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
 from tlkit.datasets.domain import Domain
+from tlkit.engine.device import autocast_for
 from tlkit.engine.metrics import classification_metrics, regression_metrics
-
-
-def autocast_for(device: torch.device, precision: str):
-    """An autocast context for ``precision`` ("fp32" gives a no-op context)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     """Each sub-module's train/eval flag, so evaluation can restore them exactly (a plain
     ``model.train()`` would undo BatchNorm layers the trainer keeps frozen in eval mode)."""
     return [(m, m.training) for m in model.modules()]
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode: running statistics are used and
+    kept (a frozen backbone, ``freeze_bn=True``)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:
@@ -39,7 +38,7 @@ def predict_outputs(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
-    return _batched(model, model, images, batch_size, device, precision)
+    return predict(model, images, batch_size=batch_size, device=device, precision=precision)[1]
 
 
 def predict_features(
@@ -54,28 +53,60 @@ def predict_features(
     """Backbone features ``(N, D)`` of a :class:`~tlkit.backbones.TransferModel` (the head's
     input), in eval mode -- BatchNorm uses its running statistics and does not update them.
     ``to_cpu=False`` leaves them on the model's device (the trainer's feature cache)."""
-    return _batched(model, model.features, images, batch_size, device, precision, to_cpu)
+    return predict(
+        model,
+        images,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        outputs=False,
+        to_cpu=to_cpu,
+    )[0]
 
 
 @torch.no_grad()
-def _batched(model, fn, images, batch_size, device, precision, to_cpu=True) -> torch.Tensor:
-    """``fn`` over ``images`` in batches with ``model`` in eval mode; every sub-module's
-    train/eval flag is restored afterwards."""
+def predict(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    from_features: bool = False,
+    outputs: bool = True,
+    to_cpu: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(features, outputs)`` of a :class:`~tlkit.backbones.TransferModel` over ``inputs`` in
+    batches, in eval mode; every sub-module's train/eval flag is restored afterwards.
+
+    ``inputs`` are images (uint8 or [0, 1]), or backbone features when ``from_features`` (then only
+    the head runs). ``outputs=False`` skips the head (and returns ``None`` for the outputs). The
+    one batched-inference loop of tlkit: the trainer's evaluation, the feature cache,
+    :class:`tlkit.Run` predictions and observers all use it.
+    """
     if device is not None:
         model.to(device)  # evaluate where asked: the model moves with the data
     device = next(model.parameters()).device
     modes = training_modes(model)
     model.eval()
-    outs = []
+    feats, outs = [], []
     try:
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(device, non_blocking=True)
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size].to(device, non_blocking=True)
             with autocast_for(device, precision):
-                out = fn(batch).float()
-                outs.append(out.cpu() if to_cpu else out)
+                if not hasattr(model, "head"):  # any nn.Module: outputs only
+                    out = model(batch).float()
+                    outs.append(out.cpu() if to_cpu else out)
+                    continue
+                f = batch if from_features else model.features(batch)
+                feats.append(f.float().cpu() if to_cpu else f.float())
+                if outputs:
+                    out = model.head(f).float()
+                    outs.append(out.cpu() if to_cpu else out)
     finally:
         restore_training_modes(modes)
-    return torch.cat(outs) if outs else torch.empty(0)
+    empty = torch.empty(0)
+    return (torch.cat(feats) if feats else empty), (torch.cat(outs) if outs else None)
 
 
 def metrics_from_outputs(outputs: torch.Tensor, domain: Domain, num_classes: int) -> dict:

@@ -40,6 +40,7 @@ import torch
 
 from tlkit import registry
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
+from tlkit.engine import hooks
 from tlkit.hookspecs import hookimpl
 
 #: Where a pool label came from.
@@ -334,20 +335,28 @@ class ActiveLearner:
         return self._outputs
 
     # -- queries -------------------------------------------------------------------------------
-    def scores(self, indices: torch.Tensor) -> torch.Tensor:
-        """The query strategy's scores for these pool samples (higher = ask first)."""
+    def scores(self, indices: torch.Tensor, budget: int = 1) -> torch.Tensor:
+        """The query strategy's scores for these pool samples (higher = ask first), when
+        ``budget`` samples will be asked about next."""
         probs, feats = self.pool_outputs()
-        out = registry.call_hook(
-            self._pm, "tlkit_query_scores", probs=probs[indices], features=feats[indices]
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        have = (self.pool_labels != UNLABELLED).nonzero().flatten()
+        labelled = [feats[have]]
+        if self.seed_set is not None and self.seed_set.num_labelled:
+            seed_images = self.seed_set.images[self.seed_set.labelled_mask]
+            labelled.append(_outputs(self.run.model, seed_images, 256)[1])
+        out = hooks.query_scores(
+            self._pm,
+            len(indices),
+            probs=probs[indices],
+            features=feats[indices],
+            labelled_features=torch.cat(labelled),
+            budget=int(budget),
+            model=self.run.model.eval(),
+            pool=self.pool.subset(indices),
         )
         if out is None:
             raise registry.PluginError(f"query strategy '{self.query_name}' returned no scores.")
-        out = torch.as_tensor(out).float().flatten()
-        if len(out) != len(indices):
-            raise registry.PluginError(
-                f"query strategy '{self.query_name}' returned {len(out)} scores for "
-                f"{len(indices)} samples; return one score per sample."
-            )
         return out
 
     def suggest(self, indices: Any) -> list[Suggestion]:
@@ -365,7 +374,7 @@ class ActiveLearner:
         cand = self.unlabelled_indices()
         if len(cand) == 0 or n <= 0:
             return []
-        scores = self.scores(cand)
+        scores = self.scores(cand, budget=n)
         top = scores.topk(min(n, len(cand))).indices
         picks = self.suggest(cand[top])
         return [

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 import tlkit
+from tlkit import options
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -96,11 +97,7 @@ class AdaBN:
     needs_images = True
 
     def __init__(self, max_samples: int | None = None) -> None:
-        if max_samples is not None and (
-            not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 2
-        ):
-            raise ValueError(f"adabn: max_samples must be an int >= 2 or None, got {max_samples!r}")
-        self.max_samples = max_samples
+        self.max_samples = options.optional(options.integer, "max_samples", max_samples, minimum=2)
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer) -> None:
@@ -112,7 +109,7 @@ class AdaBN:
 
     @tlkit.hookimpl
     def tlkit_before_evaluate(self, trainer) -> None:
-        images = trainer.data.target.images
+        images = trainer.target.images
         if self.max_samples is not None:
             images = images[: self.max_samples]
         models = [trainer.model]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tlkit
+from tlkit import options
 from tlkit_strategies.adapt._grl import (
     DomainDiscriminator,
     binary_accuracy,
@@ -132,6 +133,7 @@ class CDAN:
 
     name = "cdan"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # conditions on class predictions
 
     def __init__(
@@ -145,36 +147,17 @@ class CDAN:
         alpha: float = 10.0,
         batch_norm: bool = False,
     ) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"cdan: trade_off must be a positive number, got {trade_off!r}")
-        if not isinstance(entropy, bool):
-            raise ValueError(f"cdan: entropy must be True or False, got {entropy!r}")
-        if not isinstance(batch_norm, bool):
-            raise ValueError(f"cdan: batch_norm must be True or False, got {batch_norm!r}")
-        if randomized not in (True, False, "auto"):
-            raise ValueError(f"cdan: randomized must be True, False or 'auto', got {randomized!r}")
-        for opt, value in (
-            ("randomized_dim", randomized_dim),
-            ("max_dim", max_dim),
-            ("hidden_size", hidden_size),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"cdan: {opt} must be a positive int, got {value!r}")
-        if not isinstance(alpha, (int, float)) or not alpha >= 0:
-            raise ValueError(f"cdan: alpha must be a non-negative number, got {alpha!r}")
-        self.trade_off = float(trade_off)
-        self.entropy = entropy
-        self.randomized = randomized
-        self.randomized_dim = randomized_dim
-        self.max_dim = max_dim
-        self.hidden_size = hidden_size
-        self.alpha = float(alpha)
-        self.batch_norm = batch_norm
+        self.trade_off = options.positive("trade_off", trade_off)
+        self.entropy = options.boolean("entropy", entropy)
+        self.randomized = (
+            "auto" if randomized == "auto" else options.boolean("randomized", randomized)
+        )
+        self.randomized_dim = options.integer("randomized_dim", randomized_dim, minimum=1)
+        self.max_dim = options.integer("max_dim", max_dim, minimum=1)
+        self.hidden_size = options.integer("hidden_size", hidden_size, minimum=1)
+        self.alpha = options.non_negative("alpha", alpha)
+        self.batch_norm = options.boolean("batch_norm", batch_norm)
         self.discriminator: ConditionalDiscriminator | None = None
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer) -> ConditionalDiscriminator:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit import options
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -56,15 +57,10 @@ class DeepCORAL:
 
     name = "coral"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
 
     def __init__(self, trade_off: float = 100.0) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"coral: trade_off must be a positive number, got {trade_off!r}")
-        self.trade_off = float(trade_off)
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
+        self.trade_off = options.positive("trade_off", trade_off)
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import torch
 
 import tlkit
+from tlkit import options
 
 DEFAULT_MULTIPLIERS = (0.125, 0.25, 0.5, 1.0, 2.0)
 
@@ -70,23 +71,17 @@ class DAN:
 
     name = "dan"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
 
     def __init__(
         self, trade_off: float = 1.0, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS
     ) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"dan: trade_off must be a positive number, got {trade_off!r}")
-        multipliers = tuple(multipliers)
-        if not multipliers or not all(isinstance(m, (int, float)) and m > 0 for m in multipliers):
-            raise ValueError(
-                f"dan: multipliers must be a non-empty list of positive numbers, got {multipliers}"
-            )
-        self.trade_off = float(trade_off)
-        self.multipliers = tuple(float(m) for m in multipliers)
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
+        self.trade_off = options.positive("trade_off", trade_off)
+        if isinstance(multipliers, (str, bytes)) or not hasattr(multipliers, "__iter__"):
+            raise ValueError(f"multipliers must be a list of positive numbers, got {multipliers!r}")
+        self.multipliers = tuple(options.positive("multipliers", m) for m in multipliers)
+        if not self.multipliers:
+            raise ValueError("multipliers must list at least one bandwidth multiplier")
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

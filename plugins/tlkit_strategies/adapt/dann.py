@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 from tlkit_strategies.adapt._grl import (
     DomainDiscriminator,
     binary_accuracy,
@@ -72,6 +73,7 @@ class DANN:
 
     name = "dann"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
 
     def __init__(
         self,
@@ -80,23 +82,11 @@ class DANN:
         alpha: float = 10.0,
         batch_norm: bool = False,
     ) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"dann: trade_off must be a positive number, got {trade_off!r}")
-        if not isinstance(hidden_size, int) or hidden_size < 1:
-            raise ValueError(f"dann: hidden_size must be a positive int, got {hidden_size!r}")
-        if not isinstance(alpha, (int, float)) or not alpha >= 0:
-            raise ValueError(f"dann: alpha must be a non-negative number, got {alpha!r}")
-        if not isinstance(batch_norm, bool):
-            raise ValueError(f"dann: batch_norm must be True or False, got {batch_norm!r}")
-        self.trade_off = float(trade_off)
-        self.hidden_size = hidden_size
-        self.alpha = float(alpha)
-        self.batch_norm = batch_norm
+        self.trade_off = options.positive("trade_off", trade_off)
+        self.hidden_size = options.integer("hidden_size", hidden_size, minimum=1)
+        self.alpha = options.non_negative("alpha", alpha)
+        self.batch_norm = options.boolean("batch_norm", batch_norm)
         self.discriminator: DomainDiscriminator | None = None
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer) -> DomainDiscriminator:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit import options
 
 
 def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -39,16 +40,11 @@ class EntropyMinimization:
 
     name = "entropy_min"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # entropy of class predictions
 
     def __init__(self, trade_off: float = 0.01) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"entropy_min: trade_off must be a positive number, got {trade_off!r}")
-        self.trade_off = float(trade_off)
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
+        self.trade_off = options.positive("trade_off", trade_off)
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit import options
 
 
 def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
@@ -51,19 +52,12 @@ class MCC:
 
     name = "mcc"
     family = "adapt"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # confusion between class predictions
 
     def __init__(self, trade_off: float = 1.0, temperature: float = 2.5) -> None:
-        if not isinstance(trade_off, (int, float)) or not trade_off > 0:
-            raise ValueError(f"mcc: trade_off must be a positive number, got {trade_off!r}")
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"mcc: temperature must be a positive number, got {temperature!r}")
-        self.trade_off = float(trade_off)
-        self.temperature = float(temperature)
-
-    @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
+        self.trade_off = options.positive("trade_off", trade_off)
+        self.temperature = options.positive("temperature", temperature)
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:

@@ -26,14 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
-
-
-def _check_beta(name: str, beta: float) -> float:
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(
-            f"{name}: beta (the weight of the given label) must be in [0, 1], got {beta!r}."
-        )
-    return float(beta)
+from tlkit import options
 
 
 def _label_term(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -48,9 +41,10 @@ class SoftBootstrap:
 
     name = "bootstrap_soft"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, beta: float = 0.95) -> None:
-        self.beta = _check_beta(self.name, beta)
+        self.beta = options.fraction("beta (the weight of the given label)", beta)
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -64,9 +58,10 @@ class HardBootstrap:
 
     name = "bootstrap_hard"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, beta: float = 0.8) -> None:
-        self.beta = _check_beta(self.name, beta)
+        self.beta = options.fraction("beta (the weight of the given label)", beta)
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 
 
 class CrossEntropy:
@@ -19,11 +20,12 @@ class CrossEntropy:
 
     name = "cross_entropy"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = options.fraction(
+            "label_smoothing", label_smoothing, closed_top=False
+        )
 
     @tlkit.hookimpl(trylast=True)
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

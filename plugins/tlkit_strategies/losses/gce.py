@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 
 
 class GeneralizedCrossEntropy:
@@ -32,13 +33,12 @@ class GeneralizedCrossEntropy:
 
     name = "gce"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, q: float = 0.7) -> None:
-        if not 0.0 < q <= 1.0:
-            raise ValueError(
-                f"gce: q must be in (0, 1] (q -> 0 is cross-entropy, 1 is MAE), got {q!r}."
-            )
-        self.q = float(q)
+        self.q = options.number("q", q)
+        if not 0 < self.q <= 1:
+            raise ValueError(f"q must be in (0, 1] (q -> 0 is cross-entropy, 1 is MAE), got {q!r}")
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 
 
 class LabelSmoothing:
@@ -29,11 +30,10 @@ class LabelSmoothing:
 
     name = "label_smoothing"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, smoothing: float = 0.1) -> None:
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"label_smoothing: smoothing must be in [0, 1), got {smoothing!r}.")
-        self.smoothing = float(smoothing)
+        self.smoothing = options.fraction("smoothing", smoothing, closed_top=False)
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

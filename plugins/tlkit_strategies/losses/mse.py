@@ -18,6 +18,7 @@ class MeanSquaredError:
 
     name = "mse"
     family = "loss"
+    requires_task = "regression"
 
     @tlkit.hookimpl(trylast=True)
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

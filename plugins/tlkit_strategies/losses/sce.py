@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 
 
 class SymmetricCrossEntropy:
@@ -32,16 +33,17 @@ class SymmetricCrossEntropy:
 
     name = "sce"
     family = "loss"
+    requires_task = "classification"
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0) -> None:
-        if alpha < 0 or beta < 0 or alpha + beta == 0:
+        self.alpha, self.beta = options.number("alpha", alpha), options.number("beta", beta)
+        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
             raise ValueError(
-                f"sce: alpha and beta must be >= 0 and not both 0, got alpha={alpha!r}, "
-                f"beta={beta!r}."
+                f"alpha and beta must be >= 0 and not both 0, got alpha={alpha!r}, beta={beta!r}"
             )
-        if not A < 0:
-            raise ValueError(f"sce: A stands in for log(0) and must be negative, got A={A!r}.")
-        self.alpha, self.beta, self.A = float(alpha), float(beta), float(A)
+        self.A = options.number("A", A)
+        if self.A >= 0:
+            raise ValueError(f"A stands in for log(0) and must be negative, got A={A!r}")
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

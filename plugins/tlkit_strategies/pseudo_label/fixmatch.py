@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 import tlkit
+from tlkit import options
 from tlkit.datasets.augment import strong_augment, weak_augment
-from tlkit.engine import PseudoLabels
-from tlkit_strategies.pseudo_label.threshold import check_unit, check_weight, confident_labels
+from tlkit_strategies.pseudo_label.threshold import confident_labels
 
 
 @contextmanager
@@ -66,23 +66,20 @@ class FixMatch:
 
     name = "fixmatch"
     family = "pseudo_label"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # class pseudo-labels
     needs_images = True  # the views are made from images: no frozen-feature cache
 
     def __init__(self, threshold: float = 0.95, weight: float = 1.0) -> None:
-        self.threshold = check_unit("threshold", threshold)
-        self.weight = check_weight(weight)
+        self.threshold = options.fraction("threshold", threshold)
+        self.weight = options.non_negative("weight", weight)
 
     @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
-
-    @tlkit.hookimpl
-    def tlkit_pseudo_labels(self, step) -> PseudoLabels:
+    def tlkit_pseudo_labels(self, step) -> tlkit.PseudoLabels:
         x_t = step.x_target  # (B_t, C, H, W) in [0, 1]
         with frozen_bn_statistics(step.model):
             with torch.no_grad():
-                _, weak_logits = step.forward(weak_augment(x_t))
-            _, strong_logits = step.forward(strong_augment(x_t))
+                _, weak_logits = step.forward(weak_augment(x_t, step.generator))
+            _, strong_logits = step.forward(strong_augment(x_t, step.generator))
         targets, mask, _ = confident_labels(weak_logits, self.threshold)
-        return PseudoLabels(targets=targets, weights=mask * self.weight, logits=strong_logits)
+        return tlkit.PseudoLabels(targets=targets, weights=mask * self.weight, logits=strong_logits)

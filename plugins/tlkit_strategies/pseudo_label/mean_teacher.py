@@ -48,11 +48,10 @@ import math
 import torch
 
 import tlkit
+from tlkit import options
 from tlkit.datasets.augment import strong_augment, weak_augment
 from tlkit.engine.ema import EMA
-from tlkit.engine.evaluate import autocast_for
 from tlkit_strategies.pseudo_label.fixmatch import frozen_bn_statistics
-from tlkit_strategies.pseudo_label.threshold import check_unit, check_weight
 
 AUGMENTATIONS = {"weak": weak_augment, "strong": strong_augment}
 
@@ -84,6 +83,7 @@ class MeanTeacher:
 
     name = "mean_teacher"
     family = "pseudo_label"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # compares class probabilities
     needs_images = True  # both views are made from images: no frozen-feature cache
 
@@ -94,14 +94,12 @@ class MeanTeacher:
         rampup: float = 0.3,
         augment: str = "weak",
     ) -> None:
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+        self.decay = options.number("decay", decay)
+        if not 0 < self.decay < 1:
             raise ValueError(f"decay must be a number in (0, 1), e.g. 0.99; got {decay!r}")
-        if augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
-        self.decay = float(decay)
-        self.weight = check_weight(weight)
-        self.rampup = check_unit("rampup (a fraction of training)", rampup)
-        self.augment = augment
+        self.weight = options.non_negative("weight", weight)
+        self.rampup = options.fraction("rampup (a fraction of training)", rampup)
+        self.augment = options.choice("augment", augment, sorted(AUGMENTATIONS))
         self.ema: EMA | None = None
 
     @property
@@ -116,24 +114,18 @@ class MeanTeacher:
         return self.ema.module  # saved in checkpoints and restored on resume
 
     @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
-
-    @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor]:
         augment = AUGMENTATIONS[self.augment]
         x_t = step.x_target  # (B_t, C, H, W) in [0, 1]
         with frozen_bn_statistics(step.model):  # running statistics: clean images only
-            _, student_logits = step.forward(augment(x_t))
-        teacher_logits = self.teacher_logits(step.trainer, augment(x_t))
+            _, student_logits = step.forward(augment(x_t, step.generator))
+        teacher_logits = self.teacher_logits(step.trainer, augment(x_t, step.generator))
         w = self.weight * sigmoid_rampup(step.progress, self.rampup)
         with torch.no_grad():
             agree = student_logits.argmax(1) == teacher_logits.argmax(1)
             step.log("teacher_agreement", agree.float().mean())
-            step.log("mask_rate", torch.tensor(float(w > 0), device=agree.device))
-            if step.y_target_true is not None:
-                right = teacher_logits.argmax(1) == step.y_target_true
-                step.log("pseudo_label_accuracy", right.float().mean())
+            step.log("mask_rate", float(w > 0))
+            step.log_target_predictions(teacher_logits.argmax(1))  # the engine scores them
         return {"consistency": w * softmax_mse(student_logits, teacher_logits)}
 
     @torch.no_grad()
@@ -144,7 +136,7 @@ class MeanTeacher:
         for t, s in zip(teacher.modules(), trainer.model.modules()):
             t.training = s.training
         try:
-            with autocast_for(trainer.device, trainer.precision):
+            with trainer.autocast():
                 return teacher(images).float()
         finally:
             teacher.eval()

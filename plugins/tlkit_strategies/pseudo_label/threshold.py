@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
-from tlkit.engine import PseudoLabels
+from tlkit import options
 
 
 def confident_labels(
@@ -48,39 +48,21 @@ def linear_warmup(progress: float, warmup: float) -> float:
     return min(1.0, max(0.0, progress) / warmup)
 
 
-def check_unit(name: str, value: float, *, closed_top: bool = True) -> float:
-    """``value`` as a float in [0, 1] (or [0, 1) when not ``closed_top``), else ``ValueError``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= value <= 1.0 if closed_top else 0.0 <= value < 1.0):
-        top = "1]" if closed_top else "1)"
-        raise ValueError(f"{name} must be a number in [0, {top}, got {value!r}")
-    return float(value)
-
-
-def check_weight(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"weight must be a non-negative number, got {value!r}")
-    return float(value)
-
-
 class ConfidenceThreshold:
     """Pseudo-label (Lee 2013): train on the model's own confident predictions on target data."""
 
     name = "threshold"
     family = "pseudo_label"
+    needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # class pseudo-labels
 
     def __init__(self, threshold: float = 0.95, weight: float = 1.0, warmup: float = 0.0) -> None:
-        self.threshold = check_unit("threshold", threshold)
-        self.weight = check_weight(weight)
-        self.warmup = check_unit("warmup (a fraction of training)", warmup, closed_top=False)
+        self.threshold = options.fraction("threshold", threshold)
+        self.weight = options.non_negative("weight", weight)
+        self.warmup = options.fraction("warmup (a fraction of training)", warmup, closed_top=False)
 
     @tlkit.hookimpl
-    def tlkit_wants_target(self) -> bool:
-        return True
-
-    @tlkit.hookimpl
-    def tlkit_pseudo_labels(self, step) -> PseudoLabels:
+    def tlkit_pseudo_labels(self, step) -> tlkit.PseudoLabels:
         targets, mask, _ = confident_labels(step.target_logits, self.threshold)
         alpha = self.weight * linear_warmup(step.progress, self.warmup)
-        return PseudoLabels(targets=targets, weights=mask * alpha)
+        return tlkit.PseudoLabels(targets=targets, weights=mask * alpha)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit import options
 
 
 class RandomQuery:
@@ -19,7 +20,7 @@ class RandomQuery:
     family = "query"
 
     def __init__(self, seed: int = 0) -> None:
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(options.integer("seed", seed, minimum=0))
 
     @tlkit.hookimpl
     def tlkit_query_scores(self, probs: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 import torch
 
 import tlkit
+from tlkit import options
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
-    from tlkit.engine.trainer import Step, Trainer
+    from tlkit import Step, Trainer
 
 
 class L2SP:
@@ -41,11 +42,17 @@ class L2SP:
     replaces_weight_decay = True
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.01) -> None:
-        for key, value in (("alpha", alpha), ("beta", beta)):
-            if not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"l2sp: {key} must be a number >= 0, got {value!r}.")
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha = options.non_negative("alpha", alpha)
+        self.beta = options.non_negative("beta", beta)
         self.start: dict[str, torch.Tensor] = {}
+
+    def state_dict(self) -> dict:
+        """Nothing to checkpoint: ``start`` is re-read in ``tlkit_setup``, which runs before a
+        resumed run restores its weights, so it is the pretrained starting point again."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     @tlkit.hookimpl
     def tlkit_setup(self, trainer: Trainer) -> None:

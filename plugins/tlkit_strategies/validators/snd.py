@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
+from tlkit import options
 
 
 def snd_score(probs: torch.Tensor, temperature: float = 0.05) -> float:
@@ -51,12 +52,8 @@ class SNDScore:
     family = "validator"
 
     def __init__(self, temperature: float = 0.05, max_samples: int = 4096) -> None:
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"snd: temperature must be a positive number, got {temperature!r}")
-        if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 3:
-            raise ValueError(f"snd: max_samples must be an int >= 3, got {max_samples!r}")
-        self.temperature = float(temperature)
-        self.max_samples = max_samples
+        self.temperature = options.positive("temperature", temperature)
+        self.max_samples = options.integer("max_samples", max_samples, minimum=3)
 
     @tlkit.hookimpl
     def tlkit_target_scores(self, trainer, logits: torch.Tensor) -> dict[str, float] | None:

@@ -1,0 +1,130 @@
+"""The engine's layering: no import cycle among tlkit's modules (imports inside functions and
+under TYPE_CHECKING count too), and no module imports a layer above it:
+
+    errors/options/hookspecs/engine.step -> registry -> engine -> run -> api -> notebook / cli
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import tlkit
+
+ROOT = Path(tlkit.__file__).parent
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``module -> tlkit modules it imports`` (resolved to the longest existing module name)."""
+    files = {}
+    for f in ROOT.rglob("*.py"):
+        rel = f.relative_to(ROOT.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        files[".".join(parts)] = f
+    graph = {m: set() for m in files}
+    for module, f in files.items():
+        package = module if f.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name and name not in files:
+                    name = name.rsplit(".", 1)[0] if "." in name else ""
+                if name and name != module and not module.startswith(name + "."):
+                    graph[module].add(name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+LOWER_MUST_NOT_IMPORT = {
+    # module (or package prefix): what it must never import
+    "tlkit.errors": ("tlkit.",),
+    "tlkit.options": ("tlkit.registry", "tlkit.engine", "tlkit.run", "tlkit.api", "tlkit.notebook"),
+    "tlkit.hookspecs": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
+    "tlkit.engine.step": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
+    "tlkit.registry": ("tlkit.engine", "tlkit.run", "tlkit.api", "tlkit.notebook"),
+    "tlkit.datasets": (
+        "tlkit.engine",
+        "tlkit.run",
+        "tlkit.api",
+        "tlkit.notebook",
+        "tlkit.registry",
+    ),
+    "tlkit.backbones": (
+        "tlkit.engine",
+        "tlkit.run",
+        "tlkit.api",
+        "tlkit.notebook",
+        "tlkit.registry",
+    ),
+    "tlkit.engine": ("tlkit.api", "tlkit.notebook", "tlkit.cli"),
+    "tlkit.run": ("tlkit.api", "tlkit.engine.trainer", "tlkit.notebook", "tlkit.cli"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LOWER_MUST_NOT_IMPORT))
+def test_no_module_imports_a_layer_above_it(layer):
+    graph = import_graph()
+    banned = LOWER_MUST_NOT_IMPORT[layer]
+    wrong = {
+        (module, target)
+        for module, targets in graph.items()
+        if module == layer or module.startswith(layer + ".")
+        for target in targets
+        if any(
+            target == b.rstrip(".")
+            or target.startswith(b if b.endswith(".") else b + ".")
+            or target == b
+            for b in banned
+        )
+        and not target.startswith(layer)
+    }
+    assert not wrong, f"{layer} imports a layer above it: {sorted(wrong)}"

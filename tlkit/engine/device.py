@@ -1,0 +1,47 @@
+"""Where a run computes: the device, the precision and the memory format.
+
+* ``device="auto"``: the CUDA GPU of this process (``LOCAL_RANK`` under torchrun) when there is one,
+  else the CPU.
+* ``precision="auto"``: bf16 autocast on GPUs that support it, fp32 elsewhere; ``"fp16"`` (with a
+  gradient scaler) needs CUDA.
+* ``channels_last="auto"``: NHWC memory format on CUDA, where convolutions run faster in it.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from tlkit.errors import ConfigError
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device='cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision='fp16' needs a CUDA GPU; on CPU use 'fp32' or 'bf16'.")
+    return precision
+
+
+def use_channels_last(option: bool | str, device: torch.device) -> bool:
+    return device.type == "cuda" if option == "auto" else bool(option)
+
+
+def autocast_for(device: torch.device, precision: str):
+    """An autocast context for ``precision`` ("fp32" gives a no-op context)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,242 @@
+"""Calling strategies: every hook call of a run goes through here.
+
+Each implementation is called the way pluggy would (last registered first, ``tryfirst`` /
+``trylast`` respected, *firstresult* hooks stop at the first non-``None`` answer), but one at a
+time, so that
+
+* an exception inside a hook becomes a :class:`tlkit.PluginError` naming the strategy and the hook;
+* every result is checked (type, shape, names) and a bad one is a ``PluginError`` naming the
+  strategy and the hook and saying what was expected -- not a raw autograd error three calls later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import pluggy
+import torch
+from torch import nn
+
+from tlkit.engine.step import PseudoLabels, Step
+from tlkit.errors import PluginError
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+def _who(impl: Any) -> str:
+    name = impl.plugin_name
+    if name.startswith("observer-"):
+        return f"observer '{name.split('-', 2)[-1]}'"
+    return f"strategy '{name}'"
+
+
+def _run(impl: Any, hook: str, kwargs: dict[str, Any]) -> Any:
+    args = [kwargs[a] for a in impl.argnames]
+    extra = {a: kwargs[a] for a in getattr(impl, "kwargnames", ()) if a in kwargs}
+    try:
+        return impl.function(*args, **extra)
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{_who(impl)} failed in hook {hook}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def implementations(pm: pluggy.PluginManager, hook: str) -> list[Any]:
+    """The hook's implementations in call order."""
+    return list(reversed(getattr(pm.hook, hook).get_hookimpls()))
+
+
+def call_all(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[tuple[Any, Any]]:
+    """``[(impl, result)]`` for every implementation that returned something other than None."""
+    out = []
+    for impl in implementations(pm, hook):
+        result = _run(impl, hook, kwargs)
+        if result is not None:
+            out.append((impl, result))
+    return out
+
+
+def call_first(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> tuple[Any, Any]:
+    """``(impl, result)`` of the first implementation that answers, or ``(None, None)``."""
+    for impl in implementations(pm, hook):
+        result = _run(impl, hook, kwargs)
+        if result is not None:
+            return impl, result
+    return None, None
+
+
+def notify(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> None:
+    """Call an event hook (results are ignored)."""
+    for impl in implementations(pm, hook):
+        _run(impl, hook, kwargs)
+
+
+def _bad(impl: Any, hook: str, problem: str) -> PluginError:
+    return PluginError(f"{_who(impl)} returned a bad result from {hook}: {problem}")
+
+
+def _shape(x: Any) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+# -- checked hooks ----------------------------------------------------------------------------
+
+
+def setup(pm: pluggy.PluginManager, trainer: Any) -> dict[str, nn.Module]:
+    """``tlkit_setup``: the modules strategies train alongside the model, by strategy name."""
+    modules = {}
+    for impl, module in call_all(pm, "tlkit_setup", trainer=trainer):
+        if not isinstance(module, nn.Module):
+            raise _bad(
+                impl, "tlkit_setup", f"it must return an nn.Module or None, got {_shape(module)}."
+            )
+        modules[impl.plugin_name] = module
+    return modules
+
+
+def supervised_loss(
+    pm: pluggy.PluginManager,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    step: Step,
+    domain: str,
+) -> torch.Tensor:
+    """``tlkit_supervised_loss``: per-sample losses ``(B,)``."""
+    hook = "tlkit_supervised_loss"
+    impl, loss = call_first(pm, hook, logits=logits, targets=targets, step=step, domain=domain)
+    if impl is None:
+        raise PluginError(f"no active strategy answered {hook}; select a loss= strategy.")
+    n = len(logits)
+    if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
+        raise _bad(
+            impl, hook, f"it must return a float tensor of shape ({n},), got {_shape(loss)}."
+        )
+    if tuple(loss.shape) != (n,):
+        hint = (
+            "a single number: return the loss of each sample (reduction='none'); the engine "
+            "averages them"
+            if loss.ndim == 0
+            else "reduce over the other dimensions, not over samples"
+        )
+        raise _bad(
+            impl,
+            hook,
+            f"per-sample losses must have shape ({n},), got {tuple(loss.shape)}: {hint}.",
+        )
+    return loss
+
+
+def pseudo_labels(pm: pluggy.PluginManager, step: Step) -> PseudoLabels | None:
+    """``tlkit_pseudo_labels``: a checked :class:`PseudoLabels` for the target batch, or None."""
+    hook = "tlkit_pseudo_labels"
+    impl, pl = call_first(pm, hook, step=step)
+    if impl is None:
+        return None
+    n, k = step.target_logits.shape[0], step.target_logits.shape[-1]
+    if not isinstance(pl, PseudoLabels):
+        raise _bad(impl, hook, f"it must return tlkit.PseudoLabels or None, got {_shape(pl)}.")
+    t, w = pl.targets, pl.weights
+    ok_hard = isinstance(t, torch.Tensor) and tuple(t.shape) == (n,) and not t.is_floating_point()
+    ok_soft = isinstance(t, torch.Tensor) and tuple(t.shape) == (n, k) and t.is_floating_point()
+    if step.trainer.task == "regression":
+        ok_hard = isinstance(t, torch.Tensor) and len(t) == n
+    if not (ok_hard or ok_soft):
+        raise _bad(
+            impl,
+            hook,
+            f"targets must be class ids of shape ({n},) int64 or probabilities ({n}, {k}) float, "
+            f"got {_shape(t)}{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}.",
+        )
+    if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
+        raise _bad(impl, hook, f"weights must have shape ({n},), got {_shape(w)}.")
+    if pl.logits is not None and (
+        not isinstance(pl.logits, torch.Tensor) or tuple(pl.logits.shape) != (n, k)
+    ):
+        raise _bad(
+            impl, hook, f"logits must have shape ({n}, {k}) or be None, got {_shape(pl.logits)}."
+        )
+    return pl
+
+
+def extra_losses(
+    pm: pluggy.PluginManager, step: Step, taken: Collection[str]
+) -> dict[str, torch.Tensor]:
+    """``tlkit_extra_losses``: named scalar loss terms; names may not repeat ``taken`` ones."""
+    hook = "tlkit_extra_losses"
+    terms: dict[str, torch.Tensor] = {}
+    for impl, result in call_all(pm, hook, step=step):
+        if not isinstance(result, dict):
+            raise _bad(
+                impl,
+                hook,
+                f"it must return a dict {{name: scalar tensor}} or None, got {_shape(result)}.",
+            )
+        for name, value in result.items():
+            if not isinstance(name, str) or not name:
+                raise _bad(impl, hook, f"term names must be non-empty strings, got {name!r}.")
+            if not isinstance(value, torch.Tensor):
+                raise _bad(
+                    impl,
+                    hook,
+                    f"term '{name}' is a {type(value).__name__}; return a tensor computed from the "
+                    "step's outputs (a Python number carries no gradient).",
+                )
+            if value.numel() != 1 or not value.is_floating_point():
+                raise _bad(
+                    impl,
+                    hook,
+                    f"term '{name}' must be a float scalar tensor, got shape {tuple(value.shape)} "
+                    f"{value.dtype}; reduce it (e.g. .mean()).",
+                )
+            if name in terms or name in taken:
+                raise _bad(
+                    impl,
+                    hook,
+                    f"the loss term name '{name}' is already used; give it another name.",
+                )
+            terms[name] = value.reshape(()).float()
+    return terms
+
+
+def target_scores(
+    pm: pluggy.PluginManager, taken: Iterable[str], **kwargs: Any
+) -> dict[str, float]:
+    """``tlkit_target_scores``: ``{score_<name>: value}``; keys are put in the ``score_``
+    namespace and may not collide with other history columns."""
+    hook = "tlkit_target_scores"
+    taken = set(taken)
+    scores: dict[str, float] = {}
+    for impl, result in call_all(pm, hook, **kwargs):
+        if not isinstance(result, dict):
+            raise _bad(
+                impl, hook, f"it must return a dict {{name: number}} or None, got {_shape(result)}."
+            )
+        for name, value in result.items():
+            if not isinstance(name, str) or not name:
+                raise _bad(impl, hook, f"score names must be non-empty strings, got {name!r}.")
+            key = name if name.startswith("score_") else f"score_{name}"
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise _bad(
+                    impl, hook, f"score '{name}' must be a number, got {_shape(value)}."
+                ) from None
+            if key in scores or key in taken:
+                raise _bad(impl, hook, f"the score '{key}' is reported twice; rename one.")
+            scores[key] = number if math.isfinite(number) else float("nan")
+    return scores
+
+
+def query_scores(pm: pluggy.PluginManager, n: int, **kwargs: Any) -> torch.Tensor | None:
+    """``tlkit_query_scores``: a score per pool sample ``(N,)``, or None when nobody answers."""
+    hook = "tlkit_query_scores"
+    impl, scores = call_first(pm, hook, **kwargs)
+    if impl is None:
+        return None
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+        raise _bad(impl, hook, f"it must return scores of shape ({n},), got {_shape(scores)}.")
+    return scores.float()

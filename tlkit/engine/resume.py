@@ -1,0 +1,307 @@
+"""What a checkpoint holds, whose run it belongs to, and how a run resumes from one.
+
+A training checkpoint (``checkpoint_dir/last.pt``, ``best.pt``) holds the model, the modules and
+state of the strategies, the EMA weights, the optimiser's moments, the position in training and
+the logs, plus the run's *identity*: the options and data that define it. Resuming checks the
+identity first, so a ``last.pt`` left by another run in the same folder is refused instead of
+silently adopted. Options that only steer the rest of a run may change on resume (``epochs``,
+``lr``, ``max_steps``, ``checkpoint_every``...): the new values apply from the resumed step on.
+
+Only finite checkpoints are written: when a weight or a BatchNorm statistic has become inf/NaN the
+save is refused, so the "last good checkpoint" is always good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlkit.datasets.domain import DomainPair
+from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
+from tlkit.engine.config import FitConfig
+from tlkit.errors import CheckpointError, ConfigError, TrainingError
+
+#: Options that define a run: a checkpoint written with other values belongs to another run.
+IDENTITY_OPTIONS = (
+    "backbone",
+    "pretrained",
+    "backbone_weights",
+    "mode",
+    "freeze_epochs",
+    "batch_size",
+    "target_batch_ratio",
+    "image_size",
+    "augment",
+    "dropout",
+    "optimizer",
+    "ema",
+    "loss",
+    "pseudo_label",
+    "adapt",
+    "regularize",
+    "validate",
+    "seed",
+)
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def data_fingerprint(data: DomainPair) -> dict[str, Any]:
+    """Sizes and a hash of the training labels of each part of a task (images are not read)."""
+    out: dict[str, Any] = {"name": data.name, "task": data.task, "classes": list(data.classes)}
+    for part in ("source", "source_test", "target", "target_test"):
+        domain = getattr(data, part)
+        if domain is None:
+            continue
+        labels = domain.labels.detach().cpu().contiguous()
+        digest = hashlib.sha1(labels.numpy().tobytes()).hexdigest()[:16]
+        out[part] = f"{len(domain)} samples, labels {digest}"
+    return out
+
+
+def identity(config: FitConfig, data: DomainPair) -> dict[str, Any]:
+    """What makes a run this run: its defining options and its data."""
+    values = config.to_dict()
+    return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data_fingerprint(data)}
+
+
+def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
+    """Refuse a checkpoint whose run differs from this one, naming the differences."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"checkpoint '{path}' does not say which run wrote it (written by an older tlkit?); "
+            "start a new run, or load its weights with tlkit.load(path)."
+        )
+    diffs = []
+    for key, mine in current.items():
+        theirs = saved.get(key)
+        if key == "data" and isinstance(theirs, dict):
+            parts = [k for k in mine if mine.get(k) != theirs.get(k)]
+            if parts:
+                diffs.append(f"data ({', '.join(parts)})")
+        elif theirs != mine:
+            diffs.append(f"{key} ({theirs!r} there, {mine!r} here)")
+    if diffs:
+        raise CheckpointError(
+            f"'{path}' was written by another run: it differs in {'; '.join(diffs)}. Resume with "
+            "the same options and data, or give this run its own checkpoint_dir."
+        )
+
+
+def model_spec(model: nn.Module, config: FitConfig, classes: tuple[str, ...]) -> dict[str, Any]:
+    """How to rebuild the model's architecture without its training code or data."""
+    return {
+        "backbone": model.backbone.name,
+        "task": model.task,
+        "out_features": model.out_features,
+        "input_size": model.backbone.input_size,
+        "dropout": config.dropout,
+        "classes": list(classes),
+    }
+
+
+# -- strategy state ---------------------------------------------------------------------------
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (nn.Module, nn.Parameter)):
+        return False
+    if isinstance(value, (_PLAIN, torch.Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def strategy_state(plugin: Any) -> dict[str, Any]:
+    """``plugin.state_dict()``, or its plain attributes when it defines none (see hookspecs)."""
+    if callable(getattr(plugin, "state_dict", None)):
+        return plugin.state_dict()
+    attrs = getattr(plugin, "__dict__", {})
+    return {k: v for k, v in attrs.items() if _is_plain(v)}
+
+
+def load_strategy_state(plugin: Any, state: dict[str, Any]) -> None:
+    if callable(getattr(plugin, "load_state_dict", None)):
+        plugin.load_state_dict(state)
+        return
+    for key, value in state.items():
+        current = getattr(plugin, key, None)
+        if (
+            isinstance(current, torch.Tensor)
+            and isinstance(value, torch.Tensor)
+            and (current.shape == value.shape)
+        ):
+            with torch.no_grad():
+                current.copy_(value)  # in place: other objects may hold this tensor
+        else:
+            setattr(plugin, key, value)
+
+
+# -- finiteness -------------------------------------------------------------------------------
+def first_non_finite(states: dict[str, dict[str, Any]]) -> str | None:
+    """The name of the first floating-point tensor that holds inf/NaN, or ``None``."""
+    for owner, state in states.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                if not bool(torch.isfinite(value).all()):
+                    return f"{owner}.{key}"
+    return None
+
+
+# -- writing ----------------------------------------------------------------------------------
+def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
+    """Everything needed to rebuild the model and, with ``training_state``, to resume."""
+    out: dict[str, Any] = {
+        "config": trainer.config.to_dict(),
+        "model_spec": trainer.model_spec(),
+        "identity": identity(trainer.config, trainer.data),
+        "model": trainer.model.state_dict(),
+        "history": trainer.history,
+        "best": trainer.best,
+        "extra_modules": {k: m.state_dict() for k, m in trainer.extra_modules.items()},
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "strategy_state": {k: strategy_state(p) for k, p in trainer.strategies.items()},
+        **trainer.logs.state_dict(),
+    }
+    if training_state:
+        state = trainer.state
+        out["state"] = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "step_in_epoch": state.step_in_epoch,
+        }
+        out["optimizer"] = trainer.optimizer.state_dict() if trainer.optimizer else None
+        out["optimizer_phase"] = trainer.phase
+        out["scaler"] = trainer.scaler.state_dict() if trainer.scaler else None
+    return out
+
+
+def save(trainer: Any, name: str) -> Path:
+    """Write ``checkpoint_dir/name`` -- unless a weight or BatchNorm statistic is not finite:
+    then nothing is written and training stops, so the last checkpoint stays a good one."""
+    data = payload(trainer)
+    weights = {
+        "model": data["model"],
+        **{f"strategy '{k}'": v for k, v in data["extra_modules"].items()},
+    }
+    if data["ema"] is not None:
+        weights["ema"] = data["ema"]
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise TrainingError(
+            f"the weights or BatchNorm statistics became non-finite ({bad}) by step "
+            f"{trainer.state.step}; training diverged, and no checkpoint was written from it. "
+            f"{note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
+            "precision='fp32'."
+        )
+    return save_checkpoint(data, Path(trainer.config.checkpoint_dir) / name)
+
+
+def note(trainer: Any) -> str:
+    """What a diverged run kept, for its error message."""
+    if not trainer.config.checkpoint_dir:
+        return "No checkpoint was written (set checkpoint_dir= to keep one)."
+    if trainer.last_checkpoint is None:
+        return (
+            "No checkpoint had been written yet: they are written at the end of each epoch, and "
+            "every N steps with checkpoint_every=N."
+        )
+    return f"The last good checkpoint is kept at {trainer.last_checkpoint}."
+
+
+def refuse_foreign(trainer: Any) -> None:
+    """A new run may overwrite the checkpoints of an earlier run of itself (a re-run cell),
+    never those of another run."""
+    last = Path(trainer.config.checkpoint_dir) / "last.pt"
+    if not last.exists():
+        return
+    try:
+        check_identity(
+            load_checkpoint(last).get("identity"), identity(trainer.config, trainer.data), last
+        )
+    except CheckpointError as exc:
+        raise ConfigError(
+            f"checkpoint_dir '{trainer.config.checkpoint_dir}' holds checkpoints of another run, "
+            f"which this one would overwrite ({exc}). Give this run its own checkpoint_dir, delete "
+            "the old files, or pass resume=True to continue that run."
+        ) from None
+
+
+# -- resuming ---------------------------------------------------------------------------------
+def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
+    """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs); returns
+    ``(phase, optimizer state)`` for the trainer to load when it enters that phase."""
+    if source is True:
+        if not trainer.config.checkpoint_dir:
+            raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
+        path = Path(trainer.config.checkpoint_dir) / "last.pt"
+    else:
+        path = Path(os.fspath(source))
+    ckpt = read_training_checkpoint(path, trainer.device)
+    check_identity(ckpt.get("identity"), identity(trainer.config, trainer.data), path)
+    ema = trainer.ema.module if trainer.ema is not None else None
+    restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
+    saved_state = ckpt.get("strategy_state") or {}
+    for name, plugin in trainer.strategies.items():
+        if name in saved_state:
+            load_strategy_state(plugin, saved_state[name])
+    s = ckpt["state"]
+    trainer.state.epoch, trainer.state.step = s["epoch"], s["step"]
+    trainer.state.step_in_epoch = s["step_in_epoch"]
+    trainer.history, trainer.best = list(ckpt["history"]), dict(ckpt["best"])
+    try:
+        trainer.logs.load_state_dict(ckpt)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"checkpoint '{path}': its logs are damaged; use another one."
+        ) from None
+    if trainer.scaler is not None and ckpt.get("scaler"):
+        trainer.scaler.load_state_dict(ckpt["scaler"])
+    trainer.last_checkpoint = path if path.name == "last.pt" else None
+    return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
+
+
+def read_training_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
+    """Load ``path`` and check that it is a training state (not a finished model)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    if "state" not in ckpt:
+        raise CheckpointError(
+            f"'{path}' holds a finished model (saved with run.save), not a training state; "
+            "resume from checkpoint_dir/last.pt, or load it with tlkit.load()."
+        )
+    state = field(ckpt, "state", dict, path)
+    for key in ("epoch", "step", "step_in_epoch"):
+        if not isinstance(state.get(key), int) or state[key] < 0:
+            raise CheckpointError(
+                f"checkpoint '{path}': its training position ('{key}') is damaged; use another "
+                "checkpoint."
+            )
+    field(ckpt, "model", dict, path)
+    field(ckpt, "history", list, path)
+    field(ckpt, "best", dict, path)
+    return ckpt
+
+
+def restore_weights(
+    ckpt: dict[str, Any],
+    path: Any,
+    model: nn.Module,
+    extra_modules: dict[str, nn.Module],
+    ema_module: nn.Module | None,
+) -> None:
+    load_weights(model, ckpt["model"], "model", path)
+    saved_modules = field(ckpt, "extra_modules", dict, path)
+    for name, module in extra_modules.items():
+        if name not in saved_modules:
+            raise CheckpointError(
+                f"checkpoint '{path}' has no weights for strategy '{name}'s module; resume with "
+                "the strategies it was written with."
+            )
+        load_weights(module, saved_modules[name], f"strategy '{name}'", path)
+    if ema_module is not None and ckpt.get("ema") is not None:
+        load_weights(ema_module, ckpt["ema"], "EMA", path)

@@ -1,0 +1,106 @@
+"""Which strategies a run uses, checked against the task before any training.
+
+``fit(loss=..., pseudo_label=..., adapt=..., regularize=..., validate=...)`` name strategies; this
+module turns those selections into installed strategies, refuses what the task cannot serve
+(a loss for the other task, target-data strategies without a target), and resolves the metric
+that picks the best checkpoint -- all before the first step, so a typo never costs a training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tlkit import registry
+from tlkit.datasets.domain import DomainPair
+from tlkit.engine.config import FitConfig
+from tlkit.errors import ConfigError, PluginError
+
+_NO_TARGET_FIX = (
+    "Use a pair such as tlkit.datasets.load('synth-digits->digits'), or "
+    "tlkit.datasets.few_labels(task, k) for a semi-supervised task."
+)
+
+
+def select(
+    config: FitConfig, data: DomainPair
+) -> list[tuple[registry.StrategyInfo, dict[str, Any]]]:
+    """``[(strategy, options)]`` for the run, in the order loss, pseudo-label, adapt, regularize,
+    validate."""
+    loss = config.loss
+    if loss == "auto":
+        loss = "cross_entropy" if data.task == "classification" else "mse"
+    losses = registry.normalize_selection(loss)
+    if len(losses) != 1:
+        raise ConfigError(
+            f"loss= takes exactly one supervised loss, got {[n for n, _ in losses]}. "
+            "Two supervised losses cannot both answer; pick one."
+        )
+    pseudo = registry.normalize_selection(config.pseudo_label)
+    if len(pseudo) > 1:
+        raise ConfigError(
+            f"pseudo_label= takes one strategy at a time, got {[n for n, _ in pseudo]}."
+        )
+    for arg in ("pseudo_label", "adapt", "validate"):
+        names = [n for n, _ in registry.normalize_selection(getattr(config, arg))]
+        if names and data.target is None:
+            raise ConfigError(
+                f"{arg}={names[0] if len(names) == 1 else names!r} learns from unlabelled target "
+                f"data, but task '{data.name}' has no target. {_NO_TARGET_FIX}"
+            )
+    picked: list[tuple[registry.StrategyInfo, dict[str, Any]]] = []
+    for family, selection in (
+        ("loss", losses),
+        ("pseudo_label", pseudo),
+        ("adapt", registry.normalize_selection(config.adapt)),
+        ("regularizer", registry.normalize_selection(config.regularize)),
+        ("validator", registry.normalize_selection(config.validate)),
+    ):
+        for name, opts in selection:
+            info = registry.get(name, family)
+            if any(p.name == info.name for p, _ in picked):
+                raise ConfigError(f"strategy '{name}' is selected twice.")
+            picked.append((info, opts))
+    return picked
+
+
+def check_fit(strategies: dict[str, Any], families: dict[str, str], data: DomainPair) -> None:
+    """Refuse strategies this task cannot serve, naming them."""
+    for name, plugin in strategies.items():
+        needed = getattr(plugin, "requires_task", None)
+        if needed not in (None, "any") and needed != data.task:
+            raise PluginError(
+                f"strategy '{name}' is for {needed} tasks; this one is {data.task}. Drop it, or "
+                "pick one that fits from tlkit.strategies()."
+            )
+        wants_target = getattr(plugin, "needs_target", False) or hasattr(
+            plugin, "tlkit_target_scores"
+        )
+        if wants_target and data.target is None:
+            raise ConfigError(
+                f"{registry.FAMILIES[families[name]]}='{name}' learns from unlabelled target data, "
+                f"but task '{data.name}' has no target. {_NO_TARGET_FIX}"
+            )
+
+
+def resolve_monitor(
+    config: FitConfig, data: DomainPair, strategies: dict[str, Any]
+) -> tuple[str, str]:
+    """The metric that picks the best checkpoint and whether higher is better (``"max"`` /
+    ``"min"``), checked against the metrics this run will produce."""
+    m = config.monitor
+    evaluated = list(data.eval_sets())
+    kinds = ("accuracy",) if data.task == "classification" else ("mae", "rmse")
+    if m == "auto":
+        m = f"source_{kinds[0]}" if "source" in evaluated else "train_loss"
+    known = ["train_loss", "supervised"] + [f"{s}_{k}" for s in evaluated for k in kinds]
+    validators = [n for n, p in strategies.items() if hasattr(p, "tlkit_target_scores")]
+    if m not in known and not (m.startswith("score_") and validators):
+        hint = (
+            " or a score_<name> of a validator (validate=...)"
+            if validators
+            else "; score_<name> metrics need a validator (validate=['info_max'], say)"
+        )
+        raise ConfigError(
+            f"monitor='{m}' is not a metric of this run; choose one of {known}{hint}."
+        )
+    return m, "max" if m.endswith("accuracy") or m.startswith("score_") else "min"

@@ -241,6 +241,15 @@ def _from_run(run: Run, kind: str) -> _Candidate:
 
 
 def _resolve(spec: Any, image_size: int | None) -> _Candidate:
+    """Build the candidate; ``image_size`` (when given) is the side its backbone reads, except
+    for a ``(name, {"input_size": ...})`` pair, which keeps its own."""
+    cand = _build(spec, image_size)
+    if image_size is not None and not (isinstance(spec, tuple) and "input_size" in spec[1]):
+        cand.model.backbone.input_size = image_size
+    return cand
+
+
+def _build(spec: Any, image_size: int | None) -> _Candidate:
     if isinstance(spec, Run):
         return _from_run(spec, "run")
     if isinstance(spec, TransferModel):
@@ -434,7 +443,7 @@ def rank_backbones(
     *,
     by: str = "logme",
     image_size: int | None = None,
-    max_samples: int | None = 2000,
+    max_samples: int | None = 1000,
     batch_size: int = 128,
     device: str | torch.device | None = None,
     errors: str = "skip",
@@ -498,8 +507,6 @@ def rank_backbones(
         }
         try:
             cand = _resolve(spec, image_size)
-            if image_size is not None:
-                cand.model.backbone.input_size = image_size
             cand.model.to(device)
             feats = predict_features(cand.model, images, batch_size=batch_size, device=device)
             row["logme"] = logme(feats, labels, len(present))

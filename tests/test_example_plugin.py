@@ -108,7 +108,8 @@ def test_installed_plugin_trains(plugin_report):
 
 
 def test_example_plugin_uses_only_public_tlkit_api():
-    """Written as a third party would: ``import tlkit`` and ``tlkit.hookimpl``, nothing deeper."""
+    """Written as a third party would: ``import tlkit``, then ``tlkit.hookimpl`` and
+    ``tlkit.options``, nothing deeper."""
     tree = ast.parse((PLUGIN / "tlkit_example_plugin" / "focal.py").read_text())
     imported = set()
     for node in ast.walk(tree):
@@ -124,7 +125,7 @@ def test_example_plugin_uses_only_public_tlkit_api():
         and isinstance(node.value, ast.Name)
         and node.value.id == "tlkit"
     }
-    assert used == {"hookimpl"}
+    assert used == {"hookimpl", "options"}
 
 
 # -- tlkit.register: a strategy defined in a notebook cell -------------------------------------

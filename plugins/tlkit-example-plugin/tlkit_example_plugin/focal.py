@@ -14,8 +14,8 @@ per-class weight for binary detection; here it is one scalar.)
 
 Shapes: logits ``(B, K)``, targets ``(B,)`` int64 -> per-sample losses ``(B,)``.
 
-This module is written as any third party would write it: it imports only ``tlkit.hookimpl``
-from tlkit, plus torch.
+This module is written as any third party would write it: it uses only ``tlkit.hookimpl`` and
+``tlkit.options`` from tlkit, plus torch.
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ class FocalLoss:
 
     name = "focal"  # what users pass: tlkit.fit(..., loss="focal")
     family = "loss"  # which fit() argument selects it
+    requires_task = "classification"  # every loss says which task it is for
 
     def __init__(self, gamma: float = 2.0, alpha: float = 1.0) -> None:
-        # Options arrive from tlkit.fit(..., loss=("focal", {"gamma": 1.0})): validate them here,
-        # so a typo fails before training starts, with a message that says what is allowed.
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
-            raise ValueError(f"gamma must be a non-negative number, got {gamma!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        self.gamma = float(gamma)
-        self.alpha = float(alpha)
+        # Options arrive from tlkit.fit(..., loss=("focal", {"gamma": 1.0})), YAML or --set:
+        # tlkit.options checks them (and accepts "2.0" as 2.0), so a typo fails before training
+        # starts, with a message that names the option.
+        self.gamma = tlkit.options.non_negative("gamma", gamma)
+        self.alpha = tlkit.options.positive("alpha", alpha)
 
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

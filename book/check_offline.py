@@ -6,7 +6,8 @@ every request that is not a local file is blocked and recorded. A page passes wh
 * it made no network request and every local file it asked for exists;
 * its maths was typeset by the vendored MathJax (pages with ``class="math..."`` elements);
 * its stored widgets were rendered by the vendored ipywidgets renderer (pages with widget views);
-* every image loaded, and no display equation is wider than the text column;
+* every image loaded, no display equation is wider than the text column, and no widget
+  button's label is cut;
 * no script failed: an uncaught exception (``pageerror``) or a ``console.error`` message fails
   the page, since a broken script usually means a feature of the page silently does not work.
 
@@ -66,6 +67,10 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
             widgets: document.querySelectorAll('.jupyter-widgets').length,
             broken_images: [...document.images].filter(i => !i.complete || !i.naturalWidth)
                 .map(i => i.src.slice(0, 80)),
+            // widget buttons whose label is cut ("0..." for "0", "Accept confid...")
+            cut_buttons: [...document.querySelectorAll('.jupyter-widgets button')]
+                .filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
+                .map(b => b.textContent.trim().slice(0, 30)),
             // display equations wider than the text column (cut off, or a scrollbar to read them)
             wide_math: [...document.querySelectorAll('mjx-container[display="true"]')]
                 .filter(c => {
@@ -91,6 +96,8 @@ def check_page(browser, path: Path, html_root: Path, screenshots: Path | None) -
         problems.append("widgets not rendered")
     if found["broken_images"]:
         problems.append(f"broken images: {found['broken_images'][:3]}")
+    if found["cut_buttons"]:
+        problems.append(f"widget buttons with cut labels: {found['cut_buttons'][:5]}")
     if found["wide_math"]:
         problems.append(f"equations wider than the column: {found['wide_math'][:3]}")
     if errors:

@@ -89,16 +89,17 @@ def test_every_page_renders_offline_in_chromium(built_book, chromium):
     assert rendered == total and int(total) == len(toc_pages()) + 1, summary  # + index.html
 
 
-def test_check_offline_fails_on_script_errors_and_equations_wider_than_the_column(
-    tmp_path, chromium
-):
-    """The page check itself can fail: a script error or an equation that does not fit the
-    column is reported, and the exit status says so (the real book passes above)."""
+def test_check_offline_fails_on_script_errors_wide_equations_and_cut_buttons(tmp_path, chromium):
+    """The page check itself can fail: a script error, an equation that does not fit the
+    column and a widget button with a cut label are reported, and the exit status says so (the
+    real book passes above)."""
     mathjax = (ROOT / "book" / "vendor" / "mathjax" / "tex-chtml.js").as_uri()
     wide = " + ".join(f"x_{{{i}}}^2" for i in range(80))
     (tmp_path / "index.html").write_text(
         f'<html><head><script defer src="{mathjax}"></script></head>'
         f'<body><div class="math" style="width:400px">\\[{wide}\\]</div>'
+        '<div class="jupyter-widgets"><button style="width:30px;overflow:hidden;'
+        'white-space:nowrap">Accept confident</button></div>'
         "<script>window.notDefinedAnywhere()</script></body></html>"
     )
     result = subprocess.run(
@@ -111,4 +112,5 @@ def test_check_offline_fails_on_script_errors_and_equations_wider_than_the_colum
     assert result.returncode == 1, result.stdout[-2000:]
     assert "script errors" in result.stdout and "notDefinedAnywhere" in result.stdout
     assert "equations wider than the column" in result.stdout
+    assert "widget buttons with cut labels" in result.stdout and "Accept confident" in result.stdout
     assert "0/1 pages render offline" in result.stdout

@@ -23,14 +23,17 @@ Conventions, as in pytest's hook module:
     tlkit_on_fit_start(trainer)
     for epoch in 1..epochs:
         for each step:
+            tlkit_transform_source(step)          # first wins: replaces step.x (FDA, PixelDA)
             forward pass of the source batch, and of the target batch when a strategy
-                needs_target (in the same call: BatchNorm sees both)
+                needs_target (one call; BatchNorm sees both together, or each domain apart
+                with domain_bn="separate")
             tlkit_supervised_loss(logits, targets=step.y, step, domain="source")   # first wins
             if a target batch:
                 tlkit_pseudo_labels(step)                                         # first wins
                 -> tlkit_supervised_loss(..., targets=pseudo-labels, domain="target")
             tlkit_extra_losses(step)                                              # all summed
             backward, optimiser step, EMA update
+            tlkit_adversary_losses(step)  # all summed: a second step for own_optimizer modules
             tlkit_on_step_end(trainer, step, logs)
         tlkit_before_evaluate(trainer)
         evaluation of the held-out sets; tlkit_target_scores(trainer, logits, features)
@@ -51,6 +54,9 @@ Conventions, as in pytest's hook module:
   engine never replaces them by cached frozen-backbone features.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
   takes its place).
+* ``own_optimizer = True`` **on a module** returned from :func:`tlkit_setup` (or one of its
+  sub-modules) -- that module is left out of the main optimiser and trained by a second one on
+  the losses of :func:`tlkit_adversary_losses` (a GAN's discriminator).
 * ``state_dict()`` / ``load_state_dict(state)`` -- state kept on the strategy object (counters,
   running thresholds, per-sample memories) that checkpoints must save so a resumed run equals an
   uninterrupted one. Without them, the engine saves the strategy's plain attributes (numbers,
@@ -110,6 +116,24 @@ def tlkit_setup(trainer: Any) -> nn.Module | None:
     """
 
 
+# -- inputs -----------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def tlkit_transform_source(step: Step) -> torch.Tensor | None:
+    """Replace the source images of this step before the forward pass.
+
+    For pixel-level adaptation: FDA swaps their low-frequency amplitude spectrum for the
+    target's; PixelDA's generator renders them in the target's style. The supervised loss then
+    scores the transformed images against the source labels, and gradients flow back into
+    whatever made them (a generator returned from :func:`tlkit_setup` trains with the model).
+    Implementing this hook means the backbone must see images, so features are never cached.
+
+    :param step: the step before its forward pass: ``step.x`` ``(B, C, H, W)`` float in [0, 1]
+        (after ``augment``), ``step.x_target`` when the strategy ``needs_target``.
+    :return: images of the same shape as ``step.x``, float, or ``None`` to leave them.
+        firstresult: one strategy transforms.
+    """
+
+
 # -- losses -----------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def tlkit_supervised_loss(
@@ -159,6 +183,23 @@ def tlkit_extra_losses(step: Step) -> dict[str, torch.Tensor] | None:
         terms to the loss and logs each under its name. ``None`` adds nothing. All results are
         used (not firstresult); a name may not repeat another term's (``supervised``,
         ``pseudo_label``, or another strategy's).
+    """
+
+
+@hookspec
+def tlkit_adversary_losses(step: Step) -> dict[str, torch.Tensor] | None:
+    """Losses for modules trained by their own optimiser, after the main optimiser step.
+
+    A GAN alternates: the generator (and the classifier) step on the main loss, then the
+    discriminator steps on its own. Mark the discriminator ``own_optimizer = True`` and return
+    its loss here: the engine zeroes its gradients, backpropagates the sum of these terms, and
+    steps a second AdamW/SGD (the run's optimiser, learning rate and schedule) over the
+    ``own_optimizer`` parameters only. Typically computed on detached generator outputs.
+
+    :param step: the step after the main optimiser step (its outputs are those of the forward
+        pass before it).
+    :return: ``{term name: scalar float tensor}``; each is logged under its name. ``None`` skips
+        the second step. All results are used (not firstresult).
     """
 
 

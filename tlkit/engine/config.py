@@ -23,6 +23,9 @@ from tlkit.errors import ConfigError, StrategyOptionError
 MODES = ("auto", "fine_tune", "full", "feature_extraction")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
+#: How BatchNorm sees a step's source and target batches: one pass over both ("shared"), or a
+#: pass per domain ("separate"), so that each is normalised with its own statistics.
+DOMAIN_BN = ("shared", "separate")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
 MAX_IMAGE_SIZE = 4096
 
@@ -51,6 +54,7 @@ class FitConfig:
     dropout: float = 0.0
     image_size: int | None = None
     augment: bool = False
+    domain_bn: str = "shared"  # "separate": BatchNorm sees source and target batches apart
     loss: Any = "auto"
     pseudo_label: Any = None
     adapt: Any = None
@@ -116,6 +120,7 @@ class FitConfig:
         opt.choice("precision", self.precision, PRECISIONS)
         opt.choice("optimizer", self.optimizer, OPTIMIZERS)
         opt.choice("schedule", self.schedule, SCHEDULES)
+        opt.choice("domain_bn", self.domain_bn, DOMAIN_BN)
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ConfigError(f"backbone={self.backbone!r} must be a backbone name.")
         if not isinstance(self.monitor, str) or not self.monitor:

@@ -162,11 +162,37 @@ def pseudo_labels(pm: pluggy.PluginManager, step: Step) -> PseudoLabels | None:
     return pl
 
 
+def transform_source(pm: pluggy.PluginManager, step: Step) -> torch.Tensor:
+    """``tlkit_transform_source``: the source images the step trains on (``step.x`` unchanged
+    when no strategy answers)."""
+    hook = "tlkit_transform_source"
+    impl, x = call_first(pm, hook, step=step)
+    if impl is None:
+        return step.x
+    if not isinstance(x, torch.Tensor) or x.shape != step.x.shape or not x.is_floating_point():
+        raise _bad(
+            impl,
+            hook,
+            f"it must return float images of shape {tuple(step.x.shape)}, got {_shape(x)}.",
+        )
+    return x
+
+
+def adversary_losses(pm: pluggy.PluginManager, step: Step) -> dict[str, torch.Tensor]:
+    """``tlkit_adversary_losses``: named scalar losses for the ``own_optimizer`` modules."""
+    return _named_scalars(pm, "tlkit_adversary_losses", step, taken=())
+
+
 def extra_losses(
     pm: pluggy.PluginManager, step: Step, taken: Collection[str]
 ) -> dict[str, torch.Tensor]:
     """``tlkit_extra_losses``: named scalar loss terms; names may not repeat ``taken`` ones."""
-    hook = "tlkit_extra_losses"
+    return _named_scalars(pm, "tlkit_extra_losses", step, taken)
+
+
+def _named_scalars(
+    pm: pluggy.PluginManager, hook: str, step: Step, taken: Collection[str]
+) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
     for impl, result in call_all(pm, hook, step=step):
         if not isinstance(result, dict):

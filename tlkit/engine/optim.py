@@ -59,8 +59,10 @@ def param_groups(
         lrs = np.geomspace(config.lr / config.lr_spread, config.lr, len(groups) + 1)[:-1]
         blocks += [(g, lr, model_weight_decay) for g, lr in zip(groups, lrs)]
     blocks.append((list(model.head.parameters()), config.lr, model_weight_decay))
+    own = {id(p) for p in own_optimizer_params(extra_modules)}
     for module in extra_modules.values():  # e.g. a domain discriminator
-        blocks.append((list(module.parameters()), config.lr, config.weight_decay))
+        params = [p for p in module.parameters() if id(p) not in own]
+        blocks.append((params, config.lr, config.weight_decay))
     out = []
     for params, lr, weight_decay in blocks:
         params = [p for p in params if p.requires_grad]
@@ -71,6 +73,20 @@ def param_groups(
                 out.append(
                     {"params": ps, "lr": float(lr), "base_lr": float(lr), "weight_decay": wd}
                 )
+    return out
+
+
+def own_optimizer_params(extra_modules: dict[str, nn.Module]) -> list[nn.Parameter]:
+    """Parameters of strategy (sub-)modules marked ``own_optimizer = True``: trained by a second
+    optimiser on ``tlkit_adversary_losses``, never by the main one."""
+    out, seen = [], set()
+    for module in extra_modules.values():
+        for m in module.modules():
+            if getattr(m, "own_optimizer", False):
+                for p in m.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        out.append(p)
     return out
 
 

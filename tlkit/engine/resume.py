@@ -37,6 +37,7 @@ IDENTITY_OPTIONS = (
     "target_batch_ratio",
     "image_size",
     "augment",
+    "domain_bn",
     "dropout",
     "optimizer",
     "ema",
@@ -177,6 +178,8 @@ def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
         }
         out["optimizer"] = trainer.optimizer.state_dict() if trainer.optimizer else None
         out["optimizer_phase"] = trainer.phase
+        adversary = trainer.adversary_optimizer
+        out["adversary_optimizer"] = adversary.state_dict() if adversary is not None else None
         out["scaler"] = trainer.scaler.state_dict() if trainer.scaler else None
     return out
 
@@ -262,6 +265,8 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
         ) from None
     if trainer.scaler is not None and ckpt.get("scaler"):
         trainer.scaler.load_state_dict(ckpt["scaler"])
+    if trainer.adversary_optimizer is not None and ckpt.get("adversary_optimizer"):
+        trainer.adversary_optimizer.load_state_dict(ckpt["adversary_optimizer"])
     trainer.last_checkpoint = path if path.name == "last.pt" else None
     return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
 

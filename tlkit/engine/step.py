@@ -7,8 +7,10 @@ This module is the bottom of the engine: it imports no other part of tlkit, so t
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,28 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
+
+
+_FORWARD_DOMAIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tlkit_forward_domain", default=None
+)
+
+
+def forward_domain() -> str | None:
+    """Which domain the forward pass running now is for: ``"source"``, ``"target"``, or ``None``
+    (a batch holding both, or outside training and evaluation). Domain-specific layers (e.g.
+    domain-specific BatchNorm, Chang et al. 2019) read it to pick their statistics."""
+    return _FORWARD_DOMAIN.get()
+
+
+@contextlib.contextmanager
+def domain_context(domain: str | None) -> Iterator[None]:
+    """Run the enclosed forward passes as passes over ``domain`` (see :func:`forward_domain`)."""
+    token = _FORWARD_DOMAIN.set(domain)
+    try:
+        yield
+    finally:
+        _FORWARD_DOMAIN.reset(token)
 
 
 @dataclass
@@ -118,7 +142,7 @@ class Step:
     target_logits: torch.Tensor | None = None
     stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
     stat_weights: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    _forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = field(
+    _forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = field(
         default=None, repr=False
     )
     _judge_targets: Callable[[torch.Tensor, torch.Tensor], None] | None = field(
@@ -158,13 +182,16 @@ class Step:
             mask = torch.ones(len(predicted), dtype=torch.bool, device=predicted.device)
         self._judge_targets(predicted, mask)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, domain: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, logits)`` of extra inputs (e.g. a strongly augmented view, float in
         [0, 1]) through the same network and precision as the step's own forward pass, with
-        gradients."""
+        gradients. ``domain`` (``"source"``/``"target"``) says whose images they are, for
+        domain-specific layers."""
         if self._forward is None:
             raise ValueError("step.forward() is only available during training.")
-        return self._forward(images)
+        return self._forward(images, domain)
 
 
 __all__ = ["PseudoLabels", "Step", "TrainState"]

@@ -46,7 +46,7 @@ from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair
 from tlkit.engine.logs import NonFiniteLoss, StepLog
-from tlkit.engine.step import Step, TrainState
+from tlkit.engine.step import Step, TrainState, domain_context
 from tlkit.errors import CheckpointError, ConfigError, TrainingError
 from tlkit.run import Run
 
@@ -59,21 +59,41 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class _Network(nn.Module):
-    """What one forward pass runs (and DDP wraps): backbone (unless features are cached) + head."""
+    """What one forward call runs (and DDP wraps): backbone (unless features are cached) + head.
 
-    def __init__(self, model: TransferModel) -> None:
+    ``inputs`` are the source batch followed by the target batch (``n_source`` rows of source).
+    With ``separate_domains`` the backbone runs once per domain, so BatchNorm normalises each
+    with its own batch statistics -- still one forward call, as DDP requires.
+    """
+
+    def __init__(self, model: TransferModel, separate_domains: bool = False) -> None:
         super().__init__()
         self.model = model
         self.cached = False
         self.backbone_trainable = True
+        self.separate_domains = separate_domains
 
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, inputs: torch.Tensor, n_source: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cached:
             features = inputs
         else:
             with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
-                features = self.model.backbone(inputs)
+                features = self._features(inputs, len(inputs) if n_source is None else n_source)
         return features, self.model.head(features)
+
+    def _features(self, inputs: torch.Tensor, n: int) -> torch.Tensor:
+        if n == len(inputs):
+            with domain_context("source"):
+                return self.model.backbone(inputs)
+        if not self.separate_domains:
+            return self.model.backbone(inputs)  # both domains in one BatchNorm batch
+        with domain_context("source"):
+            source = self.model.backbone(inputs[:n])
+        with domain_context("target"):
+            target = self.model.backbone(inputs[n:])
+        return torch.cat([source, target])
 
 
 class Trainer:
@@ -138,8 +158,9 @@ class Trainer:
         self.ema: EMA | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.adversary_optimizer: torch.optim.Optimizer | None = None
         self.feeder: Feeder | None = None
-        self.net = _Network(self.model)
+        self.net = _Network(self.model, separate_domains=config.domain_bn == "separate")
         self.forward: Any = self.net  # the net, wrapped by DDP / torch.compile when asked
         self.phase: str | None = None
         self.phase_span = (0, 1)
@@ -271,6 +292,10 @@ class Trainer:
             torch.manual_seed(step_seed(cfg.seed, -1))
             modules = hooks.setup(self.pm, self)
         self.extra_modules = {k: m.to(self.device) for k, m in modules.items()}
+        adversaries = optim.own_optimizer_params(self.extra_modules)
+        if adversaries:
+            groups = [{"params": adversaries, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": 0.0}]
+            self.adversary_optimizer = optim.make_optimizer(groups, cfg)
         if cfg.ema is not None:
             self.ema = EMA(self.model, cfg.ema)
         if self.precision == "fp16":
@@ -328,8 +353,10 @@ class Trainer:
         self.forward = net
 
     def _needs_inputs(self) -> bool:
+        """Inputs must go through the backbone each step (no feature cache)."""
         return self.config.augment or any(
-            getattr(p, "needs_images", False) for p in self.strategies.values()
+            getattr(p, "needs_images", False) or hasattr(p, "tlkit_transform_source")
+            for p in self.strategies.values()
         )
 
     # -- one epoch / one step --------------------------------------------------------------
@@ -364,13 +391,14 @@ class Trainer:
             step = self._make_step(epoch, batch)
             inputs, n = self._network_inputs(step, batch)
             with self.autocast():
-                features, logits = self.forward(inputs)
+                features, logits = self.forward(inputs, n)
             step.features, step.logits = features[:n], logits[:n]
             if len(features) > n:
                 step.target_features, step.target_logits = features[n:], logits[n:]
             terms = self._losses(step)
             loss = torch.stack(list(terms.values())).sum()
             self._optimise(loss)
+            self._optimise_adversaries(step)
         state.step += 1
         state.step_in_epoch += 1
         self._record(step, loss, terms)
@@ -415,6 +443,8 @@ class Trainer:
             step._judge_targets = lambda pred, mask: self._judge_target_predictions(
                 step, pred, mask
             )
+        if x is not None:  # e.g. FDA's or PixelDA's target-style source images
+            step.x = hooks.transform_source(self.pm, step)
         return step
 
     def _network_inputs(self, step: Step, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -432,12 +462,14 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, len(step.y)
 
-    def _extra_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _extra_forward(
+        self, images: torch.Tensor, domain: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Step.forward``: extra views through the same network and precision, with gradients."""
         inputs = self.model.prepare(images)
         if self.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
+        with self.autocast(), domain_context(domain):
             return self.forward(inputs)
 
     def _judge_target_predictions(
@@ -473,6 +505,24 @@ class Trainer:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def _optimise_adversaries(self, step: Step) -> None:
+        """A second optimiser step for strategy modules marked ``own_optimizer`` (a GAN's
+        discriminator) on the losses their strategy returns from ``tlkit_adversary_losses``."""
+        if self.adversary_optimizer is None:
+            return
+        losses = hooks.adversary_losses(self.pm, step)
+        if not losses:
+            return
+        self.adversary_optimizer.zero_grad(set_to_none=True)  # drop the main loss's gradients
+        optim.set_learning_rates(
+            self.adversary_optimizer, self.config, self.state.step, self.phase_span
+        )
+        torch.stack(list(losses.values())).sum().backward()
+        self._sync_extra_grads()
+        self.adversary_optimizer.step()
+        for name, value in losses.items():
+            step.log(name, value.detach())
 
     def _sync_extra_grads(self) -> None:
         """Strategy modules live outside DDP: average their gradients across ranks by hand."""
@@ -542,7 +592,8 @@ class Trainer:
         run = dict(batch_size=self.config.eval_batch_size, precision=self.precision)
         for name, domain in self.data.eval_sets().items():
             inputs, from_features = self.feeder.inputs_for(f"eval_{name}", domain, self.net.cached)
-            _, outputs = predict(model, inputs, from_features=from_features, **run)
+            with domain_context(name):
+                _, outputs = predict(model, inputs, from_features=from_features, **run)
             metrics = metrics_from_outputs(outputs, domain, self.num_classes)
             self.eval_results[name] = metrics
             for key in ("accuracy", "mae", "rmse"):
@@ -554,7 +605,8 @@ class Trainer:
             inputs, from_features = self.feeder.inputs_for(
                 "target", self.data.target, self.net.cached
             )
-            features, logits = predict(model, inputs, from_features=from_features, **run)
+            with domain_context("target"):
+                features, logits = predict(model, inputs, from_features=from_features, **run)
             out.update(
                 hooks.target_scores(
                     self.pm, [*(taken or {}), *out], trainer=self, logits=logits, features=features

@@ -40,7 +40,10 @@ def grad_reverse(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
 
 def grl_coefficient(progress: float, alpha: float = 10.0, max_value: float = 1.0) -> float:
     """The warm-start schedule ``max_value * (2 / (1 + exp(-alpha * p)) - 1)``: 0 at ``p = 0``,
-    close to ``max_value`` by the end of training."""
+    close to ``max_value`` by the end of training; ``alpha = 0`` turns the warm-up off
+    (``max_value`` throughout)."""
+    if alpha <= 0:
+        return max_value
     p = min(max(float(progress), 0.0), 1.0)
     return max_value * (2.0 / (1.0 + math.exp(-alpha * p)) - 1.0)
 

@@ -41,8 +41,10 @@ def covariance(x: torch.Tensor) -> torch.Tensor:
 
 def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """:math:`\\lVert C_s - C_t \\rVert_F^2 / (4 d^2)` for ``source`` ``(n_s, d)`` and
-    ``target`` ``(n_t, d)``."""
+    ``target`` ``(n_t, d)``; 0 (with gradient) when a batch has one sample and no covariance."""
     source, target = source.float(), target.float()
+    if len(source) < 2 or len(target) < 2:
+        return source.sum() * 0.0
     d = source.shape[1]
     diff = covariance(source) - covariance(target)
     return diff.pow(2).sum() / (4 * d * d)
@@ -64,6 +66,4 @@ class DeepCORAL:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        if step.target_features is None or len(step.features) < 2 or len(step.target_features) < 2:
-            return None
         return {"coral": self.trade_off * coral_loss(step.features, step.target_features)}

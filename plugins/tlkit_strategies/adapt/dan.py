@@ -85,7 +85,5 @@ class DAN:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        if step.target_features is None:
-            return None
         loss = mmd_loss(step.features, step.target_features, self.multipliers)
         return {"dan": self.trade_off * loss}

@@ -97,9 +97,7 @@ class DANN:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        if step.target_features is None:
-            return None
-        coeff = grl_coefficient(step.progress, self.alpha) if self.alpha > 0 else 1.0
+        coeff = grl_coefficient(step.progress, self.alpha)
         loss, accuracy = domain_adversarial_loss(
             self.discriminator, step.features, step.target_features, coeff
         )

@@ -48,6 +48,4 @@ class EntropyMinimization:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        if step.target_logits is None:
-            return None
         return {"entropy_min": self.trade_off * entropy_loss(step.target_logits)}

@@ -61,6 +61,4 @@ class MCC:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        if step.target_logits is None:
-            return None
         return {"mcc": self.trade_off * mcc_loss(step.target_logits, self.temperature)}

@@ -1,0 +1,148 @@
+"""Contract pieces for domain adaptation beyond feature alignment: BatchNorm per domain
+(``domain_bn``), transforming the source batch (pixel-level methods), and a second optimiser
+for adversaries (a GAN's discriminator)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tlkit
+from tlkit.engine.step import forward_domain
+
+
+def first_batchnorm(model):
+    return next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+class WatchBatchNorm:
+    """Records (batch size, forward domain, training?) of every pass through the first BN."""
+
+    name, family, needs_target = "test_watch_bn", "adapt", True
+
+    def __init__(self):
+        self.passes = []
+
+    @tlkit.hookimpl
+    def tlkit_setup(self, trainer):
+        bn = first_batchnorm(trainer.model)
+        bn.register_forward_pre_hook(
+            lambda m, args: self.passes.append((len(args[0]), forward_domain(), m.training))
+        )
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self):
+        return None
+
+
+@pytest.mark.parametrize("mode", ["shared", "separate"])
+def test_domain_bn_decides_what_batchnorm_sees(tiny_task, fast, temp_strategy, mode):
+    watch = WatchBatchNorm()
+    temp_strategy(watch)
+    tlkit.fit(tiny_task, epochs=1, adapt="test_watch_bn", domain_bn=mode, **fast)
+    training = [(n, d) for n, d, t in watch.passes if t]
+    bs = fast["batch_size"]
+    if mode == "shared":
+        assert set(training) == {(2 * bs, None)}  # one batch of both domains
+    else:
+        assert training[:2] == [(bs, "source"), (bs, "target")]
+        assert set(training) == {(bs, "source"), (bs, "target")}
+    evaluated = {d for n, d, t in watch.passes if not t}
+    assert evaluated == {"source", "target"}  # each held-out set evaluated as its domain
+
+
+def test_separate_domain_bn_is_a_documented_option():
+    with pytest.raises(tlkit.ConfigError, match="domain_bn='both' is not valid"):
+        tlkit.FitConfig(domain_bn="both")
+
+
+class Darken(nn.Module):
+    """A one-parameter 'generator': images times a learnt gain."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(0.5))
+
+
+class Discriminator(nn.Module):
+    own_optimizer = True  # trained by the second optimiser only
+
+    def __init__(self, d):
+        super().__init__()
+        self.fc = nn.Linear(d, 1)
+
+
+class TinyGAN:
+    """Transforms the source batch with a generator; a discriminator learns on its own step."""
+
+    name, family, needs_target = "test_gan", "adapt", True
+
+    def __init__(self):
+        self.seen = []
+
+    @tlkit.hookimpl
+    def tlkit_setup(self, trainer):
+        self.modules = nn.ModuleDict(
+            {"g": Darken(), "d": Discriminator(trainer.model.backbone.num_features)}
+        )
+        return self.modules
+
+    @tlkit.hookimpl
+    def tlkit_transform_source(self, step):
+        return step.x * self.modules["g"].gain
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self, step):
+        fooled = self.modules["d"].fc(step.features.float()).mean()
+        return {"fool": -fooled * 0.01}
+
+    @tlkit.hookimpl
+    def tlkit_adversary_losses(self, step):
+        d = self.modules["d"].fc
+        real = d(step.target_features.detach().float())
+        fake = d(step.features.detach().float())
+        bce = nn.functional.binary_cross_entropy_with_logits
+        loss = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+        return {"discriminator": loss}
+
+
+def test_transform_source_and_a_second_optimiser(tiny_task, fast, temp_strategy, tmp_path):
+    temp_strategy(TinyGAN)
+    seen = {}
+
+    class Inspect:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self, trainer, step):
+            gan = trainer.strategies["test_gan"]
+            main = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+            seen["d_in_main"] = any(id(p) in main for p in gan.modules["d"].parameters())
+            seen["g_in_main"] = id(gan.modules["g"].gain) in main
+            seen["gain"] = float(gan.modules["g"].gain.detach())
+
+    opts = dict(epochs=2, mode="full", adapt="test_gan", **fast)
+    run = tlkit.fit(tiny_task, observers=[Inspect()], checkpoint_dir=str(tmp_path / "a"), **opts)
+    assert seen == {"d_in_main": False, "g_in_main": True, "gain": pytest.approx(seen["gain"])}
+    assert seen["gain"] != 0.5  # the generator learnt through the classifier's loss
+    assert run.history[-1]["discriminator"] > 0 and "fool" in run.history[-1]
+    saved = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert saved["adversary_optimizer"]["state"]  # the second optimiser's moments are kept
+    tlkit.fit(tiny_task, checkpoint_dir=str(tmp_path / "b"), max_steps=7, **opts)
+    resumed = tlkit.fit(tiny_task, checkpoint_dir=str(tmp_path / "b"), resume=True, **opts)
+    assert resumed.history == run.history
+
+
+def test_a_bad_transform_names_the_strategy(tiny_task, fast, temp_strategy):
+    class Shrinks:
+        name, family = "test_shrinks", "adapt"
+
+        @tlkit.hookimpl
+        def tlkit_transform_source(self, step):
+            return step.x[:, :, :4, :4]
+
+    temp_strategy(Shrinks)
+    with pytest.raises(
+        tlkit.PluginError,
+        match=r"'test_shrinks' returned a bad result from tlkit_transform_source: it must return float images of shape \(16, 1, 16, 16\)",
+    ):
+        tlkit.fit(tiny_task, epochs=1, adapt="test_shrinks", **fast)

@@ -92,8 +92,13 @@ out-of-sample probabilities (fold models) or on a model stopped after a few epoc
 wrong labels under symmetric noise. Pair-flip noise at 40% is near its limit of 50%, past which
 the images of class c carry the label c+1 more often than c and nothing can tell which is right:
 a model is told "c" for 60% and "c+1" for 40% of the same kind of image, so every method does
-worse there, the robust losses gain less and the detectors are less precise. The best-epoch row
-is picked on the test set; it is not a usable method, only a measure of what memorisation costs.\
+worse there, the robust losses gain less and the detectors are less precise (the estimated noise
+matrix then also puts mass on c+1 -> c). The pruning rules read the same out-of-fold
+probabilities and differ in how many samples they flag and which: prune by class flags the
+estimated number of errors of each class, the least confident first; prune by pair flags fewer
+(its per-pair picks overlap); the off-diagonal rule only samples that another class is confident
+about, and misses the wrong labels no class is sure of. The best-epoch row is picked on the test
+set; it is not a usable method, only a measure of what memorisation costs.\
 """
 DETECTORS = (
     "confident learning, final CE model",

@@ -241,7 +241,9 @@ def _stack(xs: Sequence[Any]) -> Any:
                 "are decoded at their native size, so give d.dataset() a transform that makes "
                 "one size, e.g. tlkit.datasets.transforms.eval_transform(224)."
             )
-        return torch.stack(list(xs))
+        # default_collate stacks straight into shared memory inside a worker process, which
+        # saves copying every batch once more on its way to the main process
+        return torch.utils.data.default_collate(list(xs))
     if isinstance(first, (tuple, list)):  # several views of each sample (weak, strong)
         return tuple(_stack([x[k] for x in xs]) for k in range(len(first)))
     if isinstance(first, (int, float, np.number)):

@@ -165,6 +165,48 @@ def test_notebook_outputs_are_stable_text(path):
             assert not re.search(r" at 0x[0-9a-f]{6,}", text), f"{source(cell)[:60]!r}: {text[:80]}"
 
 
+def glued_names(nb: dict) -> set[str]:
+    """Names a notebook's stored outputs glue (MyST-NB's ``glue``) for its prose."""
+    return {
+        out.get("metadata", {}).get("scrapbook", {}).get("name")
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+    } - {None}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_states_objectives_and_ends_with_checked_exercises(path):
+    """Learning objectives at the top; exercises at the end, each followed by its solution:
+    hidden (in the book and in JupyterLab), executed, and checking itself with assert."""
+    cells = load(path)["cells"]
+    assert "**Learning objectives.**" in source(cells[0]), "state the objectives in the first cell"
+    starts = [i for i, c in enumerate(cells) if source(c).startswith("## Exercises")]
+    assert starts, "end the chapter with a '## Exercises' section"
+    tail = cells[starts[-1] :]
+    exercises = [i for i, c in enumerate(tail) if re.match(r"\*\*Exercise \d+\.\*\*", source(c))]
+    assert len(exercises) >= 2, "two exercises or more"
+    for i in exercises:
+        solution = tail[i + 1]
+        assert solution["cell_type"] == "code", f"exercise {source(tail[i])[:40]!r} has no solution"
+        meta = solution.get("metadata", {})
+        assert "hide-cell" in meta.get("tags", []), "hide the solution in the book (hide-cell)"
+        assert meta.get("jupyter", {}).get("source_hidden") is True, "and in JupyterLab"
+        assert re.search(r"^\s*assert\b", source(solution), re.M), "a solution checks itself"
+        assert solution.get("execution_count"), "solutions are executed like every cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_numbers_in_prose_come_from_cells_or_results_files(path):
+    """Prose quotes measured numbers through glue (computed in a cell, or read from
+    benchmarks/results); a mean ± spread typed into markdown is how numbers went stale."""
+    nb = load(path)
+    prose = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    typed = re.findall(r"\d[\d.]*\s*%?\s*±\s*\d", prose)
+    assert not typed, f"hand-typed mean ± spread in the prose: {typed[:3]}; glue it"
+    missing = set(re.findall(r"\{glue:text\}`([\w.-]+?)(?::[^`]*)?`", prose)) - glued_names(nb)
+    assert not missing, f"prose quotes {sorted(missing)}, which no cell glues"
+
+
 # -- generated references ------------------------------------------------------------------------
 def test_hook_reference_is_generated_from_hookspecs():
     cfg = config()

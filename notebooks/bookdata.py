@@ -57,14 +57,15 @@ def number(cell: str, which: int = 0) -> float:
     return float(found[which])
 
 
-def quote(name: str, value: float) -> float:
-    """Make ``value`` quotable in the chapter's prose as ``{glue:text}`name:.1f```."""
+def quote(name: str, value: float) -> None:
+    """Make ``value`` quotable in the chapter's prose as ``{glue:text}`name:.1f```.
+
+    Returns nothing, so that a cell ending with ``quote(...)`` shows no extra output."""
     try:
         from myst_nb import glue
     except ImportError:  # running the notebook without the book's tooling: nothing to glue into
-        return value
+        return
     glue(name, float(value), display=False)
-    return value
 
 
 __all__ = ["RESULTS", "number", "quote", "results_table"]

@@ -133,6 +133,8 @@ def test_rank_backbones_on_a_bundled_task(small_task, synth_checkpoint):
     for name in ("synth-digits small_cnn", "ImageNet"):
         assert -math.log(1000) <= ranking[name]["leep"] < 0
     assert math.isnan(ranking["random small_cnn"]["leep"])
+    again = rank_backbones(small_task, ["small_cnn"], image_size=16, progress=False)
+    assert again["small_cnn"]["logme"] == ranking["random small_cnn"]["logme"]  # seeded init
     assert "random init" in ranking["random small_cnn"]["note"]
     text = repr(ranking)
     assert text.splitlines()[0].startswith("BackboneRanking on 'digits'")
@@ -143,6 +145,13 @@ def test_rank_backbones_on_a_bundled_task(small_task, synth_checkpoint):
         small_task, [synth_checkpoint, "small_cnn"], by="leep", image_size=16, progress=False
     )
     assert by_leep.best == str(synth_checkpoint) and math.isnan(by_leep.scores()["small_cnn"])
+    # a Run object scores like its checkpoint file, and is not changed (resized, moved)
+    run = tlkit.load(synth_checkpoint)
+    size = run.model.backbone.input_size
+    from_run = rank_backbones(small_task, {"run": run}, image_size=12, progress=False)
+    assert run.model.backbone.input_size == size and from_run["run"]["input_size"] == 12
+    same = rank_backbones(small_task, {"run": run}, image_size=16, progress=False)
+    assert same["run"]["logme"] == pytest.approx(ranking["synth-digits small_cnn"]["logme"])
     pd = pytest.importorskip("pandas")
     frame = ranking.to_dataframe()
     assert isinstance(frame, pd.DataFrame) and list(frame["candidate"]) == [

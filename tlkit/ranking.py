@@ -54,6 +54,7 @@ display names.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -250,6 +251,8 @@ def _resolve(spec: Any, image_size: int | None) -> _Candidate:
 
 
 def _build(spec: Any, image_size: int | None) -> _Candidate:
+    if isinstance(spec, (Run, nn.Module)):  # the caller's object: resize and move a copy
+        spec = copy.deepcopy(spec)
     if isinstance(spec, Run):
         return _from_run(spec, "run")
     if isinstance(spec, TransferModel):
@@ -467,6 +470,7 @@ def rank_backbones(
         max_samples: a class-stratified subsample of at most this many labelled samples
             (``None``: all); both scores settle with a few hundred.
         device: where features are computed (default: CUDA when available, else CPU).
+        seed: draws the subsample and any random init (the global RNG is left as it was).
         errors: ``"skip"`` keeps a candidate that cannot be built (weights not cached, bad
             file) as a row with NaN scores and the reason; ``"raise"`` raises.
 
@@ -506,7 +510,9 @@ def rank_backbones(
             "input_size": None,
         }
         try:
-            cand = _resolve(spec, image_size)
+            with torch.random.fork_rng(devices=[]):  # a random init is the same every time
+                torch.manual_seed(seed)
+                cand = _resolve(spec, image_size)
             cand.model.to(device)
             feats = predict_features(cand.model, images, batch_size=batch_size, device=device)
             row["logme"] = logme(feats, labels, len(present))

@@ -201,6 +201,17 @@ class DomainFeed:
         return sum(ds.num_skipped for ds in (self._train, self._eval) if ds is not None)
 
 
+def _rank_block(order: torch.Tensor, dist: distributed.DistInfo, n: int) -> torch.Tensor:
+    """This rank's contiguous share of ``order`` (padded by wrapping to equal shares, as
+    ``DistributedSampler`` does)."""
+    if not dist.enabled:
+        return order
+    per_rank = math.ceil(n / dist.world_size)
+    if per_rank * dist.world_size > n:
+        order = order.repeat(math.ceil(per_rank * dist.world_size / n))[: per_rank * dist.world_size]
+    return order[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+
+
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return tensor
@@ -259,8 +270,19 @@ class Feeder:
         )
 
     # -- orders ----------------------------------------------------------------------------
+    def source_order(self, epoch: int) -> torch.Tensor:
+        """Source sample indices for this rank and epoch. In memory: a seeded permutation (or
+        ``DistributedSampler``'s split). Files: the domain's own order (shard-local for shards,
+        so that each rank and worker reads its own shards), cut into one contiguous block per
+        rank."""
+        if self.source.fast:
+            return self.labelled[self.epoch_order(epoch)]
+        order = self.source.domain.epoch_order(self.config.seed, epoch)
+        order = order[self.source.domain.labelled_mask[order]]
+        return _rank_block(order, self.dist, len(order))
+
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        """Positions (into the labelled source) for this rank and epoch."""
+        """Positions (into the labelled source) for this rank and epoch (in-memory data)."""
         n = len(self.labelled)
         if self.dist.enabled:
             sampler = torch.utils.data.DistributedSampler(
@@ -276,12 +298,17 @@ class Feeder:
         return torch.randperm(n, generator=g)
 
     def target_order(self, epoch: int) -> torch.Tensor:
-        """Target positions for every step of this rank's epoch (cycling through the target)."""
-        n = len(self.target.domain)
+        """Target indices for every step of this rank's epoch (cycling through the target)."""
+        domain = self.target.domain
+        n = len(domain)
         count = self.steps_per_epoch * self.target_batch_size
-        g = torch.Generator().manual_seed(self.config.seed * 104729 + epoch + 1)
         reps = math.ceil(count * self.dist.world_size / n)
-        order = torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])
+        if self.target.fast:
+            g = torch.Generator().manual_seed(self.config.seed * 104729 + epoch + 1)
+            order = torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])
+        else:  # the domain's own (shard-local) orders, epoch after epoch
+            seed = self.config.seed + 104729
+            order = torch.cat([domain.epoch_order(seed, epoch * reps + r) for r in range(reps)])
         return order[self.dist.rank * count : (self.dist.rank + 1) * count]
 
     def epoch_seed(self, epoch: int, role: int) -> int:
@@ -296,7 +323,7 @@ class Feeder:
         without reading it)."""
         bs, bt = self.config.batch_size, self.target_batch_size
         steps = range(start, self.steps_per_epoch)
-        order = self.labelled[self.epoch_order(epoch)][start * bs : self.steps_per_epoch * bs]
+        order = self.source_order(epoch)[start * bs : self.steps_per_epoch * bs]
         source = self._stream(self.source, order, bs, epoch, 0, "source" if cached else None)
         target = None
         if with_target and self.target is not None:

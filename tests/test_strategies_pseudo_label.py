@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tlkit_strategies.pseudo_label import fixmatch as fixmatch_module
 from tlkit_strategies.pseudo_label.fixmatch import FixMatch
 from tlkit_strategies.pseudo_label.mean_teacher import (
     MeanTeacher,
@@ -87,7 +86,7 @@ def test_threshold_masks_unconfident_samples_and_warms_up():
     assert lee.weights.tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
-def test_fixmatch_targets_from_weak_view_loss_on_strong_view(monkeypatch):
+def test_fixmatch_targets_from_weak_view_loss_on_strong_view():
     """A spy: the weak view is seen without gradient and gives targets/mask; the loss goes on the
     logits of the strong view, computed with gradient."""
     x_t = torch.zeros(3, 1, 4, 4)
@@ -95,18 +94,17 @@ def test_fixmatch_targets_from_weak_view_loss_on_strong_view(monkeypatch):
     strong_logits = torch.randn(3, 3)
     calls = []
 
-    monkeypatch.setattr(fixmatch_module, "weak_augment", lambda x, generator: x + 1.0)
-    monkeypatch.setattr(fixmatch_module, "strong_augment", lambda x, generator: x + 2.0)
-
     norm = torch.nn.BatchNorm1d(3)
 
-    def forward(images):
+    def forward(images, domain=None):
+        assert domain == "target"
         view = {1.0: "weak", 2.0: "strong"}[images.flatten()[0].item()]
         calls.append((view, torch.is_grad_enabled(), norm.momentum))
         logits = (weak_logits if view == "weak" else strong_logits).clone().requires_grad_()
         return torch.zeros(3, 8), logits
 
-    step = SimpleNamespace(x_target=x_t, forward=forward, model=norm, progress=0.5, generator=None)
+    views = {"weak": x_t + 1.0, "strong": x_t + 2.0}
+    step = SimpleNamespace(target_view=views.__getitem__, forward=forward, model=norm, progress=0.5)
     pl = FixMatch(threshold=0.95, weight=3.0).tlkit_pseudo_labels(step)
     # weak without gradient, strong with; neither moves BatchNorm's running statistics
     assert calls == [("weak", False, 0.0), ("strong", True, 0.0)] and norm.momentum == 0.1

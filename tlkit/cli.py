@@ -4,6 +4,9 @@
     tlkit fit --data synth-digits->digits --backbone small_cnn --epochs 5 --save run.pt
     tlkit fit --config experiment.yaml --set lr=3e-4 --set batch_size=32
     tlkit evaluate run.pt --data synth-digits->digits
+    tlkit fit --data shop_photos/ --image-size 224 --save run.pt   # a folder of your own photos
+    tlkit predict run.pt new_photos/ --out predictions.csv
+    tlkit datasets pack photos/ shards/                            # WebDataset tar shards
     tlkit datasets | tlkit backbones | tlkit strategies
 
 A config file (YAML or JSON) holds ``data``, ``backbone``, ``epochs`` and any ``tlkit.fit`` option;
@@ -108,7 +111,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _writable_output(args.save, "--save")
     _writable_output(args.plot, "--plot", _plot_formats())
     if isinstance(data, str) and Path(data).is_dir():
-        data = tlkit.datasets.from_folder(data, image_size=options.get("image_size") or 224)
+        data = tlkit.datasets.from_folder(data)  # lazy: decoded by DataLoader workers
     backbone = options.pop("backbone", "efficientnet_lite0")
     start = time.perf_counter()
     run = tlkit.fit(data, backbone, resume=True if args.resume else None, **options)
@@ -147,8 +150,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_datasets(args: argparse.Namespace) -> int:
     import tlkit
 
+    if args.action == "pack":
+        if not args.paths or len(args.paths) != 2:
+            raise ConfigError("usage: tlkit datasets pack FOLDER OUT_DIR [--shard-size N]")
+        source, out = args.paths
+        pattern = tlkit.datasets.pack(source, out, shard_size=args.shard_size)
+        print(f"wrote {pattern}; train from it with tlkit.datasets.from_shards('{pattern}')")
+        return 0
+    if args.action is not None or args.paths:
+        raise ConfigError(f"unknown datasets action {args.action!r}; try `tlkit datasets pack`.")
     for name in tlkit.datasets.names():
         print(name)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import tlkit
+
+    _writable_output(args.out, "--out", ("csv", "parquet"))
+    run = tlkit.load(args.checkpoint)
+    table = run.predict(
+        args.data if len(args.data) > 1 else args.data[0],
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        num_workers=args.workers,
+    )
+    if args.out and args.out.endswith(".parquet"):
+        try:
+            table.to_parquet(args.out)
+        except ImportError:
+            raise ConfigError(
+                "Parquet output needs pyarrow: pip install pyarrow, or use .csv."
+            ) from None
+    elif args.out:
+        table.to_csv(args.out, index=False)
+    else:
+        print(table.drop(columns=[c for c in table.columns if c.startswith("top_")]).to_string())
+    if args.out:
+        print(f"{len(table)} predictions written to {args.out}")
     return 0
 
 
@@ -208,8 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True)
     ev.set_defaults(func=_cmd_evaluate)
 
+    pr = sub.add_parser("predict", help="predict a folder or image files with a saved run")
+    pr.add_argument("checkpoint", help="a file saved with run.save / --save")
+    pr.add_argument("data", nargs="+", help="a folder of images, or image files")
+    pr.add_argument("--out", help="write a table here (.csv, or .parquet with pyarrow)")
+    pr.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    pr.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    pr.add_argument("--top-k", dest="top_k", type=int, default=3)
+    pr.set_defaults(func=_cmd_predict)
+
+    ds = sub.add_parser("datasets", help="list bundled datasets; `datasets pack` writes shards")
+    ds.add_argument("action", nargs="?", choices=["pack"], help="pack FOLDER OUT_DIR")
+    ds.add_argument("paths", nargs="*", help="for pack: the image folder and the output folder")
+    ds.add_argument("--shard-size", dest="shard_size", type=int, default=1000)
+    ds.set_defaults(func=_cmd_datasets)
+
     for name, func, text in (
-        ("datasets", _cmd_datasets, "list bundled datasets and pairs"),
         ("backbones", _cmd_backbones, "list backbone names"),
         ("strategies", _cmd_strategies, "list installed strategies"),
     ):

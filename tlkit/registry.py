@@ -59,7 +59,9 @@ TASKS = ("classification", "regression", "any")
 DECLARATIONS: dict[str, type] = {
     "needs_target": bool,
     "needs_images": bool,
+    "needs_strong_view": bool,
     "replaces_weight_decay": bool,
+    "source_free": bool,
 }
 
 __all__ = [

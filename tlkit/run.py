@@ -15,7 +15,7 @@ from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
 from tlkit.engine.config import FitConfig
-from tlkit.engine.evaluate import evaluate_model, predict_features, predict_outputs
+from tlkit.engine.evaluate import evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
 
 
@@ -91,12 +91,19 @@ class Run:
 
     # -- use -------------------------------------------------------------------------------
     def evaluate(
-        self, data: Domain | DomainPair | None = None, *, batch_size: int = 256, device=None
+        self,
+        data: Domain | DomainPair | None = None,
+        *,
+        batch_size: int = 256,
+        device=None,
+        num_workers: int = 0,
     ) -> dict[str, Any]:
         """Metrics on a domain (its clean labels), or on every held-out set of a task.
 
         Classification: ``accuracy``, ``per_class_accuracy`` and ``confusion_matrix``;
         regression: ``mae`` and ``rmse``. A task gives ``{"source": {...}, "target": {...}}``.
+        File-backed domains are decoded with the run's evaluation transform (resize, centre crop
+        at the training size) in ``num_workers`` DataLoader workers.
         """
         data = data if data is not None else self.data
         if data is None:
@@ -106,7 +113,7 @@ class Run:
             if not sets:
                 raise DataError(f"task '{data.name}' has no test sets to evaluate on.")
             return {
-                name: self.evaluate(d, batch_size=batch_size, device=device)
+                name: self.evaluate(d, batch_size=batch_size, device=device, num_workers=num_workers)
                 for name, d in sets.items()
             }
         if data.task == "classification" and data.num_classes != self.model.out_features:
@@ -114,12 +121,50 @@ class Run:
                 f"'{data.name}' has {data.num_classes} classes but the model predicts "
                 f"{self.model.out_features}; evaluate on data with the training label set."
             )
-        return evaluate_model(self.model, data, batch_size=batch_size, device=device)
+        return evaluate_model(
+            self.model,
+            data,
+            batch_size=batch_size,
+            device=device,
+            image_size=self.image_size,
+            num_workers=num_workers,
+        )
 
-    def predict(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
-        """Class ids ``(N,)`` (or regression outputs ``(N, D)``) for images or a Domain."""
-        outputs = self.predict_outputs(images, batch_size=batch_size)
-        return outputs.argmax(dim=1) if self.task == "classification" else outputs
+    @property
+    def image_size(self) -> int | None:
+        """The side images are cropped to for this model (file-backed data), if known."""
+        return self.spec.get("image_size") or self.model.backbone.input_size
+
+    def predict(
+        self,
+        data: torch.Tensor | Domain | str | Path | list,
+        *,
+        batch_size: int = 256,
+        top_k: int = 3,
+        num_workers: int = 0,
+        progress: bool = True,
+    ):
+        """Predictions.
+
+        * Images (or a tensor domain's rows) as a tensor: class ids ``(N,)`` (regression: the
+          outputs ``(N, D)``), as a tensor.
+        * A :class:`Domain`, a folder of images, one image path or a list of paths: a
+          ``pandas.DataFrame`` with one row per readable sample -- ``path`` (``index`` for
+          in-memory samples), ``label`` (the class name), ``class_id``, ``probability``, and the
+          ``top_k`` classes and probabilities (``top_labels``, ``top_probabilities``); for
+          regression, ``prediction``. Files are decoded in ``num_workers`` DataLoader workers, with
+          a progress bar; a file that cannot be read is skipped with a warning naming it.
+        """
+        if isinstance(data, torch.Tensor):
+            outputs = self.predict_outputs(data, batch_size=batch_size)
+            return outputs.argmax(dim=1) if self.task == "classification" else outputs
+        domain = _as_domain(data)
+        p = predict(
+            self.model,
+            _progress(domain, batch_size, self.image_size, num_workers, progress),
+            batch_size=batch_size,
+        )
+        return _prediction_table(domain, p.outputs, p.indices, self.task, self.classes, top_k)
 
     def predict_proba(
         self, images: torch.Tensor | Domain, *, batch_size: int = 256
@@ -130,13 +175,29 @@ class Run:
     def predict_outputs(
         self, images: torch.Tensor | Domain, *, batch_size: int = 256
     ) -> torch.Tensor:
-        return predict_outputs(self.model, _as_images(images), batch_size=batch_size)
+        """Model outputs ``(N, K)`` for images, a tensor domain's rows or a Domain."""
+        return predict(
+            self.model, _as_inputs(images), batch_size=batch_size, image_size=self.image_size
+        ).outputs
 
     def features(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
         """Backbone features ``(N, D)`` -- what the head sees -- for embeddings (PCA, t-SNE),
         nearest neighbours or a probe of your own. Eval mode: BatchNorm statistics are used,
         never updated."""
-        return predict_features(self.model, _as_images(images), batch_size=batch_size)
+        return predict(
+            self.model,
+            _as_inputs(images),
+            batch_size=batch_size,
+            outputs=False,
+            image_size=self.image_size,
+        ).features
+
+    def export(self, path: str | Path, *, batch_size: int | None = None) -> Path:
+        """Write the model for inference without tlkit: ``.pt2`` (``torch.export``) or
+        ``.onnx`` (needs the ``[export]`` extra). See :mod:`tlkit.export`."""
+        from tlkit.export import export_model
+
+        return export_model(self, path)
 
     def suspicious_labels(
         self, data: Domain | None = None, *, method: str = "confident_learning", **options: Any
@@ -244,9 +305,81 @@ class Run:
         return f"<table><caption>tlkit run: {escape(self._title())}</caption>{rows}</table>"
 
 
-def _as_images(images: torch.Tensor | Domain) -> torch.Tensor:
-    imgs = images.images if isinstance(images, Domain) else torch.as_tensor(images)
-    return imgs.unsqueeze(1) if imgs.ndim == 3 else imgs
+def _build_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's own constructor arguments (an MLP's input width, a text encoder's
+    vocabulary); its dropout only matters in training, and ``dropout`` names the head's here."""
+    kwargs = dict(spec.get("build_kwargs") or {})
+    kwargs.pop("dropout", None)
+    return kwargs
+
+
+def _as_inputs(images: torch.Tensor | Domain) -> torch.Tensor | Domain:
+    if isinstance(images, Domain):
+        return images
+    imgs = torch.as_tensor(images)
+    return imgs.unsqueeze(1) if imgs.ndim == 3 and imgs.dtype == torch.uint8 else imgs
+
+
+def _as_domain(data: Any) -> Domain:
+    """A Domain from a Domain, a folder, an image path or a list of image paths."""
+    from tlkit.datasets import from_folder, from_paths
+
+    if isinstance(data, Domain):
+        return data
+    if isinstance(data, (str, Path)):
+        p = Path(data).expanduser()
+        if p.is_dir():
+            return from_folder(p, labels=False, progress=False)
+        return from_paths([p], name=p.name, progress=False)
+    if isinstance(data, (list, tuple)):
+        return from_paths(list(data), progress=False)
+    raise DataError(
+        f"predict() takes images as a tensor, a Domain, a folder, an image path or a list of "
+        f"paths; got {type(data).__name__}."
+    )
+
+
+def _progress(domain: Domain, batch_size: int, image_size: int | None, workers: int, show: bool):
+    """The domain's evaluation batches, with a progress bar for files."""
+    from tlkit.engine.evaluate import _batches
+
+    batches = _batches(domain, batch_size, image_size, workers)
+    if not show or domain.in_memory:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, total=-(-len(domain) // batch_size), desc="predict", unit="batch")
+
+
+def _prediction_table(domain, outputs, indices, task, classes, top_k):
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        raise DataError("predictions as a table need pandas: pip install pandas") from None
+    where = (
+        {"path": [domain.paths[i] for i in indices.tolist()]}
+        if not domain.in_memory and domain.paths
+        else {"index": indices.tolist()}
+    )
+    if outputs is None:
+        outputs = torch.empty(0, len(classes) or 1)
+    if task == "regression":
+        values = outputs.squeeze(1).tolist() if outputs.shape[1] == 1 else outputs.tolist()
+        return pd.DataFrame({**where, "prediction": values})
+    probs = outputs.softmax(dim=1)
+    k = max(1, min(top_k, probs.shape[1]))
+    top_p, top_i = probs.topk(k, dim=1)
+    names = list(classes) or [str(i) for i in range(probs.shape[1])]
+    return pd.DataFrame(
+        {
+            **where,
+            "label": [names[i] for i in top_i[:, 0].tolist()],
+            "class_id": top_i[:, 0].tolist(),
+            "probability": top_p[:, 0].tolist(),
+            "top_labels": [[names[i] for i in row] for row in top_i.tolist()],
+            "top_probabilities": top_p.tolist(),
+        }
+    )
 
 
 def load(path: str | Path, *, model: TransferModel | None = None, device: str = "cpu") -> Run:
@@ -277,6 +410,7 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
                 pretrained=False,
                 dropout=spec.get("dropout", 0.0),
                 input_size=spec.get("input_size"),
+                **_build_kwargs(spec),
             )
         except KeyError as exc:
             raise CheckpointError(

@@ -26,6 +26,8 @@ OPTIMIZERS = ("adamw", "sgd")
 #: How BatchNorm sees a step's source and target batches: one pass over both ("shared"), or a
 #: pass per domain ("separate"), so that each is normalised with its own statistics.
 DOMAIN_BN = ("shared", "separate")
+#: ``augment`` values besides True/False (see :func:`tlkit.engine.feeding.resolve_augment`).
+AUGMENT_KINDS = ("auto", "photos", "digits", "none", "custom")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
 MAX_IMAGE_SIZE = 4096
 
@@ -53,7 +55,7 @@ class FitConfig:
     freeze_bn: bool = False
     dropout: float = 0.0
     image_size: int | None = None
-    augment: bool = False
+    augment: bool | str = "auto"  # "auto": crops/flips for photos, none for digits/tensors
     domain_bn: str = "shared"  # "separate": BatchNorm sees source and target batches apart
     loss: Any = "auto"
     pseudo_label: Any = None
@@ -71,6 +73,9 @@ class FitConfig:
     max_steps: int | None = None
     log_every: int = 10
     eval_batch_size: int = 256
+    num_workers: int | str = "auto"  # DataLoader workers for file-backed data ("auto": up to 4)
+    prefetch_factor: int = 2
+    feature_ram_budget: float = 2.0  # GB of cached features kept in RAM; beyond it, on disk
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -110,8 +115,14 @@ class FitConfig:
         self.image_size = opt.optional(
             opt.integer, "image_size", self.image_size, minimum=8, maximum=MAX_IMAGE_SIZE
         )
-        for name in ("freeze_bn", "compile", "progress", "augment"):
+        for name in ("freeze_bn", "compile", "progress"):
             setattr(self, name, opt.boolean(name, getattr(self, name)))
+        if self.augment not in AUGMENT_KINDS:
+            self.augment = opt.boolean("augment", self.augment)
+        if self.num_workers != "auto":
+            self.num_workers = opt.integer("num_workers", self.num_workers, minimum=0)
+        self.prefetch_factor = opt.integer("prefetch_factor", self.prefetch_factor, minimum=1)
+        self.feature_ram_budget = opt.non_negative("feature_ram_budget", self.feature_ram_budget)
         for name in ("pretrained", "channels_last"):
             value = getattr(self, name)
             if value != "auto":

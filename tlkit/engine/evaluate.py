@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
 
@@ -31,19 +34,20 @@ def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 
 def predict_outputs(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Any,
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Model outputs for uint8 or [0, 1] images ``(N, C, H, W)``, in batches, on CPU as float32."""
-    return predict(model, images, batch_size=batch_size, device=device, precision=precision)[1]
+    """Model outputs for images ``(N, C, H, W)`` (uint8 or [0, 1]) or a :class:`Domain`, in
+    batches, on CPU as float32."""
+    return predict(model, images, batch_size=batch_size, device=device, precision=precision).outputs
 
 
 def predict_features(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Any,
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
@@ -61,13 +65,23 @@ def predict_features(
         precision=precision,
         outputs=False,
         to_cpu=to_cpu,
-    )[0]
+    ).features
+
+
+class Predictions(NamedTuple):
+    """What :func:`predict` returns: ``features`` ``(M, D)``, ``outputs`` ``(M, K)`` (or
+    ``None``), and the ``indices`` ``(M,)`` of the samples they belong to (files that could not
+    be read are left out, so ``M`` may be smaller than the number of samples)."""
+
+    features: torch.Tensor
+    outputs: torch.Tensor | None
+    indices: torch.Tensor
 
 
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Any,
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
@@ -75,45 +89,94 @@ def predict(
     from_features: bool = False,
     outputs: bool = True,
     to_cpu: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(features, outputs)`` of a :class:`~tlkit.backbones.TransferModel` over ``inputs`` in
-    batches, in eval mode; every sub-module's train/eval flag is restored afterwards.
+    image_size: int | None = None,
+    num_workers: int = 0,
+    sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> Predictions:
+    """``(features, outputs, indices)`` of a :class:`~tlkit.backbones.TransferModel` in eval mode;
+    every sub-module's train/eval flag is restored afterwards. The one batched-inference loop of
+    tlkit: the trainer's evaluation and feature cache, :class:`tlkit.Run` predictions and
+    observers all use it.
 
-    ``inputs`` are images (uint8 or [0, 1]), or backbone features when ``from_features`` (then only
-    the head runs). ``outputs=False`` skips the head (and returns ``None`` for the outputs). The
-    one batched-inference loop of tlkit: the trainer's evaluation, the feature cache,
-    :class:`tlkit.Run` predictions and observers all use it.
+    ``inputs`` is a tensor (images uint8 / [0, 1], or a tensor domain's rows; backbone features
+    when ``from_features``, then only the head runs), a :class:`Domain` (file-backed ones are
+    decoded in ``num_workers`` DataLoader workers with the evaluation transform at
+    ``image_size``), or an iterable of ``(inputs, indices)`` batches. ``outputs=False`` skips the
+    head. ``sink(features, indices)`` receives each batch's features instead of keeping them
+    (the trainer writes large feature caches to disk that way); ``features`` is then empty.
     """
     if device is not None:
         model.to(device)  # evaluate where asked: the model moves with the data
     device = next(model.parameters()).device
+    batches = _batches(inputs, batch_size, image_size, num_workers)
     modes = training_modes(model)
     model.eval()
-    feats, outs = [], []
+    feats, outs, index = [], [], []
     try:
-        for start in range(0, len(inputs), batch_size):
-            batch = inputs[start : start + batch_size].to(device, non_blocking=True)
+        for batch, idx in batches:
+            if batch is None or len(idx) == 0:
+                continue
+            batch = batch.to(device, non_blocking=True)
             with autocast_for(device, precision):
                 if not hasattr(model, "head"):  # any nn.Module: outputs only
                     out = model(batch).float()
                     outs.append(out.cpu() if to_cpu else out)
+                    index.append(idx)
                     continue
                 f = batch if from_features else model.features(batch)
-                feats.append(f.float().cpu() if to_cpu else f.float())
                 if outputs:
                     out = model.head(f).float()
                     outs.append(out.cpu() if to_cpu else out)
+                f = f.float()
+                if sink is not None:
+                    sink(f, idx)
+                else:
+                    feats.append(f.cpu() if to_cpu else f)
+            index.append(idx)
     finally:
         restore_training_modes(modes)
     empty = torch.empty(0)
-    return (torch.cat(feats) if feats else empty), (torch.cat(outs) if outs else None)
+    return Predictions(
+        torch.cat(feats) if feats else empty,
+        torch.cat(outs) if outs else None,
+        torch.cat(index) if index else torch.empty(0, dtype=torch.long),
+    )
 
 
-def metrics_from_outputs(outputs: torch.Tensor, domain: Domain, num_classes: int) -> dict:
-    """Metrics against the domain's clean labels (the truth, also under label noise)."""
+def _batches(
+    inputs: Any, batch_size: int, image_size: int | None, num_workers: int
+) -> Iterable[tuple[Any, torch.Tensor]]:
+    """``(inputs, indices)`` batches of a tensor, a Domain or an iterable of batches."""
+    if isinstance(inputs, Domain):
+        if inputs.in_memory:
+            inputs = inputs.inputs
+        else:
+            from tlkit.datasets import transforms
+            from tlkit.datasets.loader import collate
+
+            size = image_size or inputs.image_size or 224
+            dataset = inputs.dataset(transforms.eval_transform(size))
+            return torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers
+            )
+    if isinstance(inputs, torch.Tensor):
+        n = len(inputs)
+        return (
+            (inputs[s : s + batch_size], torch.arange(s, min(n, s + batch_size)))
+            for s in range(0, n, batch_size)
+        )
+    return inputs
+
+
+def metrics_from_outputs(
+    outputs: torch.Tensor, domain: Domain, num_classes: int, indices: torch.Tensor | None = None
+) -> dict:
+    """Metrics against the domain's clean labels (the truth, also under label noise), of the
+    samples at ``indices`` (all of them by default)."""
+    truth = domain.clean_labels if indices is None else domain.clean_labels[indices]
     if domain.task == "regression":
-        return regression_metrics(outputs, domain.clean_labels)
-    return classification_metrics(outputs, domain.clean_labels, num_classes)
+        return regression_metrics(outputs, truth)
+    return classification_metrics(outputs, truth, num_classes)
 
 
 def evaluate_model(
@@ -123,10 +186,18 @@ def evaluate_model(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     precision: str = "fp32",
+    image_size: int | None = None,
+    num_workers: int = 0,
 ) -> dict:
     """accuracy / per-class accuracy / confusion matrix (or MAE / RMSE) of ``model`` on ``domain``."""
-    outputs = predict_outputs(
-        model, domain.images, batch_size=batch_size, device=device, precision=precision
+    p = predict(
+        model,
+        domain,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        image_size=image_size,
+        num_workers=num_workers,
     )
     num_classes = getattr(model, "out_features", None) or domain.num_classes
-    return metrics_from_outputs(outputs, domain, num_classes)
+    return metrics_from_outputs(p.outputs, domain, num_classes, p.indices)

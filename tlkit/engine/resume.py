@@ -93,8 +93,11 @@ def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
         )
 
 
-def model_spec(model: nn.Module, config: FitConfig, classes: tuple[str, ...]) -> dict[str, Any]:
-    """How to rebuild the model's architecture without its training code or data."""
+def model_spec(
+    model: nn.Module, config: FitConfig, classes: tuple[str, ...], image_size: int | None = None
+) -> dict[str, Any]:
+    """How to rebuild the model's architecture without its training code or data, and how its
+    inputs were prepared (``image_size``: the evaluation crop of file-backed images)."""
     return {
         "backbone": model.backbone.name,
         "task": model.task,
@@ -102,6 +105,9 @@ def model_spec(model: nn.Module, config: FitConfig, classes: tuple[str, ...]) ->
         "input_size": model.backbone.input_size,
         "dropout": config.dropout,
         "classes": list(classes),
+        "image_size": image_size,
+        "modality": getattr(model.backbone, "modality", "image"),
+        "build_kwargs": dict(getattr(model.backbone, "build_kwargs", None) or {}),
     }
 
 

@@ -148,6 +148,7 @@ class Step:
     _judge_targets: Callable[[torch.Tensor, torch.Tensor], None] | None = field(
         default=None, repr=False
     )
+    _target_views: Callable[[str], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def model(self) -> nn.Module:
@@ -181,6 +182,18 @@ class Step:
         if mask is None:
             mask = torch.ones(len(predicted), dtype=torch.bool, device=predicted.device)
         self._judge_targets(predicted, mask)
+
+    def target_view(self, kind: str) -> torch.Tensor:
+        """The target batch under a ``"weak"`` or ``"strong"`` augmentation made for the data:
+        the digit-safe views, batch-wise on the device, for small in-memory images; for photos,
+        the DataLoader's per-sample crop-and-flip (weak) and TrivialAugment (strong) views --
+        declare ``needs_strong_view = True`` to have the workers make the strong one. Drawn from
+        :attr:`generator`, so reproducible. FixMatch and Mean Teacher use it."""
+        if self._target_views is None:
+            raise ValueError("target_view() needs a target batch in this step (needs_target).")
+        if kind not in ("weak", "strong"):
+            raise ValueError(f"target_view() takes 'weak' or 'strong', got {kind!r}.")
+        return self._target_views(kind)
 
     def forward(
         self, images: torch.Tensor, domain: str | None = None

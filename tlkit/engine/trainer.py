@@ -34,7 +34,7 @@ from tlkit import registry
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.engine import distributed, hooks, optim, resume, selection
+from tlkit.engine import distributed, feature_store, hooks, optim, resume, selection
 from tlkit.engine.checkpoint import (
     FolderLock,
     check_writable,
@@ -44,10 +44,10 @@ from tlkit.engine.config import FitConfig
 from tlkit.engine.device import autocast_for, pick_device, pick_precision, use_channels_last
 from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
-from tlkit.engine.feeding import Batch, Feeder, as_pair
+from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.step import Step, TrainState, domain_context
-from tlkit.errors import CheckpointError, ConfigError, TrainingError
+from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
 from tlkit.run import Run
 
 #: Held while a step draws from PyTorch's global random generator (see the module docstring).
@@ -116,6 +116,7 @@ class Trainer:
         *,
         model: TransferModel | nn.Module | None = None,
         observers: tuple[Any, ...] | list[Any] = (),
+        train_transform: Any = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -160,6 +161,10 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.adversary_optimizer: torch.optim.Optimizer | None = None
         self.feeder: Feeder | None = None
+        self.train_transform = (
+            train_transform  # a user's own per-sample pipeline (augment="custom")
+        )
+        self.image_size = image_size(config, self.data, self.model.backbone)
         self.net = _Network(self.model, separate_domains=config.domain_bn == "separate")
         self.forward: Any = self.net  # the net, wrapped by DDP / torch.compile when asked
         self.phase: str | None = None
@@ -184,7 +189,8 @@ class Trainer:
                 pretrained=cfg.pretrained,
                 dropout=cfg.dropout,
                 weights=cfg.backbone_weights,
-                input_size=cfg.image_size,
+                input_size=cfg.image_size if self.data.modality == "image" else None,
+                **self.data.source.backbone_kwargs(),  # an MLP's width, a text encoder's vocabulary
             )
         if model.out_features != out:
             what = "classes" if self.task == "classification" else "regression outputs"
@@ -247,7 +253,7 @@ class Trainer:
         self._stop_requested = True
 
     def model_spec(self) -> dict[str, Any]:
-        return resume.model_spec(self.model, self.config, self.classes)
+        return resume.model_spec(self.model, self.config, self.classes, self.image_size)
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self, resume: str | Path | bool | None = None) -> Run:
@@ -279,7 +285,17 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda" and self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.feeder = Feeder(self.data, cfg, self.device, self.dist)
+        self.feeder = Feeder(
+            self.data,
+            cfg,
+            self.device,
+            self.dist,
+            size=self.image_size,
+            strong_view=any(
+                getattr(p, "needs_strong_view", False) for p in self.strategies.values()
+            ),
+            train_transform=self.train_transform,
+        )
         truth = self.data.target.clean_labels if self.data.target is not None else None
         if (
             truth is not None
@@ -320,7 +336,7 @@ class Trainer:
         self.net.backbone_trainable = trainable
         self.net.cached = not trainable and not self._needs_inputs()
         if self.net.cached:
-            self.feeder.cache_features(self.model, self.precision, target=self.needs_target)
+            self.feeder.cache_features(self._featurise, target=self.needs_target)
         self.phase_span = optim.phase_span(self.config, phase, self.feeder.steps_per_epoch)
         replaced = any(getattr(p, "replaces_weight_decay", False) for p in self.strategies.values())
         groups = optim.param_groups(
@@ -353,11 +369,31 @@ class Trainer:
         self.forward = net
 
     def _needs_inputs(self) -> bool:
-        """Inputs must go through the backbone each step (no feature cache)."""
-        return self.config.augment or any(
+        """Inputs must go through the backbone each step (no feature cache): augmentation was
+        asked for explicitly (``augment="auto"`` trains a frozen backbone's head on cached
+        features), or a strategy looks at the inputs."""
+        explicit = self.config.augment not in (False, "none", "auto")
+        return explicit or any(
             getattr(p, "needs_images", False) or hasattr(p, "tlkit_transform_source")
             for p in self.strategies.values()
         )
+
+    def _featurise(
+        self, batches: Any, key: str, domain: Domain
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-backbone features of one set for the cache: in memory (on the device) when they
+        fit ``feature_ram_budget``, else in a float16 memory-mapped file that later runs with the
+        same backbone, data and preprocessing reuse (see :mod:`tlkit.engine.feature_store`)."""
+        run = dict(precision=self.precision, outputs=False)
+        d = self.model.backbone.num_features
+        if len(domain) * d * 4 <= self.config.feature_ram_budget * 1e9:
+            p = predict(self.model, batches, to_cpu=False, **run)
+            return p.features, p.indices
+        store = feature_store.open_store(self.model, domain, key, self.image_size, len(domain), d)
+        if not store.complete:
+            p = predict(self.model, batches, sink=store.write, **run)
+            store.finish(p.indices)
+        return store.rows, store.indices
 
     # -- one epoch / one step --------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:
@@ -422,10 +458,9 @@ class Trainer:
     # -- pieces of a step ------------------------------------------------------------------
     def _make_step(self, epoch: int, batch: Batch) -> Step:
         x, x_t = batch.x, batch.x_target
-        if x is not None and self.config.augment:
-            from tlkit.datasets.augment import weak_augment
-
-            x = weak_augment(x, self.generator)
+        augment = self.feeder.source.augment  # batch-wise (digit-safe) views on the device
+        if x is not None and augment is not None:
+            x = augment(x, self.generator)
         step = Step(
             trainer=self,
             index=self.state.step,
@@ -443,9 +478,29 @@ class Trainer:
             step._judge_targets = lambda pred, mask: self._judge_target_predictions(
                 step, pred, mask
             )
+        if batch.target_indices is not None and not self.net.cached:
+            step._target_views = lambda kind: self._target_view(kind, batch)
         if x is not None:  # e.g. FDA's or PixelDA's target-style source images
             step.x = hooks.transform_source(self.pm, step)
         return step
+
+    def _target_view(self, kind: str, batch: Batch) -> torch.Tensor:
+        feed = self.feeder.target
+        if not feed.fast:  # photos: the workers made the views
+            if kind == "weak":
+                return batch.x_target
+            if batch.x_target_strong is None:
+                raise PluginError(
+                    "a strategy asked for a strong view of file-backed images without declaring "
+                    "needs_strong_view = True."
+                )
+            return batch.x_target_strong
+        view = feed.weak_view if kind == "weak" else feed.strong_view
+        if view is None:
+            from tlkit.datasets.transforms import require_images
+
+            require_images(feed.domain, f"a {kind} view of the target batch")
+        return view(batch.x_target, self.generator)
 
     def _network_inputs(self, step: Step, batch: Batch) -> tuple[torch.Tensor, int]:
         """The source (and target) inputs of one forward call, and the source batch size."""
@@ -570,6 +625,8 @@ class Trainer:
         }
         row.update(self.evaluate_epoch(taken=row))
         row["lr"] = self.optimizer.param_groups[-1]["lr"]
+        if self.feeder.skipped:  # files that could not be decoded so far (each warned about once)
+            row["skipped_files"] = self.feeder.skipped
         self.history.append(row)
         self.state.epoch += 1
         self.state.step_in_epoch = 0
@@ -589,27 +646,28 @@ class Trainer:
         self.eval_results = {}
         hooks.notify(self.pm, "tlkit_before_evaluate", trainer=self)
         model = self.ema.module if self.ema is not None else self.model
-        run = dict(batch_size=self.config.eval_batch_size, precision=self.precision)
         for name, domain in self.data.eval_sets().items():
-            inputs, from_features = self.feeder.inputs_for(f"eval_{name}", domain, self.net.cached)
+            batches, from_features = self.feeder.eval_batches(f"eval_{name}", self.net.cached)
             with domain_context(name):
-                _, outputs = predict(model, inputs, from_features=from_features, **run)
-            metrics = metrics_from_outputs(outputs, domain, self.num_classes)
+                p = predict(model, batches, from_features=from_features, precision=self.precision)
+            metrics = metrics_from_outputs(p.outputs, domain, self.num_classes, p.indices)
             self.eval_results[name] = metrics
             for key in ("accuracy", "mae", "rmse"):
                 if key in metrics:
                     out[f"{name}_{key}"] = metrics[key]
         if self.data.target is not None and hooks.implementations(self.pm, "tlkit_target_scores"):
             if self.net.cached:
-                self.feeder.cache_features(self.model, self.precision, target=True)
-            inputs, from_features = self.feeder.inputs_for(
-                "target", self.data.target, self.net.cached
-            )
+                self.feeder.cache_features(self._featurise, target=True)
+            batches, from_features = self.feeder.eval_batches("target", self.net.cached)
             with domain_context("target"):
-                features, logits = predict(model, inputs, from_features=from_features, **run)
+                p = predict(model, batches, from_features=from_features, precision=self.precision)
             out.update(
                 hooks.target_scores(
-                    self.pm, [*(taken or {}), *out], trainer=self, logits=logits, features=features
+                    self.pm,
+                    [*(taken or {}), *out],
+                    trainer=self,
+                    logits=p.outputs,
+                    features=p.features,
                 )
             )
         self.model.train()

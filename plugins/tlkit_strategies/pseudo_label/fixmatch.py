@@ -23,8 +23,11 @@ The unlabelled batch has :math:`B_t = \mu B` images with :math:`\mu` = the run's
 ``target_batch_ratio`` (default 1; the paper uses :math:`\mu = 7`:
 ``tlkit.fit(task, pseudo_label="fixmatch", target_batch_ratio=7)``).
 
-Differences from the paper: the strong view is :func:`tlkit.datasets.augment.strong_augment`
-rather than RandAugment; and the two views go through the network in their own forward passes
+The views come from ``step.target_view``: for the bundled digits the digit-safe batch views
+(:func:`tlkit.datasets.augment.weak_augment` / ``strong_augment``: translation; affine, colour
+jitter and cutout); for photos the DataLoader's per-sample crop-and-flip and TrivialAugment
+views. Differences from the paper: for digits, the strong view is ``strong_augment`` rather than
+RandAugment; and the two views go through the network in their own forward passes
 (the paper concatenates them with the labelled batch, so BatchNorm sees all three together).
 These extra passes normalise with their own batch statistics but leave BatchNorm's running
 statistics -- what evaluation uses -- to the step's main pass over clean source and target
@@ -42,7 +45,6 @@ from torch import nn
 
 import tlkit
 from tlkit import options
-from tlkit.datasets.augment import strong_augment, weak_augment
 from tlkit_strategies.pseudo_label.threshold import confident_labels
 
 
@@ -69,6 +71,7 @@ class FixMatch:
     needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # class pseudo-labels
     needs_images = True  # the views are made from images: no frozen-feature cache
+    needs_strong_view = True  # photos: the DataLoader makes a strong view of each target image
 
     def __init__(self, threshold: float = 0.95, weight: float = 1.0) -> None:
         self.threshold = options.fraction("threshold", threshold)
@@ -76,10 +79,9 @@ class FixMatch:
 
     @tlkit.hookimpl
     def tlkit_pseudo_labels(self, step) -> tlkit.PseudoLabels:
-        x_t = step.x_target  # (B_t, C, H, W) in [0, 1]
         with frozen_bn_statistics(step.model):
             with torch.no_grad():
-                _, weak_logits = step.forward(weak_augment(x_t, step.generator))
-            _, strong_logits = step.forward(strong_augment(x_t, step.generator))
+                _, weak_logits = step.forward(step.target_view("weak"), domain="target")
+            _, strong_logits = step.forward(step.target_view("strong"), domain="target")
         targets, mask, _ = confident_labels(weak_logits, self.threshold)
         return tlkit.PseudoLabels(targets=targets, weights=mask * self.weight, logits=strong_logits)

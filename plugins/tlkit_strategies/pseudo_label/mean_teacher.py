@@ -49,11 +49,10 @@ import torch
 
 import tlkit
 from tlkit import options
-from tlkit.datasets.augment import strong_augment, weak_augment
 from tlkit.engine.ema import EMA
 from tlkit_strategies.pseudo_label.fixmatch import frozen_bn_statistics
 
-AUGMENTATIONS = {"weak": weak_augment, "strong": strong_augment}
+AUGMENTATIONS = ("weak", "strong")  # views of step.target_view
 
 
 def sigmoid_rampup(progress: float, rampup: float) -> float:
@@ -86,6 +85,7 @@ class MeanTeacher:
     needs_target = True  # trains on the unlabelled target batch
     requires_task = "classification"  # compares class probabilities
     needs_images = True  # both views are made from images: no frozen-feature cache
+    needs_strong_view = True  # photos: the DataLoader makes the strong view (augment="strong")
 
     def __init__(
         self,
@@ -115,11 +115,9 @@ class MeanTeacher:
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor]:
-        augment = AUGMENTATIONS[self.augment]
-        x_t = step.x_target  # (B_t, C, H, W) in [0, 1]
         with frozen_bn_statistics(step.model):  # running statistics: clean images only
-            _, student_logits = step.forward(augment(x_t, step.generator))
-        teacher_logits = self.teacher_logits(step.trainer, augment(x_t, step.generator))
+            _, student_logits = step.forward(step.target_view(self.augment), domain="target")
+        teacher_logits = self.teacher_logits(step.trainer, step.target_view(self.augment))
         w = self.weight * sigmoid_rampup(step.progress, self.rampup)
         with torch.no_grad():
             agree = student_logits.argmax(1) == teacher_logits.argmax(1)

@@ -1,0 +1,104 @@
+"""Frozen-backbone features of large sets, on disk: written once, reused by later runs.
+
+Feature extraction trains only a head on features the frozen backbone computes once. For a few
+thousand images they live in memory; for 100k photos they would not (100k x 1280 floats is half
+a gigabyte, and more per held-out set), so beyond ``feature_ram_budget`` they go to a float16
+memory-mapped file under ``$TLKIT_CACHE/features`` (``~/.cache/tlkit/features``). The file is
+named by a key of everything that decides its contents -- the backbone's name and weights, the
+samples (their paths, or the bytes of an in-memory tensor), the preprocessing (image size and
+evaluation transform) -- so a second run on the same data and backbone reuses it instead of
+decoding every image again, and any change makes a new file. A file is used only once a
+``.done`` marker says it was written to the end; a run killed half-way starts it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit.datasets.domain import Domain
+
+
+def cache_root() -> Path:
+    base = os.environ.get("TLKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tlkit")
+    return Path(base) / "features"
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(str(part).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def key_of(model: nn.Module, domain: Domain, image_size: int) -> str:
+    """What the features depend on: backbone (name and weights), samples, preprocessing."""
+    backbone = model.backbone
+    weights = _digest(*backbone.state_dict().values())
+    samples = _digest(*(domain.paths or [])) if not domain.in_memory else _digest(domain.inputs)
+    from tlkit.datasets import transforms
+
+    preprocessing = transforms.describe(transforms.eval_transform(image_size))
+    return _digest(backbone.name, weights, len(domain), samples, image_size, preprocessing)
+
+
+class FeatureStore:
+    """One set's features in a float16 memmap ``(N, D)``; ``indices`` say which rows were
+    written (files that could not be read have none)."""
+
+    def __init__(self, folder: Path, n: int, d: int) -> None:
+        self.folder, self.n, self.d = folder, n, d
+        folder.mkdir(parents=True, exist_ok=True)
+        self.complete = (folder / ".done").exists()
+        mode = "r" if self.complete else "w+"
+        self.array = np.memmap(folder / "features.f16", dtype=np.float16, mode=mode, shape=(n, d))
+        self.indices = (
+            torch.from_numpy(np.load(folder / "indices.npy")) if self.complete else torch.empty(0)
+        )
+
+    def write(self, features: torch.Tensor, indices: torch.Tensor) -> None:
+        self.array[indices.numpy()] = features.detach().to(torch.float16).cpu().numpy()
+
+    def finish(self, indices: torch.Tensor) -> None:
+        self.array.flush()
+        np.save(self.folder / "indices.npy", indices.numpy())
+        (self.folder / "meta.json").write_text(json.dumps({"n": self.n, "d": self.d}))
+        (self.folder / ".done").touch()
+        self.indices, self.complete = indices, True
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The written rows, in the order of :attr:`indices` (read from disk on demand)."""
+        return _Rows(self.array, self.indices)
+
+
+class _Rows:
+    """Indexable like a tensor of the stored rows: ``rows[r]`` reads those rows from disk."""
+
+    def __init__(self, array: np.memmap, indices: torch.Tensor) -> None:
+        self.array, self.indices = array, indices
+        self.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        picked = self.indices[rows.cpu()].numpy()
+        return torch.from_numpy(np.asarray(self.array[picked], dtype=np.float32))
+
+
+def open_store(
+    model: nn.Module, domain: Domain, name: str, image_size: int, n: int, d: int
+) -> FeatureStore:
+    return FeatureStore(cache_root() / f"{name}-{key_of(model, domain, image_size)[:20]}", n, d)

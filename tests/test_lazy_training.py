@@ -183,3 +183,10 @@ def test_the_command_line_trains_on_a_folder_predicts_and_packs(photo_folder, tm
     pattern = capsys.readouterr().out.split("wrote ", 1)[1].split(";")[0]
     assert len(tlkit.datasets.from_shards(pattern)) == 96
     assert main(["predict", str(saved), str(tmp_path / "missing"), "--out", str(table)]) == 2
+
+
+def test_strategies_that_read_the_whole_target_read_lazy_targets(photo_task, photo_folder):
+    pool = from_folder(photo_folder, labels=False)
+    task = DomainPair(photo_task.source, photo_task.source_test, pool, name="photos-da")
+    run = tlkit.fit(task, epochs=1, mode="full", adapt=["adabn", "dann"], num_workers=0, **LAZY)
+    assert "dann" in run.history[0] and run.history[0]["source_accuracy"] > 0

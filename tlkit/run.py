@@ -113,7 +113,9 @@ class Run:
             if not sets:
                 raise DataError(f"task '{data.name}' has no test sets to evaluate on.")
             return {
-                name: self.evaluate(d, batch_size=batch_size, device=device, num_workers=num_workers)
+                name: self.evaluate(
+                    d, batch_size=batch_size, device=device, num_workers=num_workers
+                )
                 for name, d in sets.items()
             }
         if data.task == "classification" and data.num_classes != self.model.out_features:

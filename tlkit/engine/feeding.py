@@ -208,7 +208,9 @@ def _rank_block(order: torch.Tensor, dist: distributed.DistInfo, n: int) -> torc
         return order
     per_rank = math.ceil(n / dist.world_size)
     if per_rank * dist.world_size > n:
-        order = order.repeat(math.ceil(per_rank * dist.world_size / n))[: per_rank * dist.world_size]
+        order = order.repeat(math.ceil(per_rank * dist.world_size / n))[
+            : per_rank * dist.world_size
+        ]
     return order[dist.rank * per_rank : (dist.rank + 1) * per_rank]
 
 

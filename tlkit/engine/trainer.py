@@ -225,6 +225,15 @@ class Trainer:
             self._unlabelled_target = dataclasses.replace(t, labels=hidden, clean_labels=hidden)
         return self._unlabelled_target
 
+    def target_batches(self, batch_size: int | None = None) -> Any:
+        """The unlabelled target, once, as ``(inputs, indices)`` batches on the device -- images
+        through the evaluation transform (file-backed targets are decoded by the DataLoader), or a
+        tensor domain's rows. For strategies that look at the whole target (AdaBN)."""
+        feed = self.feeder.target if self.feeder is not None else None
+        if feed is None:
+            raise ConfigError("this run has no target data (needs_target strategies only).")
+        return feed.eval_batches(batch_size or self.config.eval_batch_size)
+
     @property
     def step_logs(self) -> list[dict[str, float]]:
         """Losses and diagnostics averaged over every ``log_every`` steps."""

@@ -35,6 +35,9 @@ Behaviour, precisely:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -49,17 +52,26 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 @torch.no_grad()
 def adapt_batchnorm(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Iterable[tuple[torch.Tensor, Any]],
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    max_samples: int | None = None,
 ) -> None:
     """Replace the running statistics of every BatchNorm layer of ``model`` with those of
-    ``images`` ``(N, C, H, W)`` (uint8 or float in [0, 1]), in place.
+    ``images`` ``(N, C, H, W)`` (uint8 or float in [0, 1]) -- or of ``(inputs, indices)``
+    batches, such as ``trainer.target_batches()`` -- in place, from at most ``max_samples``.
 
     The statistics are a cumulative average over batches of ``batch_size``; the model's
     ``training`` flags and the layers' ``momentum`` are restored afterwards.
     """
+    if isinstance(images, torch.Tensor):
+        images = images[:max_samples] if max_samples is not None else images
+        batches: Iterable = (
+            (images[s : s + batch_size], None) for s in range(0, len(images), batch_size)
+        )
+    else:
+        batches = images
     layers = batchnorm_layers(model)
     if not layers:
         return
@@ -71,12 +83,18 @@ def adapt_batchnorm(
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average: the plain mean over batches
             m.train()
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(device)
+        seen = 0
+        for batch, _ in batches:
+            if max_samples is not None and seen >= max_samples:
+                break
+            if max_samples is not None:
+                batch = batch[: max_samples - seen]
+            batch = batch.to(device)
             if batch.dtype == torch.uint8:
                 batch = batch.float().div_(255)
             if len(batch) > 1:  # BatchNorm cannot take a batch of one in training mode
                 model(batch)
+            seen += len(batch)
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
@@ -109,13 +127,13 @@ class AdaBN:
 
     @tlkit.hookimpl
     def tlkit_before_evaluate(self, trainer) -> None:
-        images = trainer.target.images
-        if self.max_samples is not None:
-            images = images[: self.max_samples]
         models = [trainer.model]
         if trainer.ema is not None:
             models.append(trainer.ema.module)
-        for model in models:
+        for model in models:  # file-backed targets are decoded by the run's DataLoader
             adapt_batchnorm(
-                model, images, batch_size=trainer.config.eval_batch_size, device=trainer.device
+                model,
+                trainer.target_batches(),
+                device=trainer.device,
+                max_samples=self.max_samples,
             )

@@ -146,3 +146,34 @@ def test_a_bad_transform_names_the_strategy(tiny_task, fast, temp_strategy):
         match=r"'test_shrinks' returned a bad result from tlkit_transform_source: it must return float images of shape \(16, 1, 16, 16\)",
     ):
         tlkit.fit(tiny_task, epochs=1, adapt="test_shrinks", **fast)
+
+
+class TargetEntropy:
+    """Entropy of the target predictions (a source-free objective for the test)."""
+
+    name, family, needs_target, source_free = "test_sf_entropy", "adapt", True, True
+
+    @tlkit.hookimpl
+    def tlkit_extra_losses(self, step):
+        assert len(step.y) == 0 and step.logits.shape[0] == 0  # no source batch at all
+        p = step.target_logits.float().softmax(1)
+        return {"target_entropy": -(p * p.clamp_min(1e-8).log()).sum(1).mean()}
+
+
+def test_source_free_adaptation_uses_only_the_target(tiny_task, fast, temp_strategy):
+    temp_strategy(TargetEntropy)
+    source_run = tlkit.fit(tiny_task, epochs=2, **fast)
+    target_only = tlkit.datasets.DomainPair(
+        tiny_task.source, target=tiny_task.target, target_test=tiny_task.target_test
+    )
+    run = tlkit.fit(
+        target_only, model=source_run, epochs=2, adapt="test_sf_entropy", source_free=True, **fast
+    )
+    steps = len(tiny_task.target) // fast["batch_size"]
+    assert [row["step"] for row in run.history] == [steps, 2 * steps]
+    assert "supervised" not in run.history[0] and "target_accuracy" in run.history[0]
+    assert run.history[-1]["target_entropy"] < run.history[0]["target_entropy"]
+    with pytest.raises(tlkit.ConfigError, match="adapt='dann' learns from labelled source data"):
+        tlkit.fit(tiny_task.target, model=source_run, adapt="dann", source_free=True, **fast)
+    with pytest.raises(tlkit.PluginError, match="no strategy gave this step a loss"):
+        tlkit.fit(tiny_task.target, model=source_run, epochs=1, source_free=True, **fast)

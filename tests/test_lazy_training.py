@@ -190,3 +190,21 @@ def test_strategies_that_read_the_whole_target_read_lazy_targets(photo_task, pho
     task = DomainPair(photo_task.source, photo_task.source_test, pool, name="photos-da")
     run = tlkit.fit(task, epochs=1, mode="full", adapt=["adabn", "dann"], num_workers=0, **LAZY)
     assert "dann" in run.history[0] and run.history[0]["source_accuracy"] > 0
+
+
+def test_a_users_own_transform_pipeline_is_used(photo_task):
+    from torchvision.transforms import v2
+
+    seen = []
+    pipeline = v2.Compose(
+        [v2.Resize((32, 32), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+    )
+
+    class Watch:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self, step):
+            seen.append(tuple(step.x.shape[1:]))
+
+    run = tlkit.fit(photo_task, epochs=1, mode="full", augment=pipeline, num_workers=0,
+                    observers=[Watch()], **{**LAZY, "image_size": 48})  # fmt: skip
+    assert run.config.augment == "custom" and set(seen) == {(3, 32, 32)}

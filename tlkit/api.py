@@ -38,7 +38,9 @@ def fit(
         data: a task (``DomainPair``), a labelled ``Domain``, or a bundled dataset name.
         backbone: a name from ``tlkit.backbones.list_backbones()`` or an ``nn.Module``.
         epochs: total epochs, including ``freeze_epochs`` with a frozen backbone.
-        model: a ready ``TransferModel`` (overrides ``backbone``), e.g. from an earlier run.
+        model: a ready ``TransferModel`` (overrides ``backbone``), or an earlier :class:`Run`
+            to continue from -- with ``source_free=True``, adapt it to unlabelled target data
+            only (``data`` is then the target Domain, or a task whose target is used).
         resume: a checkpoint to continue from, or ``True`` for ``checkpoint_dir/last.pt``.
         observers: objects with ``@tlkit.hookimpl`` observer hooks for this run.
         **options: any :class:`tlkit.FitConfig` field. The main ones:
@@ -57,6 +59,13 @@ def fit(
               ``tlkit.strategies()``, or ``(name, {options})``).
             * ``seed``, ``device``, ``precision`` ("auto" = bf16 on CUDA), ``channels_last``,
               ``compile``, ``checkpoint_dir``, ``checkpoint_every``, ``monitor``, ``max_steps``.
+            * data: ``image_size`` (file-backed images are cropped to it), ``augment``
+              (``"auto"``: crops and flips for photos, nothing for digits and tensors; ``True``
+              for the data's augmentation, a ``transforms.v2`` pipeline of your own),
+              ``num_workers`` (DataLoader workers for files; ``"auto"`` up to 4),
+              ``feature_ram_budget`` (GB of frozen features kept in memory; beyond it they go
+              to a reusable file), ``domain_bn`` ("separate": BatchNorm sees each domain apart),
+              ``source_free`` (adapt ``model=`` with unlabelled target data only).
     """
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
@@ -66,13 +75,17 @@ def fit(
         name = getattr(backbone, "name", "custom")
     else:
         model_arg = model
-        name = model.backbone.name if model is not None else backbone
+        net = model.model if isinstance(model, Run) else model  # a finished run to adapt further
+        name = net.backbone.name if net is not None else backbone
     if not isinstance(name, str):
         raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
+    transform = options.pop("augment", None) if callable(options.get("augment")) else None
+    if transform is not None:
+        options["augment"] = "custom"  # the pipeline itself is passed to the trainer
     config = FitConfig(backbone=name, epochs=epochs, **options)
     if isinstance(data, str):
         data = load_dataset(data, seed=config.seed)
-    trainer = Trainer(data, config, model=model_arg, observers=observers)
+    trainer = Trainer(data, config, model=model_arg, observers=observers, train_transform=transform)
     return trainer.fit(resume=resume)
 
 

@@ -52,6 +52,11 @@ Conventions, as in pytest's hook module:
   and BatchNorm never sees target data.
 * ``needs_images = True`` -- the strategy works on inputs (``step.x``, ``step.forward``), so the
   engine never replaces them by cached frozen-backbone features.
+* ``needs_strong_view = True`` -- the strategy calls ``step.target_view("strong")``: for
+  file-backed photos the DataLoader then makes a strongly augmented view of each target sample.
+* ``source_free = True`` -- the strategy also works without labelled source data, so it may run
+  in a source-free run (``fit(target, model=source_run, source_free=True)``), where every step's
+  source batch is empty and the supervised loss is not called.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
   takes its place).
 * ``own_optimizer = True`` **on a module** returned from :func:`tlkit_setup` (or one of its

@@ -541,6 +541,33 @@ class DomainPair:
     target: Domain | None = None
     target_test: Domain | None = None
     name: str = "task"
+    source_free: bool = False
+
+    @classmethod
+    def without_source(
+        cls,
+        target: Domain,
+        target_test: Domain | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> DomainPair:
+        """A source-free task: only unlabelled target data (and optionally its test set), for
+        adapting a model trained elsewhere (``tlkit.fit(..., source_free=True)``). ``classes``
+        names the model's outputs when the target does not."""
+        if not isinstance(target, Domain):
+            raise DataError(
+                f"a source-free task needs the target as a Domain, got {type(target).__name__}."
+            )
+        if classes is not None and not target.classes:
+            target = target.with_classes(classes)
+        return cls(
+            source=target,
+            target=target,
+            target_test=target_test,
+            name=name or f"{target.name} (source-free)",
+            source_free=True,
+        )
 
     def __post_init__(self) -> None:
         src = self.source
@@ -551,7 +578,9 @@ class DomainPair:
             )
         if len(src) == 0:
             raise DataError(f"Task '{self.name}': the source domain is empty; it needs samples.")
-        if src.task == "classification":
+        if self.source_free and self.target is None:
+            raise DataError(f"Task '{self.name}': a source-free task needs a target.")
+        if src.task == "classification" and not self.source_free:
             if src.num_labelled == 0:
                 raise DataError(
                     f"Task '{self.name}': the source domain has no labelled samples; "

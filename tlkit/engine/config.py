@@ -56,6 +56,7 @@ class FitConfig:
     dropout: float = 0.0
     image_size: int | None = None
     augment: bool | str = "auto"  # "auto": crops/flips for photos, none for digits/tensors
+    source_free: bool = False  # adapt a trained model with unlabelled target data only
     domain_bn: str = "shared"  # "separate": BatchNorm sees source and target batches apart
     loss: Any = "auto"
     pseudo_label: Any = None
@@ -115,7 +116,7 @@ class FitConfig:
         self.image_size = opt.optional(
             opt.integer, "image_size", self.image_size, minimum=8, maximum=MAX_IMAGE_SIZE
         )
-        for name in ("freeze_bn", "compile", "progress"):
+        for name in ("freeze_bn", "compile", "progress", "source_free"):
             setattr(self, name, opt.boolean(name, getattr(self, name)))
         if self.augment not in AUGMENT_KINDS:
             self.augment = opt.boolean("augment", self.augment)

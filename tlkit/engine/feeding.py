@@ -43,7 +43,23 @@ ON_DEVICE_DATA_LIMIT = 2 * 1024**3
 DEFAULT_IMAGE_SIZE = 224
 
 
-def as_pair(data: DomainPair | Domain) -> DomainPair:
+def as_pair(
+    data: DomainPair | Domain, *, source_free: bool = False, classes: Any = None
+) -> DomainPair:
+    """The task a run trains on. ``source_free``: only the target of ``data`` (a Domain is the
+    target itself), see :meth:`DomainPair.without_source`."""
+    if source_free:
+        if isinstance(data, DomainPair):
+            if data.source_free:
+                return data
+            if data.target is None:
+                raise DataError(
+                    f"source_free=True adapts to unlabelled target data, but task '{data.name}' "
+                    "has none; pass the target Domain (e.g. from_folder(path, labels=False))."
+                )
+            return DomainPair.without_source(data.target, data.target_test, classes=classes)
+        if isinstance(data, Domain):
+            return DomainPair.without_source(data, classes=classes)
     if isinstance(data, DomainPair):
         return data
     if isinstance(data, Domain):
@@ -72,6 +88,8 @@ def resolve_augment(augment: Any, domain: Domain) -> Any:
         return "photos" if kind == "photos" else False
     if augment is True:
         return tv.auto_augment(domain)
+    if augment == "custom":  # a user's pipeline, given to the trainer; none here
+        return False
     return augment
 
 
@@ -244,8 +262,9 @@ class Feeder:
     ) -> None:
         self.config, self.device, self.dist = config, device, dist
         src = data.source
+        self.source_free = data.source_free  # every step's source batch is empty
         self.labelled = src.labelled_mask.nonzero().flatten()  # positions in data.source
-        if len(self.labelled) == 0:
+        if len(self.labelled) == 0 and not self.source_free:
             raise DataError("the source has no labelled samples to train on.")
         self.source_labels = src.labels.to(device)
         self.size = size
@@ -260,9 +279,13 @@ class Feeder:
             for name, domain in data.eval_sets().items()
         }
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (rows, row_of)
-        per_rank = math.ceil(len(self.labelled) / dist.world_size)
-        self.steps_per_epoch = max(1, per_rank // config.batch_size)
         self.target_batch_size = max(1, round(config.target_batch_ratio * config.batch_size))
+        if self.source_free:  # an epoch is one pass over the target
+            per_rank = math.ceil(len(data.target) / dist.world_size)
+            self.steps_per_epoch = max(1, per_rank // self.target_batch_size)
+        else:
+            per_rank = math.ceil(len(self.labelled) / dist.world_size)
+            self.steps_per_epoch = max(1, per_rank // config.batch_size)
 
     def _feed(self, domain: Domain, custom: Any, *, strong: bool) -> DomainFeed:
         augment = custom if custom is not None else resolve_augment(self.config.augment, domain)
@@ -325,10 +348,14 @@ class Feeder:
         without reading it)."""
         bs, bt = self.config.batch_size, self.target_batch_size
         steps = range(start, self.steps_per_epoch)
-        order = self.source_order(epoch)[start * bs : self.steps_per_epoch * bs]
-        source = self._stream(self.source, order, bs, epoch, 0, "source" if cached else None)
+        if self.source_free:
+            order = torch.empty(0, dtype=torch.long)
+            source = iter(lambda: (None, order), None)  # an empty source batch every step
+        else:
+            order = self.source_order(epoch)[start * bs : self.steps_per_epoch * bs]
+            source = self._stream(self.source, order, bs, epoch, 0, "source" if cached else None)
         target = None
-        if with_target and self.target is not None:
+        if (with_target or self.source_free) and self.target is not None:
             t_order = self.target_order(epoch)[start * bt :]
             target = self._stream(self.target, t_order, bt, epoch, 1, "target" if cached else None)
         for _ in steps:
@@ -347,6 +374,9 @@ class Feeder:
                     batch.x_target, batch.x_target_strong = x_t
                 else:
                     batch.x_target = x_t
+            if self.source_free:  # zero rows shaped like the target's
+                like = batch.target_cached if cached else batch.x_target
+                batch.cached, batch.x = (like[:0], None) if cached else (None, like[:0])
             yield batch
 
     def _stream(
@@ -393,7 +423,8 @@ class Feeder:
         """Run the frozen backbone once over the training and held-out sets (and the target when
         a strategy trains on it); later epochs only train the head. ``compute(batches)`` returns
         ``(features, indices)``."""
-        sets = {"source": self.source, **{f"eval_{k}": f for k, f in self.eval_feeds.items()}}
+        sets = {**({} if self.source_free else {"source": self.source})}
+        sets.update({f"eval_{k}": f for k, f in self.eval_feeds.items()})
         if target and self.target is not None:
             sets["target"] = self.target
         for key, feed in sets.items():

@@ -38,6 +38,7 @@ IDENTITY_OPTIONS = (
     "image_size",
     "augment",
     "domain_bn",
+    "source_free",
     "dropout",
     "optimizer",
     "ema",

@@ -66,6 +66,16 @@ def select(
 def check_fit(strategies: dict[str, Any], families: dict[str, str], data: DomainPair) -> None:
     """Refuse strategies this task cannot serve, naming them."""
     for name, plugin in strategies.items():
+        if (
+            data.source_free
+            and families[name] != "loss"
+            and not getattr(plugin, "source_free", False)
+        ):
+            raise ConfigError(
+                f"{registry.FAMILIES[families[name]]}='{name}' learns from labelled source data, "
+                "which a source-free run (source_free=True) does not have. Use strategies that "
+                "declare source_free = True, such as adapt='shot'."
+            )
         needed = getattr(plugin, "requires_task", None)
         if needed not in (None, "any") and needed != data.task:
             raise PluginError(

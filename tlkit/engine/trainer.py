@@ -114,7 +114,7 @@ class Trainer:
         data: DomainPair | Domain,
         config: FitConfig | None = None,
         *,
-        model: TransferModel | nn.Module | None = None,
+        model: TransferModel | nn.Module | Run | None = None,
         observers: tuple[Any, ...] | list[Any] = (),
         train_transform: Any = None,
         **options: Any,
@@ -123,7 +123,12 @@ class Trainer:
             config = FitConfig(**options)
         elif options:
             raise ConfigError("pass either config= or keyword options, not both.")
-        self.data = as_pair(data)
+        classes = None
+        if isinstance(model, Run):  # adapt a finished run's model (e.g. source-free)
+            classes, model = model.classes or None, model.model
+        if classes is None and isinstance(model, TransferModel) and config.source_free:
+            classes = [str(i) for i in range(model.out_features)]
+        self.data = as_pair(data, source_free=config.source_free, classes=classes)
         self.dist = distributed.from_env()
         self.is_main = self.dist.is_main
         self.device = pick_device(config.device, self.dist.local_rank)
@@ -449,8 +454,10 @@ class Trainer:
         self._record(step, loss, terms)
 
     def _losses(self, step: Step) -> dict[str, torch.Tensor]:
-        per_sample = hooks.supervised_loss(self.pm, step.logits, step.y, step, "source")
-        terms = {"supervised": per_sample.float().mean()}
+        terms: dict[str, torch.Tensor] = {}
+        if not self.data.source_free:  # source-free runs have no labelled batch
+            per_sample = hooks.supervised_loss(self.pm, step.logits, step.y, step, "source")
+            terms["supervised"] = per_sample.float().mean()
         if step.target_logits is not None:
             pl = hooks.pseudo_labels(self.pm, step)
             if pl is not None:
@@ -462,6 +469,11 @@ class Trainer:
                 if pl.targets.ndim == 1 and step._judge_targets is not None:
                     self._judge_target_predictions(step, pl.targets, w > 0)
         terms.update(hooks.extra_losses(self.pm, step, taken=terms))
+        if not terms:
+            raise PluginError(
+                "no strategy gave this step a loss (a source-free run needs a strategy that "
+                "trains on the target, such as adapt='shot')."
+            )
         return terms
 
     # -- pieces of a step ------------------------------------------------------------------

@@ -1,0 +1,146 @@
+r"""DSBN: domain-specific batch normalisation, one set of BatchNorm statistics and affine
+parameters per domain.
+
+Chang, You, Seo, Kwak & Han, "Domain-Specific Batch Normalization for Unsupervised Domain
+Adaptation", CVPR 2019.
+
+A BatchNorm layer normalises a channel :math:`c` of its input :math:`h` with batch statistics in
+training and running averages in evaluation, then applies an affine map. DSBN keeps a copy of both
+per domain :math:`d \in \{S, T\}`:
+
+.. math::
+    \mathrm{DSBN}_d(h)_c = \gamma^d_c \, \frac{h_c - \mu^d_c}{\sqrt{(\sigma^d_c)^2 + \epsilon}}
+      + \beta^d_c ,
+
+where :math:`\mu^d, \sigma^d` are the statistics of domain :math:`d`'s batch in training and its
+own running averages in evaluation; every other weight of the network is shared. Each domain is
+thus normalised alone, like ``domain_bn="separate"``, and in addition evaluation uses the target's
+*own* running statistics (with one set, the running averages mix both domains) and each domain
+has its own :math:`\gamma, \beta`.
+
+How tlkit runs it: DSBN needs the engine to run the backbone once per domain
+(``fit(..., domain_bn="separate")``; it refuses ``"shared"``), and reads
+:func:`tlkit.engine.step.forward_domain` (``"source"`` / ``"target"``), which the engine sets for
+each per-domain pass, for each held-out set's evaluation and for ``step.forward(x, domain=...)``.
+The model's own BatchNorm layers are the **target** branch; the source branch (one
+:math:`\gamma, \beta, \mu, \sigma` per layer) lives in a module the strategy returns from
+``tlkit_setup``, so it is trained, checkpointed and restored with it, and it is swapped into a
+layer only while that layer runs a ``"source"`` pass. Consequently the trained model that
+``run.model``, ``run.save`` and ``tlkit.load`` hand out is the *target* model: ``run.evaluate``
+on target data matches the history's ``target_accuracy``, while source data evaluated outside
+the engine (no forward domain) is normalised with the target's statistics (the history's
+``source_accuracy`` uses the source branch). Both branches start as copies of the model's
+BatchNorm layers.
+
+Shapes: each BatchNorm layer of ``C`` channels gets a source copy of ``weight``, ``bias``
+``(C,)``, ``running_mean``, ``running_var`` ``(C,)`` and ``num_batches_tracked``. Adds no loss;
+combine it with an alignment method: ``adapt=["dsbn", "dann"]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import tlkit
+from tlkit.engine.step import forward_domain
+
+_PARAMS = ("weight", "bias")
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class SourceBranch(nn.Module):
+    """The source copy of one BatchNorm layer's affine parameters and running statistics."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        for name in _PARAMS:
+            value = getattr(bn, name, None)
+            if value is not None:
+                setattr(self, name, nn.Parameter(value.detach().clone()))
+        for name in _BUFFERS:
+            value = getattr(bn, name, None)
+            if value is not None:
+                self.register_buffer(name, value.detach().clone())
+
+    def names(self) -> list[str]:
+        return [*self._parameters, *self._buffers]
+
+
+class _Swap:
+    """Forward pre-hook / hook pair: while a BatchNorm layer runs a ``"source"`` pass, its
+    parameters and buffers are the source branch's (so BatchNorm's own code trains them and
+    updates their running statistics); they are put back right after."""
+
+    def __init__(self, branch: SourceBranch) -> None:
+        self.branch = branch
+        self.stash: dict[str, torch.Tensor] | None = None
+
+    def restore(self, bn: nn.Module) -> None:
+        if self.stash is not None:
+            for name, value in self.stash.items():
+                setattr(bn, name, value)
+            self.stash = None
+
+    def before(self, bn: nn.Module, args: tuple) -> None:
+        self.restore(bn)  # a pass that raised never reached `after`
+        if forward_domain() != "source":
+            return
+        self.stash = {name: getattr(bn, name) for name in self.branch.names()}
+        for name in self.branch.names():
+            setattr(bn, name, getattr(self.branch, name))
+
+    def after(self, bn: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self.restore(bn)
+
+
+class DSBN:
+    """Domain-specific BatchNorm (Chang et al. 2019): BatchNorm statistics and affine per domain."""
+
+    name = "dsbn"
+    family = "adapt"
+    needs_target = True  # the target batch must go through the network, as its own pass
+    needs_images = True  # the backbone's BatchNorm layers must run (no cached features)
+
+    def __init__(self) -> None:
+        self._handles: list = []
+
+    def state_dict(self) -> dict:
+        return {}  # the source branch is a module: checkpointed with its weights
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    @tlkit.hookimpl
+    def tlkit_setup(self, trainer) -> nn.Module:
+        if trainer.config.domain_bn != "separate":
+            raise ValueError(
+                "dsbn normalises each domain with its own BatchNorm, so the backbone must see "
+                "the source and target batches apart: pass domain_bn='separate' to fit()"
+            )
+        layers = batchnorm_layers(trainer.model.backbone)
+        if not layers:
+            raise ValueError(
+                f"dsbn makes BatchNorm layers domain-specific, but the backbone "
+                f"({trainer.model.backbone.name}) has none"
+            )
+        self._remove_hooks()
+        branches = nn.ModuleList(SourceBranch(bn) for bn in layers)
+        for bn, branch in zip(layers, branches):
+            swap = _Swap(branch)
+            self._handles.append(bn.register_forward_pre_hook(swap.before))
+            self._handles.append(bn.register_forward_hook(swap.after))
+        return branches
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @tlkit.hookimpl
+    def tlkit_on_fit_end(self) -> None:
+        self._remove_hooks()  # the model handed out is the plain target model

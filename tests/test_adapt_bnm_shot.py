@@ -200,3 +200,22 @@ def test_shot_freezes_the_head_and_labels_at_once_in_source_free_runs_only():
     assert (joint.pseudo_label, joint.warmup) == (0.0, 0.125)
     SHOT(freeze_head=True).tlkit_setup(trainer=trainer)
     assert not any(p.requires_grad for p in model.head.parameters())
+
+
+# -- the engine's source-free mode ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["shot", "bnm"])
+def test_source_free_run_adapts_the_backbone_only_from_the_target(tiny_task, fast, name):
+    source_run = tlkit.fit(tiny_task, epochs=2, **fast)
+    head = [p.detach().clone() for p in source_run.model.head.parameters()]
+    body = [p.detach().clone() for p in source_run.model.backbone.parameters()]
+    run = tlkit.fit(tiny_task, model=source_run, epochs=2, adapt=name, source_free=True, **fast)
+    row = run.last
+    assert "supervised" not in row and math.isfinite(row[name])
+    assert row["train_loss"] == pytest.approx(row[name], rel=1e-5)
+    moved = [not torch.equal(a, b) for a, b in zip(body, run.model.backbone.parameters())]
+    assert any(moved)  # the backbone learnt from the target alone
+    kept = [torch.equal(a, b) for a, b in zip(head, run.model.head.parameters())]
+    assert all(kept) == (name == "shot")  # SHOT keeps the source hypothesis
+    assert all(p.requires_grad for p in run.model.head.parameters())  # handed back trainable
+    if name == "shot":
+        assert 0 <= row["pseudo_label_accuracy"] <= 1  # pseudo-labels on, from the first step

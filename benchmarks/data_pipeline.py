@@ -21,7 +21,22 @@ first files of the largest. For each N, in a fresh subprocess (so peak RSS is th
 Transform on both sides: ``tlkit.datasets.transforms.train_transform(224)`` (RandomResizedCrop +
 flip -> float); ImageFolder decodes with PIL, so its pipeline starts with ``v2.PILToTensor()``.
 Batch 64, 2 workers, ``torch.set_num_threads(2)``. Each measurement is a function taking the
-folder and returning numbers, so rows such as "through tlkit.fit" can be added beside them.
+folder and returning numbers.
+
+**Through tlkit.fit** (the second table), same N, same subprocess:
+
+* ``first step`` -- from ``from_folder(path)`` to the end of the first optimisation step of
+  ``tlkit.fit(domain, "small_cnn", image_size=224, num_workers=2, batch_size=64)`` (listing,
+  workers' start, the first batch, one forward/backward/AdamW step). Target <= 5 s at every N.
+* ``training img/s`` -- ``tlkit.fit`` against a hand-written loop over ``ImageFolder`` +
+  ``DataLoader`` with the same model (``create_model("small_cnn", 10)``, same seed), transform,
+  workers, batch, AdamW and cross-entropy, ``FIT_STEPS`` steps a pass, timed from the first
+  step's end to the last's (so worker start-up is not counted on either side); 5 pairs of passes
+  in the order A B, B A, A B; the ratio is the median of the paired ratios (target >= 0.95).
+* peak RSS is the subprocess's, after both tables' measurements.
+
+The in-memory fast path (bundled digits, no workers) is measured by ``engine_overhead.py``
+against a hand-written loop, in ``results/engine_overhead.md``.
 
     .venv/bin/python benchmarks/data_pipeline.py           # full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/data_pipeline.py --quick   # N = 200, 800: a smoke run
@@ -62,6 +77,8 @@ WORKERS = 2
 IMAGE_SIZE = 224
 #: Images per timed pass (a full pass below that; the per-image cost does not depend on N).
 PASS_IMAGES = 1500
+#: Also measure the rows through tlkit.fit (``--no-fit`` leaves them out).
+FIT = True
 
 
 # -- the folder -----------------------------------------------------------------------------
@@ -194,6 +211,86 @@ def measure_throughput(
     return float(np.median(a)), float(np.median(b)), ratio
 
 
+FIT_STEPS = 12
+
+
+def _small_cnn(seed: int = 0) -> torch.nn.Module:
+    import tlkit
+
+    torch.manual_seed(seed)
+    return tlkit.backbones.create_model("small_cnn", CLASSES, pretrained=False)
+
+
+def measure_fit_first_step(folder: Path) -> float:
+    """Seconds from listing the folder to the end of tlkit.fit's first optimisation step."""
+    import tlkit
+    from tlkit.datasets import from_folder
+
+    done: list[float] = []
+
+    class FirstStep:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self, trainer):
+            done.append(time.perf_counter())
+            trainer.request_stop()
+
+    t0 = time.perf_counter()
+    domain = from_folder(folder, progress=False)
+    tlkit.fit(domain, model=_small_cnn(), **_fit_options(), max_steps=1, observers=[FirstStep()])
+    return done[0] - t0
+
+
+def _fit_options() -> dict[str, Any]:
+    return dict(image_size=IMAGE_SIZE, num_workers=WORKERS, batch_size=BATCH, mode="full",
+                epochs=1000, progress=False, lr=1e-3, precision="fp32", log_every=1000)  # fmt: skip
+
+
+def tlkit_training_pass(folder: Path) -> float:
+    """Images/s of tlkit.fit between its first and last of FIT_STEPS steps."""
+    import tlkit
+    from tlkit.datasets import from_folder
+
+    ends: list[float] = []
+
+    class Clock:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self):
+            ends.append(time.perf_counter())
+
+    domain = from_folder(folder, progress=False)
+    tlkit.fit(domain, model=_small_cnn(), **_fit_options(), max_steps=FIT_STEPS, observers=[Clock()])
+    return BATCH * (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def hand_training_pass(folder: Path) -> float:
+    """Images/s of the hand-written ImageFolder loop between its first and last step."""
+    model = _small_cnn()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ends: list[float] = []
+    model.train()
+    for images, labels in imagefolder_loader(folder):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ends.append(time.perf_counter())
+        if len(ends) == FIT_STEPS:
+            break
+    return BATCH * (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def measure_fit(folder: Path, rounds: int = 5) -> dict[str, Any]:
+    first = measure_fit_first_step(folder)
+    a, b = [], []
+    for r in range(rounds):  # A B, B A, A B: paired passes under the same load
+        sides = (("t", tlkit_training_pass), ("h", hand_training_pass))
+        for key, fn in sides if r % 2 == 0 else sides[::-1]:
+            (a if key == "t" else b).append(fn(folder))
+    ratio = float(np.median([x / y for x, y in zip(a, b)]))
+    return {"fit_first_step_s": first, "fit_images_per_s": float(np.median(a)),
+            "hand_images_per_s": float(np.median(b)), "fit_ratio": ratio}  # fmt: skip
+
+
 def measure_one(n: int) -> dict[str, Any]:
     """Every measurement for one N (run in its own process)."""
     setup_torch("cpu", 2)
@@ -207,12 +304,13 @@ def measure_one(n: int) -> dict[str, Any]:
     first_t, first_b = float(np.mean(firsts["t"])), float(np.mean(firsts["b"]))
     cap = min(n, PASS_IMAGES)
     ips_t, ips_b, ratio = measure_throughput(make_t, make_b, cap)
+    fit = measure_fit(folder) if FIT else {}
     main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"n": n, "construct_s": construct, "first_batch_s": first_t,
             "first_batch_imagefolder_s": first_b, "images_per_s": ips_t,
             "images_per_s_imagefolder": ips_b, "ratio": ratio, "pass_images": cap,
-            "peak_rss_mb": main, "peak_worker_rss_mb": child}  # fmt: skip
+            "peak_rss_mb": main, "peak_worker_rss_mb": child, **fit}  # fmt: skip
 
 
 def main() -> None:
@@ -221,7 +319,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", help="image counts (default 2k 8k 32k)")
     parser.add_argument("--results", help="results file (default: results/data_pipeline.md)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one N, JSON out
+    parser.add_argument("--no-fit", action="store_true", help="the data layer only")
     args = parser.parse_args()
+    global FIT
+    FIT = not args.no_fit
     if args.one:
         print("RESULT " + json.dumps(measure_one(args.one)))
         return
@@ -232,7 +333,10 @@ def main() -> None:
     rows = []
     for n in sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=False
+            [sys.executable, __file__, "--one", str(n), *(["--no-fit"] if not FIT else [])],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode or not line:
@@ -280,6 +384,23 @@ def main() -> None:
         f"{min(r['ratio'] for r in rows):.2f} at worst (target >= 0.95); first batch at most "
         f"{max(r['first_batch_s'] for r in rows):.2f} s (target <= 5 s)."
     )
+    if FIT:
+        fit_table = markdown_table(
+            ["N", "first training step (s)", "tlkit.fit img/s", "hand-written loop img/s",
+             "ratio (paired median)"],
+            [[r["n"], f"{r['fit_first_step_s']:.2f}", f"{r['fit_images_per_s']:.0f}",
+              f"{r['hand_images_per_s']:.0f}", f"{r['fit_ratio']:.2f}"] for r in rows],
+        )  # fmt: skip
+        table += (
+            "\n\n**Through tlkit.fit** (small_cnn at 224 px, batch 64, 2 workers, AdamW):\n\n"
+            + fit_table
+        )
+        summary += (
+            f" Through tlkit.fit: first training step at most "
+            f"{max(r['fit_first_step_s'] for r in rows):.2f} s (target <= 5 s); training "
+            f"img/s ratio against the hand-written loop {min(r['fit_ratio'] for r in rows):.2f} "
+            "at worst (target >= 0.95)."
+        )
     print("\n" + table + "\n\n" + summary)
     path = results_path(args.results, "data_pipeline", args.quick)
     if path is not None:

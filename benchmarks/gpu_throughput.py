@@ -23,6 +23,16 @@ between tlkit and hand; the table shows the median images/s and the tlkit/hand r
 engine overhead; target >= 0.95). A "checks" column records what the tlkit run actually did:
 autocast dtype, channels_last weights, a compiled forward, a finite loss.
 
+**The folder pipeline** (a second table, first in the run): a generated ImageFolder of JPEG photo
+crops (``benchmarks/data_pipeline.py``'s, ``--pipeline-images`` of them) through
+``tlkit.fit(domain, "efficientnet_lite0", image_size=224, num_workers=W)`` -- lazy listing,
+decoding and ``RandomResizedCrop``/flip in ``DataLoader`` workers, pinned memory, non-blocking
+copies, bf16 + channels_last -- against a hand-written ``ImageFolder`` + ``DataLoader`` loop with the
+same model, transform and workers, and against a loop that reads the JPEG bytes in the workers and
+decodes them on the GPU (``torchvision.io.decode_jpeg(device="cuda")``, then crop/resize on the
+GPU): what GPU decoding would buy when the CPU cannot keep up. Images/s between the first and the
+last of ``--pipeline-steps`` steps (worker start-up not counted).
+
 Eager configurations run twice per side (alternating), compiled ones once (compiling costs a
 minute or more per run). One invocation runs every check, so a single call on a lent GPU machine
 covers it (about 6-8 minutes on an H100); ``--budget`` skips, and marks, configurations not
@@ -130,6 +140,105 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.backbone(x)
         return features, self.model.head(features)
+
+
+# -- the folder pipeline ----------------------------------------------------------------------
+PIPELINE_HEADERS = ["path", "images/s", "ratio to hand ImageFolder", "notes"]
+
+
+def _clock_pass(device: torch.device, steps: int, run_steps: Any) -> float:
+    """Images/s between the first and the last step of ``run_steps`` (a generator of batch sizes)."""
+    ends: list[float] = []
+    sizes: list[int] = []
+    for n in run_steps:
+        synchronize(device)
+        ends.append(time.perf_counter())
+        sizes.append(n)
+        if len(ends) == steps:
+            break
+    return sum(sizes[1:]) / (ends[-1] - ends[0])
+
+
+def pipeline_rows(device: torch.device, images: int, steps: int, workers: int, batch: int,
+                  size: int) -> list[list[str]]:  # fmt: skip
+    """The folder pipeline's three paths (see the module docstring)."""
+    import data_pipeline
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    folder = data_pipeline.generate_folder(images)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    transform = tlkit.datasets.transforms.train_transform(size)
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return tlkit.backbones.create_model(
+            "efficientnet_lite0", data_pipeline.CLASSES, input_size=size
+        )
+
+    def tlkit_rate() -> float:
+        ends: list[float] = []
+        sizes: list[int] = []
+
+        class Clock:  # after each step: wait for the device, read the clock
+            @tlkit.hookimpl
+            def tlkit_on_step_end(self, step):
+                synchronize(device)
+                ends.append(time.perf_counter())
+                sizes.append(len(step.y))
+
+        domain = tlkit.datasets.from_folder(folder, progress=False)
+        tlkit.fit(domain, model=model(), mode="full", image_size=size, batch_size=batch,
+                  num_workers=workers, precision=precision, max_steps=steps, epochs=100,
+                  progress=False, observers=[Clock()])  # fmt: skip
+        return sum(sizes[1:]) / (ends[-1] - ends[0])
+
+    def hand_steps(decode_on_gpu: bool):
+        net = model().to(device)
+        if device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        if decode_on_gpu:
+            ds = ImageFolder(str(folder), loader=lambda p: open(p, "rb").read())
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=batch, shuffle=True, num_workers=workers,
+                collate_fn=lambda b: ([x for x, _ in b], torch.tensor([y for _, y in b])),
+            )  # fmt: skip
+        else:
+            ds = ImageFolder(str(folder), transform=v2.Compose([v2.PILToTensor(), transform]))
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=batch, shuffle=True, num_workers=workers,
+                pin_memory=device.type == "cuda",
+            )  # fmt: skip
+        gpu_crop = v2.Compose(
+            [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        )
+        for x, y in loader:
+            if decode_on_gpu:
+                from torchvision.io import decode_jpeg
+
+                raw = [torch.frombuffer(b, dtype=torch.uint8) for b in x]
+                decoded = decode_jpeg(raw, device=device)
+                x = torch.stack([gpu_crop(img) for img in decoded]).float().div_(255)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast_for(device, precision):
+                loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            yield len(y)
+
+    rows = []
+    t = tlkit_rate()
+    h = _clock_pass(device, steps, hand_steps(False))
+    rows.append(["tlkit.fit (decode in workers)", f"{t:.0f}", f"{t / h:.2f}", f"{workers} workers"])
+    rows.append(["hand ImageFolder + DataLoader", f"{h:.0f}", "1.00", f"{workers} workers, PIL"])
+    if device.type == "cuda":
+        g = _clock_pass(device, steps, hand_steps(True))
+        rows.append(
+            ["hand, JPEG decoded on the GPU", f"{g:.0f}", f"{g / h:.2f}", "decode_jpeg(cuda)"]
+        )
+    return rows
 
 
 def make_data(s: Settings) -> tlkit.datasets.Domain:
@@ -263,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds; configurations not started by then (compiled ones: 150 s earlier) are "
         "skipped, and say so, so that one call fits a 10-minute limit (default 540)",
     )
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the folder pipeline")
+    parser.add_argument("--pipeline-images", type=int, help="photos (default 2000, quick 64)")
+    parser.add_argument("--pipeline-steps", type=int, help="steps a pass (default 30, quick 3)")
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers (default 8)")
     parser.add_argument(
         "--results",
         help="markdown file to update (CUDA runs only; default benchmarks/results/"
@@ -305,6 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     if on_cuda:
         path = Path(args.results) if args.results else common.RESULTS_DIR / "gpu_throughput.md"
     start = time.perf_counter()
+    if not args.no_pipeline:
+        pipe = pipeline_rows(
+            device,
+            args.pipeline_images or (64 if quick else 2000),
+            args.pipeline_steps or (3 if quick else 30),
+            min(args.workers, 2) if quick else args.workers,
+            s.batch_size,
+            s.image_size,
+        )
+        print(common.markdown_table(PIPELINE_HEADERS, pipe))
+        info["folder pipeline"] = "; ".join(f"{r[0]}: {r[1]} img/s ({r[2]})" for r in pipe)
     data = make_data(s)  # on the host; each run copies it to the device, untimed, as tlkit does
     rows: list[list[str]] = []
     ratios: list[float] = []

@@ -120,6 +120,7 @@ def export_model(run: Any, path: str | Path) -> Path:
             output_names=["output"],
             dynamic_shapes=({0: batch},),
             dynamo=True,
+            verbose=False,
         )
     Path(f"{path}.json").write_text(info)
     return path

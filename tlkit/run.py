@@ -350,7 +350,8 @@ def _progress(domain: Domain, batch_size: int, image_size: int | None, workers: 
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, total=-(-len(domain) // batch_size), desc="predict", unit="batch")
+    total = -(-len(domain) // batch_size)
+    return tqdm(batches, total=total, desc="predict", unit="batch", disable=None)  # not in logs
 
 
 def _prediction_table(domain, outputs, indices, task, classes, top_k):

@@ -207,8 +207,13 @@ class Run:
         """Training samples whose labels look wrong, most suspicious first.
 
         ``data`` defaults to the run's labelled source. ``method`` is ``"confident_learning"``
-        (per-class confidence thresholds, Northcutt et al. 2021) or ``"small_loss"`` (rank by
-        the loss of the given label). See :func:`tlkit.label_issues.suspicious_labels`.
+        (per-class confidence thresholds and the estimated noise joint, Northcutt et al. 2021)
+        or ``"small_loss"`` (rank by the loss of the given label). Options pass through:
+        ``prune=`` (``"by_class"``, the default; ``"by_pair"``, the paper's prune-by-noise-rate;
+        ``"both"``...) and ``rank_by=`` (``"normalized_margin"`` or ``"self_confidence"``). A
+        model scores its own training labels optimistically: out-of-fold probabilities
+        (:func:`tlkit.cross_validation.cross_validated_suspicious_labels`) flag far better. See
+        :func:`tlkit.label_issues.suspicious_labels`.
         """
         from tlkit.label_issues import suspicious_labels
 

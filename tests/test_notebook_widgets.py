@@ -397,3 +397,13 @@ def test_epoch_axis_reaches_the_plan_or_twice_the_epochs_done():
     assert live.shown_epochs(1, 300) == 10  # a long one is not a dot against the y axis
     assert live.shown_epochs(40, 300) == 80 and live.shown_epochs(290, 300) == 300
     assert live.shown_epochs(3, None) == 3
+
+
+def test_pixel_level_runs_show_source_and_target_style_images(dash):
+    assert "target-style" in dash.translations.hint.value  # a hint before any run
+    dash.adapt.value = ("fda",)
+    dash.epochs.value = 1
+    dash.train_button.click()
+    dash.wait(60)
+    assert dash.error.value == "", dash.error.value
+    assert is_png(dash.translations)  # source, FDA-translated and target rows

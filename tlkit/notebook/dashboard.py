@@ -279,6 +279,7 @@ class _Observer:
 
     @hookimpl
     def tlkit_on_fit_end(self, trainer: Any) -> None:
+        self.d._draw_translations(trainer)
         self.record.history = list(trainer.history)
         s = trainer.state
         self.d.progress.value = s.step
@@ -447,6 +448,11 @@ class Dashboard:
         self.embedding_button = w.Button(
             description="Refresh embedding", icon="refresh", layout=w.Layout(width="auto")
         )
+        self.translations = _Figure(
+            "Pixel-level adaptation (adapt 'pixelda' or 'fda') shows source images and their "
+            "target-style versions here after a run.",
+            "translations",
+        )
         self.compare_table = w.HTML("<i>no finished runs yet</i>")
         self.compare_plot = _Figure("One curve per run and metric, once a run has finished.")
         self.export_button = w.Button(
@@ -502,8 +508,9 @@ class Dashboard:
                         self.compare_plot.widget,
                     ]
                 ),
+                self.translations.widget,
             ],
-            titles=("curves", "confusion matrix", "embedding", "compare runs"),
+            titles=("curves", "confusion matrix", "embedding", "compare runs", "source → target"),
         )
         self.widget = w.VBox(
             [
@@ -817,6 +824,24 @@ class Dashboard:
                 )
                 self.confusion.show(live.figure_png(fig))
                 return
+
+    def _draw_translations(self, trainer: Any) -> None:
+        """Source images next to their target-style versions, for runs whose strategies
+        transform the source batch (PixelDA's generator, FDA's spectrum swap)."""
+        if not any(hasattr(p, "tlkit_transform_source") for p in trainer.strategies.values()):
+            return
+        try:
+            import matplotlib.pyplot as plt
+            from tlkit_strategies.adapt._pixel_plots import source_to_target_grid
+
+            fig = source_to_target_grid(trainer, trainer.data.source, trainer.target, n=8)
+        except Exception as exc:  # noqa: BLE001 - a figure must never break a finished run
+            self.translations.hint.value = f"<i style='color:#777'>no grid: {escape(str(exc))}</i>"
+            return
+        try:
+            self.translations.show(live.figure_png(fig))
+        finally:
+            plt.close(fig)
 
     def refresh_embedding(self) -> None:
         """Project source and target features of the current model to 2-d (PCA or t-SNE)."""

@@ -102,3 +102,27 @@ def open_store(
     model: nn.Module, domain: Domain, name: str, image_size: int, n: int, d: int
 ) -> FeatureStore:
     return FeatureStore(cache_root() / f"{name}-{key_of(model, domain, image_size)[:20]}", n, d)
+
+
+def features(
+    model: nn.Module,
+    batches: Any,
+    domain: Domain,
+    key: str,
+    image_size: int,
+    config: Any,
+    precision: str,
+) -> tuple[Any, torch.Tensor]:
+    """``(rows, indices)``: frozen-backbone features of one set, in memory (on the device) when
+    they fit ``config.feature_ram_budget``, else from -- or written once to -- a float16 file."""
+    from tlkit.engine.evaluate import predict
+
+    d = model.backbone.num_features
+    if len(domain) * d * 4 <= config.feature_ram_budget * 1e9:
+        p = predict(model, batches, to_cpu=False, outputs=False, precision=precision)
+        return p.features, p.indices
+    store = open_store(model, domain, key, image_size, len(domain), d)
+    if not store.complete:
+        p = predict(model, batches, sink=store.write, outputs=False, precision=precision)
+        store.finish(p.indices)
+    return store.rows, store.indices

@@ -36,6 +36,7 @@ from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.datasets.loader import collate
 from tlkit.engine import distributed
 from tlkit.engine.config import FitConfig
+from tlkit.errors import PluginError
 
 #: Keep a whole dataset on the accelerator when it is smaller than this (bytes).
 ON_DEVICE_DATA_LIMIT = 2 * 1024**3
@@ -169,6 +170,22 @@ class DomainFeed:
         self._eval = domain.dataset(pipes.eval) if not self.eval_fast else None
         self.workers = worker_count(config, lazy=not domain.in_memory)
         self._loaders: dict[str, tuple[torch.utils.data.DataLoader, _Keys]] = {}
+
+    def view(self, kind: str, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """``Step.target_view``: the batch's weak or strong view, made for the data."""
+        if not self.fast:  # photos: the workers made the views
+            if kind == "weak":
+                return batch.x_target
+            if batch.x_target_strong is None:
+                raise PluginError(
+                    "a strategy asked for a strong view of file-backed images without declaring "
+                    "needs_strong_view = True."
+                )
+            return batch.x_target_strong
+        make = self.weak_view if kind == "weak" else self.strong_view
+        if make is None:
+            tv.require_images(self.domain, f"a {kind} view of the target batch")
+        return make(batch.x_target, generator)
 
     # -- the in-memory fast path -----------------------------------------------------------
     def fetch(self, indices: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Optimisation phases, parameter groups and learning rates.
+"""Optimisation: phases, parameter groups, learning rates, and the optimiser steps themselves.
 
 A run has one or two *phases*: ``"frozen"`` (backbone fixed, only the head and strategy modules
 train) and ``"unfrozen"`` (everything trains, with discriminative learning rates). ``fine_tune``
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlkit.engine import distributed, hooks
 from tlkit.engine.config import FitConfig
 from tlkit.engine.schedules import lr_multiplier
 
@@ -117,3 +118,56 @@ def set_learning_rates(
     mult = lr_multiplier(config.schedule, step - start, length, config.warmup)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * mult
+
+
+# -- the optimiser steps of a training step ----------------------------------------------------
+def step(trainer: Any, loss: torch.Tensor) -> None:
+    """Backward, gradient clipping and the optimiser step (fp16 loss scaling on CUDA), then the
+    EMA update; strategy modules' gradients are averaged across processes."""
+    cfg, optimizer, scaler = trainer.config, trainer.optimizer, trainer.scaler
+    optimizer.zero_grad(set_to_none=True)
+    set_learning_rates(optimizer, cfg, trainer.state.step, trainer.phase_span)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    sync_module_grads(trainer)
+    if cfg.grad_clip is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if trainer.ema is not None:
+        trainer.ema.update(trainer.model)
+
+
+def adversary_step(trainer: Any, step: Any) -> None:
+    """A second optimiser step for strategy modules marked ``own_optimizer`` (a GAN's
+    discriminator) on the losses their strategy returns from ``tlkit_adversary_losses``."""
+    optimizer = trainer.adversary_optimizer
+    if optimizer is None:
+        return
+    losses = hooks.adversary_losses(trainer.pm, step)
+    if not losses:
+        return
+    optimizer.zero_grad(set_to_none=True)  # drop the gradients the main loss left there
+    set_learning_rates(optimizer, trainer.config, trainer.state.step, trainer.phase_span)
+    torch.stack(list(losses.values())).sum().backward()
+    sync_module_grads(trainer)
+    optimizer.step()
+    for name, value in losses.items():
+        step.log(name, value.detach())
+
+
+def sync_module_grads(trainer: Any) -> None:
+    """Strategy modules live outside DDP: average their gradients across ranks by hand."""
+    if not trainer.dist.enabled:
+        return
+    for module in trainer.extra_modules.values():
+        for p in module.parameters():
+            if p.grad is not None:
+                p.grad.copy_(distributed.all_reduce_mean(p.grad, trainer.dist))

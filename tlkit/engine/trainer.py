@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from tlkit import registry
-from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
-from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
+from tlkit.datasets.domain import UNLABELLED, Domain, DomainPair
 from tlkit.engine import distributed, feature_store, hooks, optim, resume, selection
 from tlkit.engine.checkpoint import (
     FolderLock,
@@ -46,6 +45,7 @@ from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
+from tlkit.engine.network import Network, build_model
 from tlkit.engine.step import Step, TrainState, domain_context
 from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
 from tlkit.run import Run
@@ -56,44 +56,6 @@ GLOBAL_RNG_LOCK = threading.RLock()
 
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63)
-
-
-class _Network(nn.Module):
-    """What one forward call runs (and DDP wraps): backbone (unless features are cached) + head.
-
-    ``inputs`` are the source batch followed by the target batch (``n_source`` rows of source).
-    With ``separate_domains`` the backbone runs once per domain, so BatchNorm normalises each
-    with its own batch statistics -- still one forward call, as DDP requires.
-    """
-
-    def __init__(self, model: TransferModel, separate_domains: bool = False) -> None:
-        super().__init__()
-        self.model = model
-        self.cached = False
-        self.backbone_trainable = True
-        self.separate_domains = separate_domains
-
-    def forward(
-        self, inputs: torch.Tensor, n_source: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cached:
-            features = inputs
-        else:
-            with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
-                features = self._features(inputs, len(inputs) if n_source is None else n_source)
-        return features, self.model.head(features)
-
-    def _features(self, inputs: torch.Tensor, n: int) -> torch.Tensor:
-        if n == len(inputs):
-            with domain_context("source"):
-                return self.model.backbone(inputs)
-        if not self.separate_domains:
-            return self.model.backbone(inputs)  # both domains in one BatchNorm batch
-        with domain_context("source"):
-            source = self.model.backbone(inputs[:n])
-        with domain_context("target"):
-            target = self.model.backbone(inputs[n:])
-        return torch.cat([source, target])
 
 
 class Trainer:
@@ -140,7 +102,7 @@ class Trainer:
         self.channels_last = use_channels_last(config.channels_last, self.device)
         with GLOBAL_RNG_LOCK:  # the model's initialisation is a function of the seed
             torch.manual_seed(config.seed)
-            self.model = self._build_model(model)
+            self.model = build_model(model, config, self.data)
         if config.mode == "auto":  # freezing only makes sense for weights worth keeping
             pretrained = bool(getattr(self.model.backbone, "pretrained", False))
             self.config = config = dataclasses.replace(
@@ -170,7 +132,7 @@ class Trainer:
             train_transform  # a user's own per-sample pipeline (augment="custom")
         )
         self.image_size = image_size(config, self.data, self.model.backbone)
-        self.net = _Network(self.model, separate_domains=config.domain_bn == "separate")
+        self.net = Network(self.model, separate_domains=config.domain_bn == "separate")
         self.forward: Any = self.net  # the net, wrapped by DDP / torch.compile when asked
         self.phase: str | None = None
         self.phase_span = (0, 1)
@@ -183,33 +145,6 @@ class Trainer:
         self._unlabelled_target: Domain | None = None
 
     # -- construction ----------------------------------------------------------------------
-    def _build_model(self, model: TransferModel | nn.Module | None) -> TransferModel:
-        cfg = self.config
-        out = self.num_classes
-        if model is None or not isinstance(model, TransferModel):
-            model = create_model(
-                model if model is not None else cfg.backbone,
-                out,
-                task=self.task,
-                pretrained=cfg.pretrained,
-                dropout=cfg.dropout,
-                weights=cfg.backbone_weights,
-                input_size=cfg.image_size if self.data.modality == "image" else None,
-                **self.data.source.backbone_kwargs(),  # an MLP's width, a text encoder's vocabulary
-            )
-        if model.out_features != out:
-            what = "classes" if self.task == "classification" else "regression outputs"
-            raise DataError(
-                f"the model's head has {model.out_features} outputs but the data has {out} "
-                f"{what}. Build the model for {out} outputs (tlkit.backbones.create_model(..., "
-                f"num_classes={out})) or let fit() build it."
-            )
-        if model.task != self.task:
-            raise DataError(
-                f"the model is built for {model.task} but the data is a {self.task} task."
-            )
-        return model
-
     def _observers(self, observers: Any) -> list[Any]:
         extra = list(observers)
         if self.config.progress and self.is_main:
@@ -350,7 +285,7 @@ class Trainer:
         self.net.backbone_trainable = trainable
         self.net.cached = not trainable and not self._needs_inputs()
         if self.net.cached:
-            self.feeder.cache_features(self._featurise, target=self.needs_target)
+            self.feeder.cache_features(self._features, target=self.needs_target)
         self.phase_span = optim.phase_span(self.config, phase, self.feeder.steps_per_epoch)
         replaced = any(getattr(p, "replaces_weight_decay", False) for p in self.strategies.values())
         groups = optim.param_groups(
@@ -392,22 +327,11 @@ class Trainer:
             for p in self.strategies.values()
         )
 
-    def _featurise(
-        self, batches: Any, key: str, domain: Domain
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen-backbone features of one set for the cache: in memory (on the device) when they
-        fit ``feature_ram_budget``, else in a float16 memory-mapped file that later runs with the
-        same backbone, data and preprocessing reuse (see :mod:`tlkit.engine.feature_store`)."""
-        run = dict(precision=self.precision, outputs=False)
-        d = self.model.backbone.num_features
-        if len(domain) * d * 4 <= self.config.feature_ram_budget * 1e9:
-            p = predict(self.model, batches, to_cpu=False, **run)
-            return p.features, p.indices
-        store = feature_store.open_store(self.model, domain, key, self.image_size, len(domain), d)
-        if not store.complete:
-            p = predict(self.model, batches, sink=store.write, **run)
-            store.finish(p.indices)
-        return store.rows, store.indices
+    def _features(self, batches: Any, key: str, domain: Domain) -> tuple[Any, torch.Tensor]:
+        """Frozen-backbone features of one set for the feature cache."""
+        return feature_store.features(
+            self.model, batches, domain, key, self.image_size, self.config, self.precision
+        )
 
     # -- one epoch / one step --------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:
@@ -447,8 +371,8 @@ class Trainer:
                 step.target_features, step.target_logits = features[n:], logits[n:]
             terms = self._losses(step)
             loss = torch.stack(list(terms.values())).sum()
-            self._optimise(loss)
-            self._optimise_adversaries(step)
+            optim.step(self, loss)
+            optim.adversary_step(self, step)
         state.step += 1
         state.step_in_epoch += 1
         self._record(step, loss, terms)
@@ -500,28 +424,10 @@ class Trainer:
                 step, pred, mask
             )
         if batch.target_indices is not None and not self.net.cached:
-            step._target_views = lambda kind: self._target_view(kind, batch)
+            step._target_views = lambda kind: self.feeder.target.view(kind, batch, self.generator)
         if x is not None:  # e.g. FDA's or PixelDA's target-style source images
             step.x = hooks.transform_source(self.pm, step)
         return step
-
-    def _target_view(self, kind: str, batch: Batch) -> torch.Tensor:
-        feed = self.feeder.target
-        if not feed.fast:  # photos: the workers made the views
-            if kind == "weak":
-                return batch.x_target
-            if batch.x_target_strong is None:
-                raise PluginError(
-                    "a strategy asked for a strong view of file-backed images without declaring "
-                    "needs_strong_view = True."
-                )
-            return batch.x_target_strong
-        view = feed.weak_view if kind == "weak" else feed.strong_view
-        if view is None:
-            from tlkit.datasets.transforms import require_images
-
-            require_images(feed.domain, f"a {kind} view of the target batch")
-        return view(batch.x_target, self.generator)
 
     def _network_inputs(self, step: Step, batch: Batch) -> tuple[torch.Tensor, int]:
         """The source (and target) inputs of one forward call, and the source batch size."""
@@ -560,54 +466,6 @@ class Trainer:
         n = known.sum()
         right = (predicted.to(truth.device) == truth) & known
         step.log("pseudo_label_accuracy", right.sum() / n.clamp(min=1), weight=n)
-
-    def _optimise(self, loss: torch.Tensor) -> None:
-        cfg = self.config
-        self.optimizer.zero_grad(set_to_none=True)
-        optim.set_learning_rates(self.optimizer, cfg, self.state.step, self.phase_span)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        self._sync_extra_grads()
-        if cfg.grad_clip is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-
-    def _optimise_adversaries(self, step: Step) -> None:
-        """A second optimiser step for strategy modules marked ``own_optimizer`` (a GAN's
-        discriminator) on the losses their strategy returns from ``tlkit_adversary_losses``."""
-        if self.adversary_optimizer is None:
-            return
-        losses = hooks.adversary_losses(self.pm, step)
-        if not losses:
-            return
-        self.adversary_optimizer.zero_grad(set_to_none=True)  # drop the main loss's gradients
-        optim.set_learning_rates(
-            self.adversary_optimizer, self.config, self.state.step, self.phase_span
-        )
-        torch.stack(list(losses.values())).sum().backward()
-        self._sync_extra_grads()
-        self.adversary_optimizer.step()
-        for name, value in losses.items():
-            step.log(name, value.detach())
-
-    def _sync_extra_grads(self) -> None:
-        """Strategy modules live outside DDP: average their gradients across ranks by hand."""
-        if not self.dist.enabled:
-            return
-        for module in self.extra_modules.values():
-            for p in module.parameters():
-                if p.grad is not None:
-                    p.grad.copy_(distributed.all_reduce_mean(p.grad, self.dist))
 
     def _record(self, step: Step, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Log the step's scalars, tell observers, write the periodic checkpoint."""
@@ -678,7 +536,7 @@ class Trainer:
                     out[f"{name}_{key}"] = metrics[key]
         if self.data.target is not None and hooks.implementations(self.pm, "tlkit_target_scores"):
             if self.net.cached:
-                self.feeder.cache_features(self._featurise, target=True)
+                self.feeder.cache_features(self._features, target=True)
             batches, from_features = self.feeder.eval_batches("target", self.net.cached)
             with domain_context("target"):
                 p = predict(model, batches, from_features=from_features, precision=self.precision)

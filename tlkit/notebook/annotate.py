@@ -41,6 +41,7 @@ import torch
 from tlkit import registry
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
 from tlkit.engine import hooks
+from tlkit.engine.evaluate import predict
 from tlkit.hookspecs import hookimpl
 
 #: Where a pool label came from.
@@ -96,19 +97,8 @@ def _outputs(
     model: Any, images: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities and backbone features of ``images``, in eval mode, on CPU."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    probs, feats = [], []
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device).float().div_(255)
-            f = model.features(x)
-            probs.append(model.head(f).float().softmax(dim=1).cpu())
-            feats.append(f.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(probs), torch.cat(feats)
+    p = predict(model, images, batch_size=batch_size)
+    return p.outputs.softmax(dim=1), p.features
 
 
 def _query_plugin_manager(query: Any, seed: int):

@@ -15,7 +15,7 @@ from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
 from tlkit.engine.config import FitConfig
-from tlkit.engine.evaluate import evaluate_model, predict
+from tlkit.engine.evaluate import batches_of, evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
 
 
@@ -348,9 +348,7 @@ def _as_domain(data: Any) -> Domain:
 
 def _progress(domain: Domain, batch_size: int, image_size: int | None, workers: int, show: bool):
     """The domain's evaluation batches, with a progress bar for files."""
-    from tlkit.engine.evaluate import _batches
-
-    batches = _batches(domain, batch_size, image_size, workers)
+    batches = batches_of(domain, batch_size, image_size, workers)
     if not show or domain.in_memory:
         return batches
     from tqdm.auto import tqdm

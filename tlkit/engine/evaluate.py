@@ -108,7 +108,7 @@ def predict(
     if device is not None:
         model.to(device)  # evaluate where asked: the model moves with the data
     device = next(model.parameters()).device
-    batches = _batches(inputs, batch_size, image_size, num_workers)
+    batches = batches_of(inputs, batch_size, image_size, num_workers)
     modes = training_modes(model)
     model.eval()
     feats, outs, index = [], [], []
@@ -143,7 +143,7 @@ def predict(
     )
 
 
-def _batches(
+def batches_of(
     inputs: Any, batch_size: int, image_size: int | None, num_workers: int
 ) -> Iterable[tuple[Any, torch.Tensor]]:
     """``(inputs, indices)`` batches of a tensor, a Domain or an iterable of batches."""

@@ -208,3 +208,38 @@ def test_a_users_own_transform_pipeline_is_used(photo_task):
     run = tlkit.fit(photo_task, epochs=1, mode="full", augment=pipeline, num_workers=0,
                     observers=[Watch()], **{**LAZY, "image_size": 48})  # fmt: skip
     assert run.config.augment == "custom" and set(seen) == {(3, 32, 32)}
+
+
+def test_sigkill_mid_epoch_with_workers_resumes_exactly(photo_task, photo_folder, tmp_path):
+    """A real kill (SIGKILL) of a run reading a folder with 2 workers, after its step-6
+    checkpoint; the resumed run (2 workers again) equals the uninterrupted one."""
+    import signal
+
+    from test_resume import run_script
+
+    opts = dict(epochs=2, mode="full", num_workers=2, checkpoint_every=6, **LAZY)
+    whole = tlkit.fit(photo_task, **{k: v for k, v in opts.items() if k != "checkpoint_every"})
+    killed = run_script(
+        f"""
+        import os, signal
+        import tlkit
+        from tlkit.datasets import DomainPair, from_folder
+
+        train, test = from_folder(sys.argv[2]).split(0.25, seed=0)
+
+        class Kill:
+            @tlkit.hookimpl
+            def tlkit_on_step_end(self, trainer):
+                if trainer.state.step == 8:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        tlkit.fit(DomainPair(train, test, name="photos"), checkpoint_dir=sys.argv[1],
+                  observers=[Kill()], **{opts!r})
+        """,
+        str(tmp_path),
+        str(photo_folder),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["state"]["step"] == 6
+    resumed = tlkit.fit(photo_task, checkpoint_dir=str(tmp_path), resume=True, **opts)
+    assert same(resumed, whole)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 
 __all__ = ["source_to_target_grid"]
@@ -111,6 +110,8 @@ def source_to_target_grid(
         seed: picks the images, the noise of PixelDA and FDA's target partners.
         title: the figure's title.
     """
+    import matplotlib.pyplot as plt  # here: loading the strategy must not import pyplot
+
     g = torch.Generator().manual_seed(seed)
     src = _images(source)
     pick = torch.randperm(len(src), generator=g)[: min(n, len(src))]

@@ -32,6 +32,9 @@ the engine (no forward domain) is normalised with the target's statistics (the h
 ``source_accuracy`` uses the source branch). Both branches start as copies of the model's
 BatchNorm layers.
 
+With ``ema=``, the averaged model is a copy made at the start: its source branch stays the
+starting one, so only its target evaluations are meaningful.
+
 Shapes: each BatchNorm layer of ``C`` channels gets a source copy of ``weight``, ``bias``
 ``(C,)``, ``running_mean``, ``running_var`` ``(C,)`` and ``num_batches_tracked``. Adds no loss;
 combine it with an alignment method: ``adapt=["dsbn", "dann"]``.

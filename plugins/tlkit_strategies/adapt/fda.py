@@ -28,7 +28,8 @@ inputs) -- FDA refuses the mix with that advice. A colour source and a grey targ
 amplitude is used for every channel. Target images of another size are resized to the source's.
 
 Shapes: source ``(B, C, H, W)``, target ``(B_t, C_t, H_t, W_t)`` float in [0, 1] -> ``(B, C, H, W)``.
-Logged: nothing (use ``fda_grid``-style plots from :mod:`._pixel_plots` to look at the images).
+Logged: nothing; ``source_to_target_grid(trainer, source, target)`` (in :mod:`.pixelda`) draws
+source images next to their FDA versions.
 """
 
 from __future__ import annotations

@@ -171,6 +171,13 @@ class SHOT:
             self.warmup = 0.0 if source_free else AUTO_WARMUP
         if self.pseudo_label == "auto":
             self.pseudo_label = PAPER_PSEUDO_LABEL if source_free else 0.0
+        target = getattr(trainer, "target", None)
+        if self.pseudo_label > 0 and target is not None and not target.in_memory:
+            raise ValueError(
+                "shot's pseudo-labels cluster the features of every target image each epoch, "
+                "which needs the target in memory; this one is decoded from files. Pass "
+                "adapt=('shot', {'pseudo_label': 0}), or target.materialize(image_size) first"
+            )
         freeze = source_free if self.freeze_head == "auto" else self.freeze_head
         if freeze:
             self._frozen = [p for p in trainer.model.head.parameters() if p.requires_grad]

@@ -11,7 +11,7 @@ from tlkit_strategies.adapt.dsbn import DSBN, batchnorm_layers
 from torch import nn
 
 import tlkit
-from tlkit.engine.step import domain_context
+from tlkit.step import domain_context
 
 
 class Net(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tlkit
-from tlkit.engine.step import forward_domain
+from tlkit.step import forward_domain
 
 
 def first_batchnorm(model):

@@ -2,6 +2,10 @@
 under TYPE_CHECKING count too), and no module imports a layer above it:
 
     errors/options/hookspecs/engine.step -> registry -> engine -> run -> api -> notebook / cli
+
+Importing ``a.b.c`` runs the package ``a.b``'s ``__init__`` first, so an import also depends on the
+packages above the imported module (other than the importer's own): ``run`` importing
+``tlkit.engine.checkpoint`` executes ``tlkit/engine/__init__.py``, and through it the trainer.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ def import_graph() -> dict[str, set[str]]:
             for name in names:
                 while name and name not in files:
                     name = name.rsplit(".", 1)[0] if "." in name else ""
-                if name and name != module and not module.startswith(name + "."):
-                    graph[module].add(name)
+                while name:  # the module, then the packages whose __init__ runs first
+                    if name != module and not module.startswith(name + "."):
+                        graph[module].add(name)
+                    name = name.rsplit(".", 1)[0] if "." in name else ""
     return graph
 
 
@@ -89,7 +95,7 @@ LOWER_MUST_NOT_IMPORT = {
     "tlkit.errors": ("tlkit.",),
     "tlkit.options": ("tlkit.registry", "tlkit.engine", "tlkit.run", "tlkit.api", "tlkit.notebook"),
     "tlkit.hookspecs": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
-    "tlkit.engine.step": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
+    "tlkit.step": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
     "tlkit.registry": ("tlkit.engine", "tlkit.run", "tlkit.api", "tlkit.notebook"),
     "tlkit.datasets": (
         "tlkit.engine",
@@ -105,7 +111,7 @@ LOWER_MUST_NOT_IMPORT = {
         "tlkit.notebook",
         "tlkit.registry",
     ),
-    "tlkit.engine": ("tlkit.api", "tlkit.notebook", "tlkit.cli"),
+    "tlkit.engine": ("tlkit.run", "tlkit.api", "tlkit.notebook", "tlkit.cli"),
     "tlkit.run": ("tlkit.api", "tlkit.engine.trainer", "tlkit.notebook", "tlkit.cli"),
 }
 

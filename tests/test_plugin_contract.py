@@ -445,7 +445,7 @@ def test_query_strategies_get_model_pool_labelled_features_and_budget(pool_task,
 
 def test_plugin_types_come_from_tlkit_itself():
     assert tlkit.PseudoLabels is registry.__dict__.get("PseudoLabels", tlkit.PseudoLabels)
-    from tlkit.engine.step import PseudoLabels, Step
+    from tlkit.step import PseudoLabels, Step
 
     assert tlkit.Step is Step and tlkit.PseudoLabels is PseudoLabels
     assert callable(tlkit.options.positive) and issubclass(tlkit.StrategyOptionError, ValueError)

@@ -13,8 +13,8 @@ errors.
 """
 
 from tlkit import backbones, datasets, options
-from tlkit.api import fit, fit_two_stage, load
-from tlkit.engine import FitConfig, PseudoLabels, Step, Trainer
+from tlkit.api import Trainer, fit, fit_two_stage, load
+from tlkit.engine import FitConfig, PseudoLabels, Step
 from tlkit.errors import (
     CheckpointError,
     ConfigError,
@@ -26,6 +26,7 @@ from tlkit.hookspecs import hookimpl
 from tlkit.ranking import rank_backbones
 from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
+from tlkit.step import domain_context, forward_domain
 
 __version__ = "0.1.0"
 
@@ -78,5 +79,7 @@ __all__ = [
     "strategies",
     "unregister",
     "widgets",
+    "domain_context",
+    "forward_domain",
     "__version__",
 ]

@@ -12,12 +12,33 @@ from torch import nn
 from tlkit.backbones.base import TransferModel, make_head
 from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
+from tlkit.engine import trainer as engine
 from tlkit.engine.config import FitConfig
-from tlkit.engine.trainer import Trainer
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
 
 _OPTIONS = {f.name for f in dataclasses.fields(FitConfig)}
+
+
+class Trainer(engine.Trainer):
+    """Runs one fit: ``Trainer(data, config).fit()`` returns a :class:`tlkit.Run`.
+
+    The engine's training loop (:class:`tlkit.engine.trainer.Trainer`: see it for the arguments)
+    with the result object on top. ``model`` may also be an earlier :class:`Run`, whose model is
+    copied (the run keeps its own) -- e.g. to adapt it source-free.
+    """
+
+    def __init__(
+        self, data: Any, config: FitConfig | None = None, *, model: Any = None, **kw: Any
+    ) -> None:
+        if isinstance(model, Run):
+            kw.setdefault("classes", model.classes or None)
+            model = copy.deepcopy(model.model)
+        super().__init__(data, config, model=model, **kw)
+
+    def fit(self, resume: str | Path | bool | None = None) -> Run:
+        """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``)."""
+        return Run.from_trainer(self.train(resume))
 
 
 def fit(

@@ -92,7 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
     from torch import nn
 
-    from tlkit.engine.step import PseudoLabels, Step
+    from tlkit.step import PseudoLabels, Step
 
 PROJECT = "tlkit"
 hookspec = pluggy.HookspecMarker(PROJECT)

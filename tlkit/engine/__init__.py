@@ -4,9 +4,9 @@ distributed helpers. Strategies plug into it through :mod:`tlkit.hookspecs`."""
 
 from tlkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from tlkit.engine.config import FitConfig
-from tlkit.engine.step import PseudoLabels, Step, TrainState
-from tlkit.engine.trainer import Trainer
+from tlkit.engine.trainer import Trainer  # the loop; tlkit.Trainer adds fit() -> Run
 from tlkit.errors import CheckpointError, ConfigError, TrainingError
+from tlkit.step import PseudoLabels, Step, TrainState
 
 __all__ = [
     "CheckpointError",

@@ -19,8 +19,8 @@ import pluggy
 import torch
 from torch import nn
 
-from tlkit.engine.step import PseudoLabels, Step
 from tlkit.errors import PluginError
+from tlkit.step import PseudoLabels, Step
 
 # -- dispatch ---------------------------------------------------------------------------------
 

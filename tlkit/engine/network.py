@@ -16,7 +16,7 @@ from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, DomainPair
 from tlkit.engine.config import FitConfig
-from tlkit.engine.step import domain_context
+from tlkit.step import domain_context
 
 
 def build_model(

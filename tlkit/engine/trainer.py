@@ -2,7 +2,7 @@
 
 Where things are (each file one responsibility):
 
-* :mod:`tlkit.engine.step` -- what strategies see: ``Step``, ``PseudoLabels``, ``TrainState``;
+* :mod:`tlkit.step` -- what strategies see: ``Step``, ``PseudoLabels``, ``TrainState``;
 * :mod:`tlkit.engine.hooks` -- calling strategies, checking what they return;
 * :mod:`tlkit.engine.feeding` -- the batches of each epoch and the frozen-feature cache;
 * :mod:`tlkit.engine.optim` -- phases (frozen / unfrozen), parameter groups, learning rates;
@@ -46,9 +46,8 @@ from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predic
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.network import Network, build_model
-from tlkit.engine.step import Step, TrainState, domain_context
 from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
-from tlkit.run import Run
+from tlkit.step import Step, TrainState, domain_context
 
 #: Held while a step draws from PyTorch's global random generator (see the module docstring).
 GLOBAL_RNG_LOCK = threading.RLock()
@@ -59,16 +58,24 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class Trainer:
-    """Runs one fit: ``Trainer(data, config).fit()`` returns a :class:`tlkit.Run`.
+    """The training loop of one run: ``Trainer(data, config).train()``. Use :class:`tlkit.Trainer`
+    (its ``fit()`` returns a :class:`tlkit.Run`) or :func:`tlkit.fit`; this class is the engine
+    layer, which knows nothing of the result object.
 
-    Everything that can be checked before training is checked here, in the constructor: options,
-    strategies and their options, the monitored metric, the checkpoint folder.
+    What can be checked before training is checked in the constructor: options, strategies and
+    their options, the monitored metric (validators' scores by name where they declare them), the
+    checkpoint folder. The folder's lock, a foreign ``last.pt`` and strategies refusing a model in
+    ``tlkit_setup`` are checked when training starts.
 
     Args:
         data: a :class:`DomainPair` (or a single labelled :class:`Domain`).
         config: a :class:`FitConfig`; or pass its fields as keyword arguments.
-        model: a ready :class:`TransferModel` (else one is built from ``config.backbone``).
+        model: a ready :class:`TransferModel` (else one is built from ``config.backbone``); it is
+            trained in place.
+        classes: class names for a source-free run's target when it has none (the model's).
         observers: extra plugin objects for this run only (progress widgets, loggers...).
+        train_transform: a per-sample ``transforms.v2`` pipeline for training images
+            (``augment="custom"``).
     """
 
     def __init__(
@@ -76,7 +83,8 @@ class Trainer:
         data: DomainPair | Domain,
         config: FitConfig | None = None,
         *,
-        model: TransferModel | nn.Module | Run | None = None,
+        model: TransferModel | nn.Module | None = None,
+        classes: list[str] | None = None,
         observers: tuple[Any, ...] | list[Any] = (),
         train_transform: Any = None,
         **options: Any,
@@ -85,9 +93,6 @@ class Trainer:
             config = FitConfig(**options)
         elif options:
             raise ConfigError("pass either config= or keyword options, not both.")
-        classes = None
-        if isinstance(model, Run):  # adapt a finished run's model (e.g. source-free)
-            classes, model = model.classes or None, model.model
         if classes is None and isinstance(model, TransferModel) and config.source_free:
             classes = [str(i) for i in range(model.out_features)]
         self.data = as_pair(data, source_free=config.source_free, classes=classes)
@@ -205,8 +210,9 @@ class Trainer:
         return resume.model_spec(self.model, self.config, self.classes, self.image_size)
 
     # -- the run ---------------------------------------------------------------------------
-    def fit(self, resume: str | Path | bool | None = None) -> Run:
-        """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``)."""
+    def train(self, resume: str | Path | bool | None = None) -> Trainer:
+        """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``).
+        Returns the trainer, trained (``tlkit.Trainer.fit`` wraps it in a Run)."""
         lock = (
             FolderLock(self.config.checkpoint_dir)
             if self.config.checkpoint_dir and self.is_main
@@ -226,7 +232,7 @@ class Trainer:
                     epoch = self.state.epoch
             finally:
                 hooks.notify(self.pm, "tlkit_on_fit_end", trainer=self, history=self.history)
-        return Run.from_trainer(self)
+        return self
 
     def _start(self, resume_from: str | Path | bool | None) -> None:
         cfg = self.config

@@ -719,7 +719,7 @@ class Dashboard:
         return record
 
     def _make_trainer(self, task: DomainPair, config: FitConfig, record: RunRecord) -> Any:
-        from tlkit.engine.trainer import Trainer
+        from tlkit.api import Trainer
 
         self._live = live.LiveCurves(
             live.WidgetSink(self.curves), min_interval=self.redraw_interval

@@ -1,0 +1,210 @@
+"""What a strategy sees and returns during training: :class:`Step`, :class:`PseudoLabels`,
+:class:`TrainState`. Plugins import them from ``tlkit`` (``tlkit.Step``, ``tlkit.PseudoLabels``).
+
+This module is the bottom of the engine: it imports no other part of tlkit, so the contract
+(:mod:`tlkit.hookspecs`) can describe these types without importing the training loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from torch import nn
+
+
+_FORWARD_DOMAIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tlkit_forward_domain", default=None
+)
+
+
+def forward_domain() -> str | None:
+    """Which domain the forward pass running now is for: ``"source"``, ``"target"``, or ``None``
+    (a batch holding both, or outside training and evaluation). Domain-specific layers (e.g.
+    domain-specific BatchNorm, Chang et al. 2019) read it to pick their statistics."""
+    return _FORWARD_DOMAIN.get()
+
+
+@contextlib.contextmanager
+def domain_context(domain: str | None) -> Iterator[None]:
+    """Run the enclosed forward passes as passes over ``domain`` (see :func:`forward_domain`)."""
+    token = _FORWARD_DOMAIN.set(domain)
+    try:
+        yield
+    finally:
+        _FORWARD_DOMAIN.reset(token)
+
+
+@dataclass
+class PseudoLabels:
+    """What a pseudo-labelling strategy returns for a target batch of ``B_t`` samples.
+
+    Attributes:
+        targets: class ids ``(B_t,)`` int64, or class probabilities ``(B_t, K)`` float (soft
+            targets; the first-party losses accept both).
+        weights: per-sample weights ``(B_t,)``; 0 masks a sample out.
+        logits: the outputs the loss is applied to, ``(B_t, K)``; ``None`` means
+            ``step.target_logits``. FixMatch passes the logits of a strongly augmented view.
+    """
+
+    targets: torch.Tensor
+    weights: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+@dataclass
+class TrainState:
+    """Where training is: with the weights, all a checkpoint must restore to resume exactly.
+
+    Attributes:
+        epoch: epochs completed (0 before the first ends). The epoch being trained is number
+            ``epoch + 1``, which is what ``step.epoch``, the history's ``epoch`` column and
+            ``tlkit_on_epoch_end(epoch=...)`` call it: epochs are counted from 1 everywhere.
+        step: optimisation steps completed.
+        step_in_epoch: steps completed in the current epoch.
+        total_steps: steps the whole run will take (``epochs * steps per epoch``).
+        stopped_early: the run ended before ``total_steps`` (a stop request or ``max_steps``).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    step_in_epoch: int = 0
+    total_steps: int = 1
+    stopped_early: bool = False
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+def _scalar(name: str, value: Any) -> torch.Tensor | float:
+    """A loggable scalar: a Python number or a one-element tensor (kept on its device)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"step.log('{name}', ...) takes one number; got a tensor of shape "
+                f"{tuple(value.shape)}. Reduce it first (e.g. value.mean())."
+            )
+        return value.detach().reshape(()).float()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"step.log('{name}', ...) takes a number or a one-element tensor, got "
+            f"{type(value).__name__}."
+        )
+    return float(value)
+
+
+@dataclass
+class Step:
+    """One optimisation step as the hooks see it. The attributes strategies may rely on:
+
+    Inputs (before the forward pass):
+        index: global step number, counting from 0.
+        epoch: the epoch being trained, counting from 1.
+        progress: fraction of training done, in [0, 1] (for schedules).
+        x: source inputs ``(B, C, H, W)`` float in [0, 1] -- ``None`` while the backbone's
+            features are cached (a frozen backbone and no strategy that ``needs_images``).
+        y: source training labels ``(B,)`` (class ids, or regression targets).
+        indices: positions of the source samples in ``trainer.data.source`` ``(B,)`` int64 --
+            for per-sample memories (ELR, Co-teaching+, DivideMix).
+        x_target: unlabelled target inputs ``(B_t, C, H, W)`` or ``None``.
+        target_indices: positions of the target samples in ``trainer.data.target`` ``(B_t,)``.
+        generator: a ``torch.Generator`` on the training device, seeded from ``(seed, step)``:
+            draw a strategy's randomness from it, and the run stays reproducible.
+    Outputs of the forward pass (set before the loss hooks run):
+        features, logits: ``(B, D)`` and ``(B, K)`` for the source batch.
+        target_features, target_logits: the same for the target batch (``None`` without one).
+
+    The true labels of the target are never on a step: strategies must not see them.
+    """
+
+    trainer: Any
+    index: int
+    epoch: int
+    progress: float
+    x: torch.Tensor | None
+    y: torch.Tensor
+    indices: torch.Tensor
+    x_target: torch.Tensor | None = None
+    target_indices: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    features: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    target_features: torch.Tensor | None = None
+    target_logits: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    stat_weights: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    _forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = field(
+        default=None, repr=False
+    )
+    _judge_targets: Callable[[torch.Tensor, torch.Tensor], None] | None = field(
+        default=None, repr=False
+    )
+    _target_views: Callable[[str], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The :class:`tlkit.backbones.TransferModel` being trained (``trainer.model``)."""
+        return self.trainer.model
+
+    def log(
+        self, name: str, value: torch.Tensor | float, weight: torch.Tensor | float = 1.0
+    ) -> None:
+        """Record a diagnostic scalar: logged every ``log_every`` steps and averaged per epoch into
+        the history. Averages are weighted: pass ``weight`` = how many samples ``value`` was
+        measured on when that changes from step to step -- e.g. the pseudo-labels a threshold
+        admits -- so a step that measured nothing does not pull the mean down."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"step.log() needs a metric name, got {name!r}.")
+        self.stats[name] = _scalar(name, value)
+        w = _scalar(f"{name} (weight)", weight)
+        if isinstance(w, float) and (w < 0 or not math.isfinite(w)):
+            raise ValueError(f"step.log('{name}', ..., weight={weight!r}): weights are >= 0.")
+        self.stat_weights[name] = w
+
+    def log_target_predictions(
+        self, predicted: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """Report the classes a strategy predicts for the target batch (``(B_t,)`` int64), e.g. a
+        teacher's labels; ``mask`` ``(B_t,)`` marks the ones it uses. The engine compares them
+        with the target's true labels, which strategies never see, and logs
+        ``pseudo_label_accuracy`` over the masked-in samples (where the truth is known)."""
+        if self._judge_targets is None:
+            raise ValueError("log_target_predictions() needs a target batch in this step.")
+        if mask is None:
+            mask = torch.ones(len(predicted), dtype=torch.bool, device=predicted.device)
+        self._judge_targets(predicted, mask)
+
+    def target_view(self, kind: str) -> torch.Tensor:
+        """The target batch under a ``"weak"`` or ``"strong"`` augmentation made for the data:
+        the digit-safe views, batch-wise on the device, for small in-memory images; for photos,
+        the DataLoader's per-sample crop-and-flip (weak) and TrivialAugment (strong) views --
+        declare ``needs_strong_view = True`` to have the workers make the strong one. Drawn from
+        :attr:`generator`, so reproducible. FixMatch and Mean Teacher use it."""
+        if self._target_views is None:
+            raise ValueError("target_view() needs a target batch in this step (needs_target).")
+        if kind not in ("weak", "strong"):
+            raise ValueError(f"target_view() takes 'weak' or 'strong', got {kind!r}.")
+        return self._target_views(kind)
+
+    def forward(
+        self, images: torch.Tensor, domain: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)`` of extra inputs (e.g. a strongly augmented view, float in
+        [0, 1]) through the same network and precision as the step's own forward pass, with
+        gradients. ``domain`` (``"source"``/``"target"``) says whose images they are, for
+        domain-specific layers."""
+        if self._forward is None:
+            raise ValueError("step.forward() is only available during training.")
+        return self._forward(images, domain)
+
+
+__all__ = ["PseudoLabels", "Step", "TrainState"]

@@ -177,3 +177,52 @@ def test_source_free_adaptation_uses_only_the_target(tiny_task, fast, temp_strat
         tlkit.fit(tiny_task.target, model=source_run, adapt="dann", source_free=True, **fast)
     with pytest.raises(tlkit.PluginError, match="no strategy gave this step a loss"):
         tlkit.fit(tiny_task.target, model=source_run, epochs=1, source_free=True, **fast)
+
+
+def test_source_free_leaves_the_source_run_alone_and_trains_in_full(tiny_task, fast, temp_strategy):
+    temp_strategy(TargetEntropy)
+    source_run = tlkit.fit(tiny_task, epochs=1, **fast)
+    source_run.model.backbone.pretrained = True  # as if pretrained: mode="auto" must not freeze
+    before = {k: v.clone() for k, v in source_run.model.state_dict().items()}
+    adapted = tlkit.fit(tiny_task.target, model=source_run, epochs=1, adapt="test_sf_entropy",
+                        source_free=True, **fast)  # fmt: skip
+    assert adapted.config.mode == "full" and adapted.model is not source_run.model
+    assert all(torch.equal(before[k], v) for k, v in source_run.model.state_dict().items())
+
+
+def test_extra_views_run_as_the_domain_the_strategy_names(tiny_task, fast, temp_strategy):
+    seen = []
+
+    class Views:
+        name, family, needs_target = "test_views_domain", "adapt", True
+
+        @tlkit.hookimpl
+        def tlkit_extra_losses(self, step):
+            bn = first_batchnorm(step.model)
+            handle = bn.register_forward_pre_hook(lambda m, a: seen.append(forward_domain()))
+            step.forward(step.x_target, domain="target")
+            step.forward(step.x)
+            handle.remove()
+            return None
+
+    temp_strategy(Views)
+    tlkit.fit(tiny_task, epochs=1, adapt="test_views_domain", domain_bn="separate", max_steps=1,
+              **fast)  # fmt: skip
+    assert seen == ["target", None]  # named: that domain; unnamed: no domain claimed
+
+
+def test_a_new_learning_rate_reaches_the_second_optimiser_on_resume(
+    tiny_task, fast, temp_strategy, tmp_path
+):
+    temp_strategy(TinyGAN)
+    rates = []
+
+    class Rates:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self, trainer):
+            rates.append(trainer.adversary_optimizer.param_groups[0]["base_lr"])
+
+    opts = dict(epochs=2, mode="full", adapt="test_gan", checkpoint_dir=str(tmp_path), **fast)
+    tlkit.fit(tiny_task, max_steps=3, **opts)
+    tlkit.fit(tiny_task, resume=True, observers=[Rates()], **{**opts, "lr": 1e-5})
+    assert rates and set(rates) == {1e-5}

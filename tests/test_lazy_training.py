@@ -243,3 +243,24 @@ def test_sigkill_mid_epoch_with_workers_resumes_exactly(photo_task, photo_folder
     assert torch.load(tmp_path / "last.pt", weights_only=True)["state"]["step"] == 6
     resumed = tlkit.fit(photo_task, checkpoint_dir=str(tmp_path), resume=True, **opts)
     assert same(resumed, whole)
+
+
+def test_whole_batches_of_unreadable_files_are_skipped_and_counted_once(photo_folder, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_folder, folder)
+    (folder / "b" / "003.jpg").write_bytes(b"broken")
+    model = tlkit.backbones.create_model("small_cnn", 4, pretrained=False)
+    model.backbone.pretrained = True  # fine_tune: a frozen (cached) epoch, then an unfrozen one
+    with pytest.warns(Warning, match="003.jpg"):
+        run = tlkit.fit(from_folder(folder), model=model, epochs=2, mode="fine_tune",
+                        num_workers=0, **{**LAZY, "batch_size": 1})  # fmt: skip
+    assert [row["skipped_files"] for row in run.history] == [1, 1]  # one file, counted once
+    assert run.history[-1]["step"] == 2 * 96  # the empty one-image batch still took its step
+
+
+def test_digit_style_folders_evaluate_the_way_they_trained(photo_task):
+    run = tlkit.fit(photo_task, epochs=2, mode="full", augment="digits", num_workers=0, **LAZY)
+    assert run.spec["resize"] == "squash"
+    assert run.evaluate(photo_task.source_test)["accuracy"] == pytest.approx(
+        run.last["source_accuracy"]
+    )

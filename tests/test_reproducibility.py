@@ -63,3 +63,28 @@ def test_a_run_does_not_depend_on_the_global_generator_before_it(tiny_task, fast
     torch.rand(1000)  # someone else drew from torch's generator in between
     b = signature(tlkit.fit(tiny_task, **opts))
     assert same(a, b)
+
+
+def test_per_sample_augmentation_in_another_thread_does_not_disturb_a_run(
+    tiny_task, fast, photo_folder
+):
+    """Photos decoded and augmented in the main process (0 workers) reseed the global generator
+    per sample; they must do it under the same lock as the steps of a run in another thread."""
+    from tlkit.datasets import DomainPair, from_folder
+
+    photos = DomainPair(*from_folder(photo_folder).split(0.25, seed=0), name="photos")
+    digits_opts = dict(**RANDOM_BITS, **fast)
+    photo_opts = dict(epochs=2, mode="full", num_workers=0, image_size=32, **{**fast, "seed": 3})
+    serial = signature(tlkit.fit(tiny_task, **digits_opts))
+    threaded = {}
+    threads = [
+        threading.Thread(
+            target=lambda: threaded.setdefault("d", tlkit.fit(tiny_task, **digits_opts))
+        ),
+        threading.Thread(target=lambda: threaded.setdefault("p", tlkit.fit(photos, **photo_opts))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert same(signature(threaded["d"]), serial)

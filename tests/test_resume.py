@@ -365,3 +365,11 @@ def test_a_killed_run_left_no_lock(tiny_task, fast, tmp_path):
     assert killed.returncode == -signal.SIGKILL
     run = tlkit.fit(tiny_task, epochs=1, checkpoint_dir=str(tmp_path), **fast)
     assert run.history and time.time() - started < 60
+
+
+def test_saved_checkpoints_hold_the_model_the_history_measured_with_ema(tiny_task, fast, tmp_path):
+    run = tlkit.fit(tiny_task, epochs=2, ema=0.9, checkpoint_dir=str(tmp_path), **fast)
+    x = tiny_task.source_test.images
+    for name in ("last.pt",):
+        loaded = tlkit.load(tmp_path / name)
+        assert torch.allclose(loaded.predict_outputs(x), run.predict_outputs(x), atol=1e-6), name

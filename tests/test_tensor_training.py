@@ -55,3 +55,12 @@ def test_image_only_features_refuse_tensor_data():
     semi = few_labels(wine, k=5, seed=0)
     with pytest.raises((DataError, tlkit.PluginError), match="images"):
         tlkit.fit(semi, "mlp", epochs=1, pseudo_label="fixmatch", **FAST)
+
+
+def test_text_models_export_for_any_sequence_length(tmp_path):
+    docs = tlkit.datasets.load("docstrings")
+    run = tlkit.fit(docs, "text_bag", epochs=1, **FAST)
+    program = torch.export.load(run.export(tmp_path / "text.pt2")).module()
+    rows = docs.source_test.inputs[:4]
+    assert torch.allclose(program(rows), run.predict_outputs(rows), atol=1e-4)
+    assert program(rows[:, :32]).shape == (4, docs.num_classes)  # a shorter length works too

@@ -21,6 +21,7 @@ onnxruntime).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -62,16 +63,23 @@ def preprocessing(run: Any) -> dict[str, Any]:
         "modality": modality,
     }
     if modality == "image":
+        squash = spec.get("resize") == "squash"
         info["input"] = {
             "shape": ["batch", 3, size, size],
             "dtype": "float32",
             "range": [0.0, 1.0],
             "preprocess": (
-                f"decode to RGB, resize the short side to {round(size / 0.875)} px, centre-crop "
-                f"{size}x{size}, divide by 255 (tlkit.datasets.transforms.eval_transform({size}))"
+                f"decode to RGB, resize to {size}x{size} (the whole image), divide by 255"
+                if squash
+                else f"decode to RGB, resize the short side to {round(size / 0.875)} px, "
+                f"centre-crop {size}x{size}, divide by 255 "
+                f"(tlkit.datasets.transforms.eval_transform({size}))"
             ),
             "normalisation": "inside the program (the backbone's mean and std)",
         }
+    else:
+        shape = spec.get("input_shape") or []
+        info["input"] = {"shape": ["batch", *shape], "note": "the domain's rows, as given"}
     return info
 
 
@@ -83,7 +91,8 @@ def example_input(run: Any, batch: int = 2) -> torch.Tensor:
     kwargs = run.spec.get("build_kwargs") or {}
     if "in_features" in kwargs:
         return torch.zeros(batch, int(kwargs["in_features"]))
-    return torch.zeros(batch, 16, dtype=torch.long)  # token ids, padding 0
+    length = (run.spec.get("input_shape") or [16])[-1]
+    return torch.ones(batch, int(length), dtype=torch.long)  # token ids (0 pads)
 
 
 def export_model(run: Any, path: str | Path) -> Path:
@@ -96,13 +105,15 @@ def export_model(run: Any, path: str | Path) -> Path:
         )
     if not path.parent.is_dir():
         raise ConfigError(f"export('{path}'): the folder '{path.parent}' does not exist.")
-    module = InferenceModel(run.model).cpu().eval()
+    module = InferenceModel(copy.deepcopy(run.model)).cpu().eval()  # the run's model stays put
     example = example_input(run)
     info = json.dumps(preprocessing(run), indent=1)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    dims = {0: torch.export.Dim("batch", min=1, max=65536)}
+    if not example.is_floating_point():  # token ids: any sequence length
+        dims[1] = torch.export.Dim("length", min=2, max=65536)
     with torch.no_grad():
         if path.suffix == ".pt2":
-            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+            program = torch.export.export(module, (example,), dynamic_shapes=(dims,))
             torch.export.save(program, path, extra_files={"tlkit.json": info})
             return path
         try:
@@ -118,7 +129,7 @@ def export_model(run: Any, path: str | Path) -> Path:
             str(path),
             input_names=["input"],
             output_names=["output"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(dims,),
             dynamo=True,
             verbose=False,
         )

@@ -37,8 +37,8 @@ Conventions, as in pytest's hook module:
             tlkit_on_step_end(trainer, step, logs)
         tlkit_before_evaluate(trainer)
         evaluation of the held-out sets; tlkit_target_scores(trainer, logits, features)
-        the checkpoint of the epoch is written (also when the next hook fails)
         tlkit_on_epoch_end(trainer, epoch, metrics)
+        the epoch's checkpoint is written (also when that hook, or the monitor, fails)
     tlkit_on_fit_end(trainer, history)                # also after a stop or an error
 
 **What a strategy declares** (class attributes the engine reads; checked at registration):
@@ -216,7 +216,8 @@ def tlkit_before_evaluate(trainer: Any) -> None:
     Strategies that change the model for inference do it here; AdaBN, for one, re-estimates
     BatchNorm statistics on the target data.
 
-    :param trainer: the trainer; ``trainer.model`` is the model about to be evaluated.
+    :param trainer: the trainer; ``trainer.model`` is about to be evaluated -- or, with
+        ``ema=``, ``trainer.ema.module`` (a strategy that changes the model should change both).
     :return: nothing. Every implementation is called (not firstresult).
     """
 
@@ -302,8 +303,8 @@ def tlkit_on_step_end(trainer: Any, step: Step, logs: dict[str, float]) -> None:
 def tlkit_on_epoch_end(trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
     """Called after each epoch's evaluation with that epoch's row of the history.
 
-    The epoch's checkpoint is written before this hook's failure can stop the run, so an error
-    here loses nothing that was trained.
+    The epoch's checkpoint is written when this hook returns -- also when it raises, so an error
+    here loses nothing that was trained (and state the hook changes is in the checkpoint).
 
     :param trainer: the trainer; ``trainer.eval_results`` holds the full metrics of each
         held-out set (confusion matrix included).

@@ -178,10 +178,30 @@ def _required_args(fn: Any) -> list[str]:
     ]
 
 
+#: Hooks whose one answer decides something, by the family allowed to give it (a regularizer
+#: answering tlkit_supervised_loss would silently replace loss=).
+HOOK_FAMILIES = {
+    "tlkit_supervised_loss": ("loss",),
+    "tlkit_pseudo_labels": ("pseudo_label",),
+    "tlkit_query_scores": ("query",),
+}
+#: What observers (fit(observers=[...])) may implement: they watch, they do not train.
+OBSERVER_HOOKS = ("tlkit_on_fit_start", "tlkit_on_step_end", "tlkit_on_epoch_end",
+                  "tlkit_on_fit_end", "tlkit_before_evaluate")  # fmt: skip
+
+
 def _check_hooks(obj: Any, name: str) -> list[str]:
     impls = []
     for attr in dir(obj):
         if not attr.startswith("tlkit_"):
+            raw = inspect.getattr_static(obj, attr, None)  # no property is evaluated
+            raw = getattr(raw, "__func__", raw)  # staticmethod / classmethod
+            if callable(raw) and getattr(raw, f"{hookspecs.PROJECT}_impl", None) is not None:
+                raise PluginError(
+                    f"strategy '{name}': {attr} is marked @tlkit.hookimpl but is not named after "
+                    "a hook; name the method after the hook it implements (specname= is not "
+                    "supported)."
+                )
             continue
         fn = getattr(obj, attr, None)
         if attr not in hookspecs.HOOK_NAMES:
@@ -231,7 +251,19 @@ def _describe(obj: Any, *, name: str | None, family: str | None, provider: str) 
             f"strategy '{name}' has family {family!r}; it must be one of {sorted(FAMILIES)} "
             "(set a `family` attribute or pass family=)."
         )
-    _check_hooks(obj, name)
+    impls = _check_hooks(obj, name)
+    for hook, families in HOOK_FAMILIES.items():
+        if hook in impls and family not in families:
+            raise PluginError(
+                f"strategy '{name}' ({family}) implements {hook}, which only {families[0]} "
+                f"strategies answer (selected by {FAMILIES[families[0]]}=); its answer would "
+                "silently replace theirs."
+            )
+    scores = getattr(obj, "scores", None)
+    if scores is not None and (
+        isinstance(scores, str) or not all(isinstance(s, str) and s for s in scores)
+    ):
+        raise PluginError(f"strategy '{name}': scores must be a tuple of names, got {scores!r}.")
     for attr, kind in DECLARATIONS.items():
         value = getattr(obj, attr, False)
         if not isinstance(value, kind):
@@ -338,7 +370,7 @@ def unregister(name: str) -> None:
     """Forget a strategy registered in this session (installed ones cannot be removed)."""
     _load_entry_points()
     qualified = name if ":" in name else _owner.get(name)
-    if qualified is None:
+    if qualified is None or qualified not in _installed:
         return
     if not qualified.startswith(f"{SESSION}:"):
         raise PluginError(
@@ -424,12 +456,25 @@ def make_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for info, options in selected:
-        pm.register(info.create(**options), name=info.name)
+        pm.register(info.create(**options), name=run_name(info))
     for i, observer in enumerate(observers):
         name = getattr(observer, "name", None) or type(observer).__name__
         try:
-            _check_hooks(observer, name)
+            impls = _check_hooks(observer, name)
         except PluginError as exc:
             raise PluginError(str(exc).replace("strategy", "observer", 1)) from None
+        strategy_hooks = [h for h in impls if h not in OBSERVER_HOOKS]
+        if strategy_hooks:
+            raise PluginError(
+                f"observer '{name}' implements {strategy_hooks}: observers watch training "
+                f"({', '.join(OBSERVER_HOOKS)}); a hook that changes it belongs to a strategy "
+                "(tlkit.register it and select it by name)."
+            )
         pm.register(observer, name=f"observer-{i}-{name}")
     return pm
+
+
+def run_name(info: StrategyInfo) -> str:
+    """The name a strategy goes by in a run (history, checkpoints, errors): its short name, or
+    ``provider:name`` when another strategy owns the short one."""
+    return _selectable_name(info)

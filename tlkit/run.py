@@ -51,6 +51,7 @@ class Run:
         self.spec = spec or {}
         self.data = data
         self.stopped_early = stopped_early
+        self.pretrain_run: Run | None = None  # fit_two_stage: the stage-1 run
 
     @classmethod
     def from_trainer(cls, trainer: Any) -> Run:
@@ -130,6 +131,7 @@ class Run:
             device=device,
             image_size=self.image_size,
             num_workers=num_workers,
+            resize=self.spec.get("resize", "crop"),
         )
 
     @property
@@ -161,9 +163,10 @@ class Run:
             outputs = self.predict_outputs(data, batch_size=batch_size)
             return outputs.argmax(dim=1) if self.task == "classification" else outputs
         domain = _as_domain(data)
+        resize = self.spec.get("resize", "crop")
         p = predict(
             self.model,
-            _progress(domain, batch_size, self.image_size, num_workers, progress),
+            _progress(domain, batch_size, self.image_size, num_workers, progress, resize),
             batch_size=batch_size,
         )
         return _prediction_table(domain, p.outputs, p.indices, self.task, self.classes, top_k)
@@ -179,7 +182,11 @@ class Run:
     ) -> torch.Tensor:
         """Model outputs ``(N, K)`` for images, a tensor domain's rows or a Domain."""
         return predict(
-            self.model, _as_inputs(images), batch_size=batch_size, image_size=self.image_size
+            self.model,
+            _as_inputs(images),
+            batch_size=batch_size,
+            image_size=self.image_size,
+            resize=self.spec.get("resize", "crop"),
         ).outputs
 
     def features(self, images: torch.Tensor | Domain, *, batch_size: int = 256) -> torch.Tensor:
@@ -192,11 +199,14 @@ class Run:
             batch_size=batch_size,
             outputs=False,
             image_size=self.image_size,
+            resize=self.spec.get("resize", "crop"),
         ).features
 
-    def export(self, path: str | Path, *, batch_size: int | None = None) -> Path:
+    def export(self, path: str | Path) -> Path:
         """Write the model for inference without tlkit: ``.pt2`` (``torch.export``) or
-        ``.onnx`` (needs the ``[export]`` extra). See :mod:`tlkit.export`."""
+        ``.onnx`` (needs the ``[export]`` extra), any batch size. The program takes float
+        images in [0, 1] at the run's size (normalisation inside) or a tensor domain's rows; the
+        preprocessing and the class names are written beside it. See :mod:`tlkit.export`."""
         from tlkit.export import export_model
 
         return export_model(self, path)
@@ -346,9 +356,11 @@ def _as_domain(data: Any) -> Domain:
     )
 
 
-def _progress(domain: Domain, batch_size: int, image_size: int | None, workers: int, show: bool):
+def _progress(
+    domain: Domain, batch_size: int, image_size: int | None, workers: int, show: bool, resize: str
+):
     """The domain's evaluation batches, with a progress bar for files."""
-    batches = batches_of(domain, batch_size, image_size, workers)
+    batches = batches_of(domain, batch_size, image_size, workers, resize)
     if not show or domain.in_memory:
         return batches
     from tqdm.auto import tqdm
@@ -362,11 +374,11 @@ def _prediction_table(domain, outputs, indices, task, classes, top_k):
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency
         raise DataError("predictions as a table need pandas: pip install pandas") from None
-    where = (
-        {"path": [domain.paths[i] for i in indices.tolist()]}
-        if not domain.in_memory and domain.paths
-        else {"index": indices.tolist()}
-    )
+    try:
+        paths = None if domain.in_memory else domain.paths
+    except DataError:  # a dataset object's samples have no paths
+        paths = None
+    where = {"path": [paths[i] for i in indices.tolist()]} if paths else {"index": indices.tolist()}
     if outputs is None:
         outputs = torch.empty(0, len(classes) or 1)
     if task == "regression":
@@ -422,7 +434,9 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
             raise CheckpointError(
                 f"checkpoint '{path}': its model description lacks {exc}; the file is damaged."
             ) from None
-    load_weights(model, field(ckpt, "model", dict, path), "model", path)
+    # with EMA on, the averaged weights are the model the history measured (and Run.save keeps)
+    weights = ckpt.get("ema") if isinstance(ckpt.get("ema"), dict) else None
+    load_weights(model, weights or field(ckpt, "model", dict, path), "model", path)
     history, best = field(ckpt, "history", list, path), ckpt.get("best") or {}
     step_logs = ckpt.get("step_logs") or []
     if not isinstance(best, dict) or not isinstance(step_logs, list):

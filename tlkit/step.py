@@ -164,6 +164,10 @@ class Step:
         admits -- so a step that measured nothing does not pull the mean down."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"step.log() needs a metric name, got {name!r}.")
+        if name in ("loss", "lr", "step", "epoch"):
+            raise ValueError(
+                f"step.log('{name}', ...): '{name}' is the engine's; use a name of your own."
+            )
         self.stats[name] = _scalar(name, value)
         w = _scalar(f"{name} (weight)", weight)
         if isinstance(w, float) and (w < 0 or not math.isfinite(w)):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,11 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.rng import GLOBAL_RNG_LOCK
+
 from .backing import Backing, TensorBacking, _mix
 from .decode import DecodeError
 from .errors import DataError, DataWarning, check_image_size
 
-_RNG_LOCK = threading.Lock()
+_RNG_LOCK = GLOBAL_RNG_LOCK  # the engine's steps hold the same lock (tlkit.rng)
 
 
 def seeded_call(fn: Callable[[Any], Any], x: Any, seed: int) -> Any:

@@ -81,7 +81,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete ``.<name>.*.tmp`` files that a killed write left in ``folder``; returns them.
     Only call it while holding the folder's :class:`FolderLock` (no write is then in flight)."""
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):  # what save_checkpoint names them, nothing else
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
@@ -186,14 +186,8 @@ class FolderLock:
         self._file = None
 
     def acquire(self) -> FolderLock:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            f = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held until release()
-        except OSError as exc:
-            raise ConfigError(
-                f"checkpoint_dir '{self.folder}' cannot be written ({exc.strerror or exc}); "
-                "choose a folder you can write to."
-            ) from None
+        check_writable(self.folder)
+        f = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held until release()
         try:
             _lock_file(f)
         except OSError:

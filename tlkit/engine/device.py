@@ -21,6 +21,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+        if device.type == "cuda" and device.index is None:  # each torchrun process its own GPU
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
         return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -91,6 +91,7 @@ def predict(
     to_cpu: bool = True,
     image_size: int | None = None,
     num_workers: int = 0,
+    resize: str = "crop",
     sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Predictions:
     """``(features, outputs, indices)`` of a :class:`~tlkit.backbones.TransferModel` in eval mode;
@@ -108,7 +109,7 @@ def predict(
     if device is not None:
         model.to(device)  # evaluate where asked: the model moves with the data
     device = next(model.parameters()).device
-    batches = batches_of(inputs, batch_size, image_size, num_workers)
+    batches = batches_of(inputs, batch_size, image_size, num_workers, resize)
     modes = training_modes(model)
     model.eval()
     feats, outs, index = [], [], []
@@ -143,21 +144,40 @@ def predict(
     )
 
 
+def eval_transform(size: int, resize: str = "crop") -> Callable[[torch.Tensor], torch.Tensor]:
+    """How file-backed images are brought to ``size`` for evaluation: ``"crop"`` (short side,
+    then the centre square; photos) or ``"squash"`` (the whole image to the square; digits)."""
+    from tlkit.datasets import transforms
+
+    if resize == "squash":
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.Resize((size, size), antialias=True), transforms.to_float()])
+    return transforms.eval_transform(size)
+
+
 def batches_of(
-    inputs: Any, batch_size: int, image_size: int | None, num_workers: int
+    inputs: Any,
+    batch_size: int,
+    image_size: int | None,
+    num_workers: int,
+    resize: str = "crop",
 ) -> Iterable[tuple[Any, torch.Tensor]]:
     """``(inputs, indices)`` batches of a tensor, a Domain or an iterable of batches."""
     if isinstance(inputs, Domain):
         if inputs.in_memory:
             inputs = inputs.inputs
         else:
-            from tlkit.datasets import transforms
             from tlkit.datasets.loader import collate
 
             size = image_size or inputs.image_size or 224
-            dataset = inputs.dataset(transforms.eval_transform(size))
+            dataset = inputs.dataset(eval_transform(size, resize))
             return torch.utils.data.DataLoader(
-                dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers
+                dataset,
+                batch_size=batch_size,
+                collate_fn=collate,
+                num_workers=num_workers,
+                generator=torch.Generator().manual_seed(0),  # leaves the global generator alone
             )
     if isinstance(inputs, torch.Tensor):
         n = len(inputs)
@@ -188,6 +208,7 @@ def evaluate_model(
     precision: str = "fp32",
     image_size: int | None = None,
     num_workers: int = 0,
+    resize: str = "crop",
 ) -> dict:
     """accuracy / per-class accuracy / confusion matrix (or MAE / RMSE) of ``model`` on ``domain``."""
     p = predict(
@@ -198,6 +219,7 @@ def evaluate_model(
         precision=precision,
         image_size=image_size,
         num_workers=num_workers,
+        resize=resize,
     )
     num_classes = getattr(model, "out_features", None) or domain.num_classes
     return metrics_from_outputs(p.outputs, domain, num_classes, p.indices)

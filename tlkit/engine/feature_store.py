@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.datasets.domain import Domain
+from tlkit.datasets.domain import DataError, Domain
 
 
 def cache_root() -> Path:
@@ -42,40 +44,69 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def key_of(model: nn.Module, domain: Domain, image_size: int) -> str:
-    """What the features depend on: backbone (name and weights), samples, preprocessing."""
+def _sample_ids(domain: Domain) -> list[str]:
+    """What names the samples: file paths (shards: ``shard:key``), else each one's description."""
+    try:
+        return list(domain.paths or [])
+    except DataError:  # a dataset object's samples have no paths
+        return [domain.backing.describe(i) for i in range(len(domain))]
+
+
+def key_of(model: nn.Module, domain: Domain, image_size: int, precision: str = "fp32") -> str:
+    """What the features depend on: backbone (name and weights), samples, preprocessing, and the
+    precision they were computed in."""
     backbone = model.backbone
     weights = _digest(*backbone.state_dict().values())
-    samples = _digest(*(domain.paths or [])) if not domain.in_memory else _digest(domain.inputs)
+    samples = _digest(*_sample_ids(domain)) if not domain.in_memory else _digest(domain.inputs)
     from tlkit.datasets import transforms
 
     preprocessing = transforms.describe(transforms.eval_transform(image_size))
-    return _digest(backbone.name, weights, len(domain), samples, image_size, preprocessing)
+    return _digest(
+        backbone.name, weights, len(domain), samples, image_size, preprocessing, precision
+    )
 
 
 class FeatureStore:
     """One set's features in a float16 memmap ``(N, D)``; ``indices`` say which rows were
-    written (files that could not be read have none)."""
+    written (files that could not be read have none).
+
+    A store is written into a temporary folder of its own and renamed into place when complete,
+    so concurrent writers (DDP ranks, two runs in one process) never see each other's half-written
+    files; whoever finishes second keeps the first one's folder."""
 
     def __init__(self, folder: Path, n: int, d: int) -> None:
         self.folder, self.n, self.d = folder, n, d
-        folder.mkdir(parents=True, exist_ok=True)
         self.complete = (folder / ".done").exists()
-        mode = "r" if self.complete else "w+"
-        self.array = np.memmap(folder / "features.f16", dtype=np.float16, mode=mode, shape=(n, d))
-        self.indices = (
-            torch.from_numpy(np.load(folder / "indices.npy")) if self.complete else torch.empty(0)
+        if self.complete:
+            self._open(folder)
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            self.work = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+            self.array = np.memmap(self.work / "features.f16", dtype=np.float16, mode="w+",
+                                   shape=(n, d))  # fmt: skip
+            self.indices = torch.empty(0, dtype=torch.long)
+
+    def _open(self, folder: Path) -> None:
+        self.array = np.memmap(
+            folder / "features.f16", dtype=np.float16, mode="r", shape=(self.n, self.d)
         )
+        self.indices = torch.from_numpy(np.load(folder / "indices.npy"))
 
     def write(self, features: torch.Tensor, indices: torch.Tensor) -> None:
         self.array[indices.numpy()] = features.detach().to(torch.float16).cpu().numpy()
 
     def finish(self, indices: torch.Tensor) -> None:
         self.array.flush()
-        np.save(self.folder / "indices.npy", indices.numpy())
-        (self.folder / "meta.json").write_text(json.dumps({"n": self.n, "d": self.d}))
-        (self.folder / ".done").touch()
-        self.indices, self.complete = indices, True
+        np.save(self.work / "indices.npy", indices.numpy())
+        (self.work / "meta.json").write_text(json.dumps({"n": self.n, "d": self.d}))
+        (self.work / ".done").touch()
+        del self.array
+        try:
+            os.rename(self.work, self.folder)  # atomic; fails when another writer got there first
+        except OSError:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self._open(self.folder)
+        self.complete = True
 
     @property
     def rows(self) -> torch.Tensor:
@@ -99,9 +130,11 @@ class _Rows:
 
 
 def open_store(
-    model: nn.Module, domain: Domain, name: str, image_size: int, n: int, d: int
-) -> FeatureStore:
-    return FeatureStore(cache_root() / f"{name}-{key_of(model, domain, image_size)[:20]}", n, d)
+    model: nn.Module, domain: Domain, name: str, image_size: int, n: int, d: int,
+    precision: str = "fp32",
+) -> FeatureStore:  # fmt: skip
+    key = key_of(model, domain, image_size, precision)[:20]
+    return FeatureStore(cache_root() / f"{name}-{key}", n, d)
 
 
 def features(
@@ -121,7 +154,7 @@ def features(
     if len(domain) * d * 4 <= config.feature_ram_budget * 1e9:
         p = predict(model, batches, to_cpu=False, outputs=False, precision=precision)
         return p.features, p.indices
-    store = open_store(model, domain, key, image_size, len(domain), d)
+    store = open_store(model, domain, key, image_size, len(domain), d, precision)
     if not store.complete:
         p = predict(model, batches, sink=store.write, outputs=False, precision=precision)
         store.finish(p.indices)

@@ -114,6 +114,14 @@ class Batch:
     x_target: torch.Tensor | None = None
     x_target_strong: torch.Tensor | None = None  # a strongly augmented view, when asked for
     target_cached: torch.Tensor | None = None
+    source_free: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to train on: every file of the source (or target) batch was unreadable."""
+        no_source = len(self.indices) == 0 and not self.source_free
+        no_target = self.target_indices is not None and len(self.target_indices) == 0
+        return no_source or no_target
 
 
 class _Keys(torch.utils.data.Sampler):
@@ -156,6 +164,8 @@ class DomainFeed:
         from tlkit.datasets.augment import strong_augment, weak_augment
 
         self.domain, self.device, self.config = domain, device, config
+        # how file-backed images are brought to size for evaluation (Run.predict does the same)
+        self.resize = "squash" if pipes.kind == "digits" else "crop"
         self.fast = pipes.train is None and domain.in_memory
         self.eval_fast = pipes.eval is None and domain.in_memory
         self.is_image = domain.modality == "image"
@@ -206,6 +216,7 @@ class DomainFeed:
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=workers > 0,
                 prefetch_factor=self.config.prefetch_factor if workers > 0 else None,
+                generator=torch.Generator().manual_seed(self.config.seed),  # not the global one
             )
             self._loaders[which] = (loader, keys)
         return self._loaders[which]
@@ -232,8 +243,8 @@ class DomainFeed:
 
     @property
     def skipped(self) -> int:
-        """Files that could not be read so far (training and evaluation)."""
-        return sum(ds.num_skipped for ds in (self._train, self._eval) if ds is not None)
+        """Files of this domain that could not be read so far (training or evaluation)."""
+        return len({i for ds in (self._train, self._eval) if ds is not None for i in ds.skipped})
 
 
 def _rank_block(order: torch.Tensor, dist: distributed.DistInfo, n: int) -> torch.Tensor:
@@ -377,7 +388,9 @@ class Feeder:
             target = self._stream(self.target, t_order, bt, epoch, 1, "target" if cached else None)
         for _ in steps:
             x, idx = next(source)
-            batch = Batch(y=self.source_labels[idx.to(self.device)], indices=idx)
+            batch = Batch(
+                y=self.source_labels[idx.to(self.device)], indices=idx, source_free=self.source_free
+            )
             if cached:
                 batch.cached = x
             else:
@@ -391,7 +404,7 @@ class Feeder:
                     batch.x_target, batch.x_target_strong = x_t
                 else:
                     batch.x_target = x_t
-            if self.source_free:  # zero rows shaped like the target's
+            if self.source_free and not batch.empty:  # zero rows shaped like the target's
                 like = batch.target_cached if cached else batch.x_target
                 batch.cached, batch.x = (like[:0], None) if cached else (None, like[:0])
             yield batch

@@ -87,14 +87,32 @@ def _shape(x: Any) -> str:
 
 
 def setup(pm: pluggy.PluginManager, trainer: Any) -> dict[str, nn.Module]:
-    """``tlkit_setup``: the modules strategies train alongside the model, by strategy name."""
-    modules = {}
-    for impl, module in call_all(pm, "tlkit_setup", trainer=trainer):
+    """``tlkit_setup``: the modules strategies train alongside the model, by strategy name --
+    each with parameters of its own (not the model's, not another strategy's)."""
+    hook = "tlkit_setup"
+    modules: dict[str, nn.Module] = {}
+    owner = {id(p): "the model" for p in trainer.model.parameters()}
+    for impl, module in call_all(pm, hook, trainer=trainer):
         if not isinstance(module, nn.Module):
-            raise _bad(
-                impl, "tlkit_setup", f"it must return an nn.Module or None, got {_shape(module)}."
-            )
+            raise _bad(impl, hook, f"it must return an nn.Module or None, got {_shape(module)}.")
+        for p in module.parameters():
+            if id(p) in owner:
+                raise _bad(
+                    impl,
+                    hook,
+                    f"its module shares parameters with {owner[id(p)]}; return only modules of "
+                    "the strategy's own (the model's parameters are trained already).",
+                )
+            owner[id(p)] = f"strategy '{impl.plugin_name}'"
         modules[impl.plugin_name] = module
+    for impl in implementations(pm, "tlkit_adversary_losses"):
+        mine = modules.get(impl.plugin_name)
+        if mine is None or not any(getattr(m, "own_optimizer", False) for m in mine.modules()):
+            raise PluginError(
+                f"{_who(impl)} implements tlkit_adversary_losses but returned no module marked "
+                "own_optimizer = True from tlkit_setup, so the second optimiser would have nothing "
+                "to train and the hook would never run."
+            )
     return modules
 
 
@@ -111,6 +129,13 @@ def supervised_loss(
     if impl is None:
         raise PluginError(f"no active strategy answered {hook}; select a loss= strategy.")
     n = len(logits)
+    if isinstance(loss, torch.Tensor) and logits.requires_grad and not loss.requires_grad:
+        raise _bad(
+            impl,
+            hook,
+            "the losses carry no gradient (computed from detached logits, or through .item() / "
+            "numpy?); compute them from the logits with torch operations.",
+        )
     if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
         raise _bad(
             impl, hook, f"it must return a float tensor of shape ({n},), got {_shape(loss)}."
@@ -143,7 +168,21 @@ def pseudo_labels(pm: pluggy.PluginManager, step: Step) -> PseudoLabels | None:
     ok_hard = isinstance(t, torch.Tensor) and tuple(t.shape) == (n,) and not t.is_floating_point()
     ok_soft = isinstance(t, torch.Tensor) and tuple(t.shape) == (n, k) and t.is_floating_point()
     if step.trainer.task == "regression":
-        ok_hard = isinstance(t, torch.Tensor) and len(t) == n
+        ok_hard = isinstance(t, torch.Tensor) and t.ndim >= 1 and len(t) == n
+    checked = step.index < 3  # the range check syncs with the device: the first steps tell
+    if (
+        checked
+        and ok_hard
+        and step.trainer.task == "classification"
+        and len(t)
+        and (int(t.min()) < 0 or int(t.max()) >= k)
+    ):
+        raise _bad(
+            impl,
+            hook,
+            f"targets must be class ids in [0, {k}), got values from {int(t.min())} to "
+            f"{int(t.max())}.",
+        )
     if not (ok_hard or ok_soft):
         raise _bad(
             impl,
@@ -178,9 +217,12 @@ def transform_source(pm: pluggy.PluginManager, step: Step) -> torch.Tensor:
     return x
 
 
-def adversary_losses(pm: pluggy.PluginManager, step: Step) -> dict[str, torch.Tensor]:
-    """``tlkit_adversary_losses``: named scalar losses for the ``own_optimizer`` modules."""
-    return _named_scalars(pm, "tlkit_adversary_losses", step, taken=())
+def adversary_losses(
+    pm: pluggy.PluginManager, step: Step, taken: Collection[str] = ()
+) -> dict[str, torch.Tensor]:
+    """``tlkit_adversary_losses``: named scalar losses for the ``own_optimizer`` modules (names
+    may not repeat the main loss terms')."""
+    return _named_scalars(pm, "tlkit_adversary_losses", step, taken)
 
 
 def extra_losses(

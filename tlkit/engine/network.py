@@ -70,7 +70,10 @@ class Network(nn.Module):
             features = inputs
         else:
             with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
-                features = self._features(inputs, len(inputs) if n_source is None else n_source)
+                if n_source is None:  # extra views (Step.forward): the caller says whose
+                    features = self.model.backbone(inputs)
+                else:
+                    features = self._features(inputs, n_source)
         return features, self.model.head(features)
 
     def _features(self, inputs: torch.Tensor, n: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ train) and ``"unfrozen"`` (everything trains, with discriminative learning rates
 runs ``freeze_epochs`` frozen epochs then unfrozen ones; ``feature_extraction`` is frozen
 throughout; ``full`` is unfrozen throughout. Each phase gets a fresh optimiser and its own
 learning-rate schedule (warm-up, then decay over the phase), which is also what a resumed run
-rebuilds: the phase is a function of the epoch, so it never needs saving.
+rebuilds: the phase is a function of the epoch. A checkpoint records which phase its optimiser
+state belongs to, so that a run resumed in the next phase starts that phase's optimiser afresh.
 """
 
 from __future__ import annotations
@@ -145,13 +146,13 @@ def step(trainer: Any, loss: torch.Tensor) -> None:
         trainer.ema.update(trainer.model)
 
 
-def adversary_step(trainer: Any, step: Any) -> None:
+def adversary_step(trainer: Any, step: Any, taken: Any = ()) -> None:
     """A second optimiser step for strategy modules marked ``own_optimizer`` (a GAN's
     discriminator) on the losses their strategy returns from ``tlkit_adversary_losses``."""
     optimizer = trainer.adversary_optimizer
     if optimizer is None:
         return
-    losses = hooks.adversary_losses(trainer.pm, step)
+    losses = hooks.adversary_losses(trainer.pm, step, taken)
     if not losses:
         return
     optimizer.zero_grad(set_to_none=True)  # drop the gradients the main loss left there

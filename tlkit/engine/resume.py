@@ -24,6 +24,7 @@ from torch import nn
 from tlkit.datasets.domain import DomainPair
 from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
 from tlkit.engine.config import FitConfig
+from tlkit.engine.optim import restore_optimizer
 from tlkit.errors import CheckpointError, ConfigError, TrainingError
 
 #: Options that define a run: a checkpoint written with other values belongs to another run.
@@ -95,7 +96,12 @@ def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
 
 
 def model_spec(
-    model: nn.Module, config: FitConfig, classes: tuple[str, ...], image_size: int | None = None
+    model: nn.Module,
+    config: FitConfig,
+    classes: tuple[str, ...],
+    image_size: int | None = None,
+    resize: str = "crop",
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """How to rebuild the model's architecture without its training code or data, and how its
     inputs were prepared (``image_size``: the evaluation crop of file-backed images)."""
@@ -107,8 +113,10 @@ def model_spec(
         "dropout": config.dropout,
         "classes": list(classes),
         "image_size": image_size,
+        "resize": resize,  # "crop": short side then centre crop; "squash": to the square
         "modality": getattr(model.backbone, "modality", "image"),
         "build_kwargs": dict(getattr(model.backbone, "build_kwargs", None) or {}),
+        "input_shape": list(input_shape) if input_shape is not None else None,
     }
 
 
@@ -272,8 +280,10 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
         ) from None
     if trainer.scaler is not None and ckpt.get("scaler"):
         trainer.scaler.load_state_dict(ckpt["scaler"])
-    if trainer.adversary_optimizer is not None and ckpt.get("adversary_optimizer"):
-        trainer.adversary_optimizer.load_state_dict(ckpt["adversary_optimizer"])
+    adversary = trainer.adversary_optimizer
+    if adversary is not None and ckpt.get("adversary_optimizer"):
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in adversary.param_groups]
+        restore_optimizer(adversary, ckpt["adversary_optimizer"], fresh)  # this run's lr
     trainer.last_checkpoint = path if path.name == "last.pt" else None
     return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
 

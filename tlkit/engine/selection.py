@@ -57,7 +57,7 @@ def select(
     ):
         for name, opts in selection:
             info = registry.get(name, family)
-            if any(p.name == info.name for p, _ in picked):
+            if any(p.qualified_name == info.qualified_name for p, _ in picked):
                 raise ConfigError(f"strategy '{name}' is selected twice.")
             picked.append((info, opts))
     return picked
@@ -103,11 +103,17 @@ def resolve_monitor(
     if m == "auto":
         m = f"source_{kinds[0]}" if "source" in evaluated else "train_loss"
     known = ["train_loss", "supervised"] + [f"{s}_{k}" for s in evaluated for k in kinds]
-    validators = [n for n, p in strategies.items() if hasattr(p, "tlkit_target_scores")]
+    validators = [p for p in strategies.values() if hasattr(p, "tlkit_target_scores")]
+    declared = [getattr(p, "scores", None) for p in validators]
+    if validators and all(d is not None for d in declared):  # every validator says what it reports
+        known += [s if s.startswith("score_") else f"score_{s}" for d in declared for s in d]
+        validators = []  # nothing else can appear
     if m not in known and not (m.startswith("score_") and validators):
         hint = (
             " or a score_<name> of a validator (validate=...)"
             if validators
+            else ""
+            if any(k.startswith("score_") for k in known)
             else "; score_<name> metrics need a validator (validate=['info_max'], say)"
         )
         raise ConfigError(

@@ -22,8 +22,8 @@ dashboard's and the notebook's) give the same results as when run one after the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,15 @@ from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.network import Network, build_model
 from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
+from tlkit.rng import GLOBAL_RNG_LOCK
 from tlkit.step import Step, TrainState, domain_context
 
+
 #: Held while a step draws from PyTorch's global random generator (see the module docstring).
-GLOBAL_RNG_LOCK = threading.RLock()
-
-
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) % (2**63)
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of step ``step`` on process ``rank`` (ranks draw different dropout masks and
+    augmentations, as different data does)."""
+    return (seed * 1_000_003 + step + rank * 7_777_777_777) % (2**63)
 
 
 class Trainer:
@@ -110,13 +111,17 @@ class Trainer:
             self.model = build_model(model, config, self.data)
         if config.mode == "auto":  # freezing only makes sense for weights worth keeping
             pretrained = bool(getattr(self.model.backbone, "pretrained", False))
+            frozen_first = pretrained and not config.source_free  # source-free: nothing to warm
             self.config = config = dataclasses.replace(
-                config, mode="fine_tune" if pretrained else "full"
+                config, mode="fine_tune" if frozen_first else "full"
             )
         selected = selection.select(config, self.data)
-        self.pm = registry.make_plugin_manager(selected, self._observers(observers))
-        self.strategies = {info.name: self.pm.get_plugin(info.name) for info, _ in selected}
-        selection.check_fit(self.strategies, {i.name: i.family for i, _ in selected}, self.data)
+        with GLOBAL_RNG_LOCK:  # a strategy's constructor may draw random numbers
+            torch.manual_seed(step_seed(config.seed, -2))
+            self.pm = registry.make_plugin_manager(selected, self._observers(observers))
+        names = {registry.run_name(info): info for info, _ in selected}
+        self.strategies = {name: self.pm.get_plugin(name) for name in names}
+        selection.check_fit(self.strategies, {n: i.family for n, i in names.items()}, self.data)
         self.monitor_name, self.monitor_mode = selection.resolve_monitor(
             config, self.data, self.strategies
         )
@@ -164,10 +169,14 @@ class Trainer:
         """The unlabelled target domain with its true labels removed (what strategies may use)."""
         if self._unlabelled_target is None and self.data.target is not None:
             t = self.data.target
-            hidden = (
-                torch.full_like(t.labels, UNLABELLED) if t.task == "classification" else t.labels
-            )
-            self._unlabelled_target = dataclasses.replace(t, labels=hidden, clean_labels=hidden)
+            if t.task == "classification":
+                hidden = torch.full_like(t.labels, UNLABELLED)
+                self._unlabelled_target = dataclasses.replace(t, labels=hidden, clean_labels=hidden)
+            else:  # regression has no "unlabelled" value: NaN, set past the Domain's own checks
+                hidden = torch.full_like(t.labels, float("nan"))
+                self._unlabelled_target = copy.copy(t)
+                object.__setattr__(self._unlabelled_target, "labels", hidden)
+                object.__setattr__(self._unlabelled_target, "clean_labels", hidden)
         return self._unlabelled_target
 
     def target_batches(self, batch_size: int | None = None) -> Any:
@@ -207,7 +216,11 @@ class Trainer:
         self._stop_requested = True
 
     def model_spec(self) -> dict[str, Any]:
-        return resume.model_spec(self.model, self.config, self.classes, self.image_size)
+        resize = self.feeder.source.resize if self.feeder is not None else "crop"
+        shape = self.data.source.input_shape if self.data.modality == "tensor" else None
+        return resume.model_spec(
+            self.model, self.config, self.classes, self.image_size, resize, shape
+        )
 
     # -- the run ---------------------------------------------------------------------------
     def train(self, resume: str | Path | bool | None = None) -> Trainer:
@@ -221,8 +234,8 @@ class Trainer:
         with torch.enable_grad(), lock or contextlib.nullcontext():
             if lock is not None:
                 remove_stale_temporaries(self.config.checkpoint_dir)
-            self._start(resume)
             try:
+                self._start(resume)  # inside: strategies set up here are told the run ended
                 epoch = self.state.epoch
                 while epoch < self.config.epochs:
                     self._enter_phase(optim.phase_of(self.config, epoch))
@@ -301,6 +314,12 @@ class Trainer:
             backbone_trainable=trainable,
             model_weight_decay=0.0 if replaced else self.config.weight_decay,
         )
+        if not groups:
+            raise ConfigError(
+                f"nothing would train in the {phase} phase: the backbone is frozen (mode="
+                f"'{self.config.mode}') and the head and strategy modules have no trainable "
+                "parameter (a strategy froze the head?). Use mode='full'."
+            )
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in groups]
         self.optimizer = optim.make_optimizer(groups, self.config)
         if self._pending_optimizer is not None:
@@ -342,9 +361,7 @@ class Trainer:
     # -- one epoch / one step --------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; ``False`` when stopped early (stop request, max_steps)."""
-        self.model.train()
-        if not self.net.backbone_trainable or self.config.freeze_bn:
-            freeze_batchnorm(self.model.backbone)
+        self._train_mode()
         if self.state.step_in_epoch == 0:
             self.logs.start_epoch()
         batches = self.feeder.batches(
@@ -358,14 +375,25 @@ class Trainer:
                 self.state.stopped_early = True
                 self._save("last.pt")
                 return False
+            if batch.empty:  # every file of the batch was unreadable (each warned about)
+                self.state.step += 1
+                self.state.step_in_epoch += 1
+                continue
             self._train_step(epoch, batch)
         self._flush_logs()
         return True
 
+    def _train_mode(self) -> None:
+        """Training mode, with BatchNorm kept in eval mode in a frozen (or ``freeze_bn``)
+        backbone."""
+        self.model.train()
+        if not self.net.backbone_trainable or self.config.freeze_bn:
+            freeze_batchnorm(self.model.backbone)
+
     def _train_step(self, epoch: int, batch: Batch) -> None:
         cfg, state = self.config, self.state
         with GLOBAL_RNG_LOCK:
-            seed = step_seed(cfg.seed, state.step)
+            seed = step_seed(cfg.seed, state.step, self.dist.rank)
             torch.manual_seed(seed)  # dropout & co. draw from the global generator
             self.generator.manual_seed(seed)
             step = self._make_step(epoch, batch)
@@ -378,7 +406,7 @@ class Trainer:
             terms = self._losses(step)
             loss = torch.stack(list(terms.values())).sum()
             optim.step(self, loss)
-            optim.adversary_step(self, step)
+            optim.adversary_step(self, step, taken=terms)
         state.step += 1
         state.step_in_epoch += 1
         self._record(step, loss, terms)
@@ -477,6 +505,12 @@ class Trainer:
         """Log the step's scalars, tell observers, write the periodic checkpoint."""
         cfg, state = self.config, self.state
         scalars = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        clash = sorted(set(step.stats) & set(scalars))
+        if clash:
+            raise PluginError(
+                f"a strategy logged {clash} with step.log, which would hide the loss term of that "
+                "name; log diagnostics under names of their own."
+            )
         scalars.update(step.stats)
         weights = {k: step.stat_weights.get(k, 1.0) for k in scalars}
         self.logs.add(state.step, scalars, weights)
@@ -515,10 +549,11 @@ class Trainer:
         self.history.append(row)
         self.state.epoch += 1
         self.state.step_in_epoch = 0
-        improved = self._update_best(row)
+        improved = False
         try:
+            improved = self._update_best(row)
             hooks.notify(self.pm, "tlkit_on_epoch_end", trainer=self, epoch=epoch + 1, metrics=row)
-        finally:  # the epoch's checkpoint survives a failing observer
+        finally:  # the epoch's checkpoint survives a failing observer (or monitor)
             if self.config.checkpoint_dir:
                 self._save("last.pt")
                 if improved:
@@ -555,9 +590,7 @@ class Trainer:
                     features=p.features,
                 )
             )
-        self.model.train()
-        if not self.net.backbone_trainable or self.config.freeze_bn:
-            freeze_batchnorm(self.model.backbone)
+        self._train_mode()
         return out
 
     def _update_best(self, row: dict[str, Any]) -> bool:

@@ -32,6 +32,7 @@ class EntropyScore:
 
     name = "entropy"
     family = "validator"
+    scores = ("score_entropy",)  # what it reports: monitor="score_entropy" is checked before training
 
     @tlkit.hookimpl
     def tlkit_target_scores(self, trainer, logits: torch.Tensor) -> dict[str, float] | None:

@@ -37,6 +37,7 @@ class InfoMaxScore:
 
     name = "info_max"
     family = "validator"
+    scores = ("score_info_max",)  # what it reports: monitor="score_info_max" is checked before training
 
     @tlkit.hookimpl
     def tlkit_target_scores(self, trainer, logits: torch.Tensor) -> dict[str, float] | None:

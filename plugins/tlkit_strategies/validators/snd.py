@@ -50,6 +50,7 @@ class SNDScore:
 
     name = "snd"
     family = "validator"
+    scores = ("score_snd",)  # what it reports: monitor="score_snd" is checked before training
 
     def __init__(self, temperature: float = 0.05, max_samples: int = 4096) -> None:
         self.temperature = options.positive("temperature", temperature)

@@ -104,24 +104,29 @@ def _scalar(name: str, value: Any) -> torch.Tensor | float:
 
 @dataclass
 class Step:
-    """One optimisation step as the hooks see it. The attributes strategies may rely on:
+    """One optimisation step as the hooks see it. The attributes strategies may rely on.
 
-    Inputs (before the forward pass):
-        index: global step number, counting from 0.
-        epoch: the epoch being trained, counting from 1.
-        progress: fraction of training done, in [0, 1] (for schedules).
-        x: source inputs ``(B, C, H, W)`` float in [0, 1] -- ``None`` while the backbone's
-            features are cached (a frozen backbone and no strategy that ``needs_images``).
-        y: source training labels ``(B,)`` (class ids, or regression targets).
-        indices: positions of the source samples in ``trainer.data.source`` ``(B,)`` int64 --
-            for per-sample memories (ELR, Co-teaching+, DivideMix).
-        x_target: unlabelled target inputs ``(B_t, C, H, W)`` or ``None``.
-        target_indices: positions of the target samples in ``trainer.data.target`` ``(B_t,)``.
-        generator: a ``torch.Generator`` on the training device, seeded from ``(seed, step)``:
-            draw a strategy's randomness from it, and the run stays reproducible.
-    Outputs of the forward pass (set before the loss hooks run):
-        features, logits: ``(B, D)`` and ``(B, K)`` for the source batch.
-        target_features, target_logits: the same for the target batch (``None`` without one).
+    Inputs, set before the forward pass:
+
+    - ``index``: global step number, counting from 0.
+    - ``epoch``: the epoch being trained, counting from 1.
+    - ``progress``: fraction of training done, in [0, 1] (for schedules).
+    - ``x``: source inputs ``(B, C, H, W)`` float in [0, 1] -- ``None`` while the backbone's
+      features are cached (a frozen backbone and no strategy that ``needs_images``).
+    - ``y``: source training labels ``(B,)`` (class ids, or regression targets).
+    - ``indices``: positions of the source samples in ``trainer.data.source`` ``(B,)`` int64 --
+      for per-sample memories (ELR, Co-teaching+, DivideMix).
+    - ``x_target``: unlabelled target inputs ``(B_t, C, H, W)`` or ``None``.
+    - ``target_indices``: positions of the target samples in ``trainer.data.target``
+      ``(B_t,)``.
+    - ``generator``: a ``torch.Generator`` on the training device, seeded from
+      ``(seed, step)``: draw a strategy's randomness from it, and the run stays reproducible.
+
+    Outputs of the forward pass, set before the loss hooks run:
+
+    - ``features``, ``logits``: ``(B, D)`` and ``(B, K)`` for the source batch.
+    - ``target_features``, ``target_logits``: the same for the target batch (``None`` without
+      one).
 
     The true labels of the target are never on a step: strategies must not see them.
     """

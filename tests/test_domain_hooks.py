@@ -52,6 +52,28 @@ def test_domain_bn_decides_what_batchnorm_sees(tiny_task, fast, temp_strategy, m
     assert evaluated == {"source", "target"}  # each held-out set evaluated as its domain
 
 
+def test_auto_domain_bn_follows_what_the_strategies_declare(tiny_task, fast, temp_strategy):
+    watch = WatchBatchNorm()
+    temp_strategy(watch)
+    shared = tlkit.Trainer(tiny_task, adapt="test_watch_bn", **fast)
+    assert shared.config.domain_bn == "shared" and not shared.net.separate_domains
+    adversarial = tlkit.Trainer(tiny_task, adapt=["test_watch_bn", "dann"], **fast)
+    assert adversarial.config.domain_bn == "separate" and adversarial.net.separate_domains
+    # an explicit choice wins over the declaration
+    assert tlkit.Trainer(tiny_task, adapt="dann", domain_bn="shared", **fast).config.domain_bn == (
+        "shared"
+    )
+
+
+def test_a_wrong_domain_bn_declaration_is_refused_at_registration():
+    class Odd(WatchBatchNorm):
+        name = "test_odd_bn"
+        domain_bn = "apart"
+
+    with pytest.raises(tlkit.PluginError, match="domain_bn must be 'shared' or 'separate'"):
+        tlkit.register(Odd())
+
+
 def test_separate_domain_bn_is_a_documented_option():
     with pytest.raises(tlkit.ConfigError, match="domain_bn='both' is not valid"):
         tlkit.FitConfig(domain_bn="both")

@@ -268,6 +268,11 @@ def _describe(obj: Any, *, name: str | None, family: str | None, provider: str) 
         value = getattr(obj, attr, False)
         if not isinstance(value, kind):
             raise PluginError(f"strategy '{name}': {attr} must be True or False, got {value!r}.")
+    prefers = getattr(obj, "domain_bn", None)
+    if prefers not in (None, "shared", "separate"):
+        raise PluginError(
+            f"strategy '{name}': domain_bn must be 'shared' or 'separate', got {prefers!r}."
+        )
     task = getattr(obj, "requires_task", None)
     if task is not None and task not in TASKS:
         raise PluginError(

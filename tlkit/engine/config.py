@@ -24,8 +24,10 @@ MODES = ("auto", "fine_tune", "full", "feature_extraction")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 #: How BatchNorm sees a step's source and target batches: one pass over both ("shared"), or a
-#: pass per domain ("separate"), so that each is normalised with its own statistics.
-DOMAIN_BN = ("shared", "separate")
+#: pass per domain ("separate"), so that each is normalised with its own statistics; "auto":
+#: what the run's strategies declare (``domain_bn = "separate"`` on DANN, CDAN and DSBN), else
+#: "shared" (benchmarks/results/domain_adaptation.md measures both for each method).
+DOMAIN_BN = ("auto", "shared", "separate")
 #: ``augment`` values besides True/False (see :func:`tlkit.engine.feeding.resolve_augment`).
 AUGMENT_KINDS = ("auto", "photos", "digits", "none", "custom")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
@@ -57,7 +59,7 @@ class FitConfig:
     image_size: int | None = None
     augment: bool | str = "auto"  # "auto": crops/flips for photos, none for digits/tensors
     source_free: bool = False  # adapt a trained model with unlabelled target data only
-    domain_bn: str = "shared"  # "separate": BatchNorm sees source and target batches apart
+    domain_bn: str = "auto"  # "separate": BatchNorm sees source and target batches apart
     loss: Any = "auto"
     pseudo_label: Any = None
     adapt: Any = None

@@ -122,6 +122,10 @@ class Trainer:
         names = {registry.run_name(info): info for info, _ in selected}
         self.strategies = {name: self.pm.get_plugin(name) for name in names}
         selection.check_fit(self.strategies, {n: i.family for n, i in names.items()}, self.data)
+        if config.domain_bn == "auto":
+            self.config = config = dataclasses.replace(
+                config, domain_bn=selection.resolve_domain_bn(self.strategies)
+            )
         self.monitor_name, self.monitor_mode = selection.resolve_monitor(
             config, self.data, self.strategies
         )

@@ -134,6 +134,7 @@ class CDAN:
     name = "cdan"
     family = "adapt"
     needs_target = True  # trains on the unlabelled target batch
+    domain_bn = "separate"  # domain_bn="auto": BatchNorm sees each domain apart (measured best)
     requires_task = "classification"  # conditions on class predictions
 
     def __init__(

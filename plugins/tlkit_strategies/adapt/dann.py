@@ -74,6 +74,7 @@ class DANN:
     name = "dann"
     family = "adapt"
     needs_target = True  # trains on the unlabelled target batch
+    domain_bn = "separate"  # domain_bn="auto": BatchNorm sees each domain apart (measured best)
 
     def __init__(
         self,

@@ -107,6 +107,7 @@ class DSBN:
     name = "dsbn"
     family = "adapt"
     needs_target = True  # the target batch must go through the network, as its own pass
+    domain_bn = "separate"  # domain_bn="auto" gives the separate passes it needs
     needs_images = True  # the backbone's BatchNorm layers must run (no cached features)
 
     def __init__(self) -> None:

@@ -95,8 +95,9 @@ def check_fit(strategies: dict[str, Any], families: dict[str, str], data: Domain
 def resolve_domain_bn(strategies: dict[str, Any]) -> str:
     """``domain_bn="auto"``: ``"separate"`` when a strategy of the run declares it (adversarial
     alignment, whose shared BatchNorm statistics let the discriminator collapse: DANN falls from
-    1x to 4x budget with them and rises with separate ones), else ``"shared"`` (statistics-based
-    methods such as BNM, SHOT and MCC measure better with the two domains normalised together)."""
+    1x to 4x budget with them and rises with separate ones), else ``"shared"`` (BNM and SHOT,
+    which read only the target's predictions, measure better with the two domains normalised
+    together; benchmarks/results/domain_adaptation.md has the study)."""
     wanted = {getattr(p, "domain_bn", None) for p in strategies.values()}
     return "separate" if "separate" in wanted else "shared"
 

@@ -933,7 +933,9 @@ class _Figure:
             margin="0",  # the widget margin on top of 100% would add a scrollbar
             align_self="flex-start",
         )
-        self.widget = w.VBox([self.hint, self.image], layout=w.Layout(align_items="flex-start"))
+        # the image joins the area with its first figure: an empty Image widget renders as a
+        # broken <img> in a saved notebook or the book, even when hidden
+        self.widget = w.VBox([self.hint], layout=w.Layout(align_items="flex-start"))
         self.png: bytes = b""
         if name:
             self.image.add_class(f"tlkit-{name}")
@@ -955,6 +957,8 @@ class _Figure:
         self.image.width, self.image.height = str(width), str(height)
         self.image.layout.display = None
         self.hint.layout.display = "none"
+        if self.image not in self.widget.children:
+            self.widget.children = (*self.widget.children, self.image)
 
 
 def png_size(png: bytes) -> tuple[int, int]:

@@ -291,7 +291,8 @@ def test_annotation_assistant_trains_in_the_background_and_undoes(browser, lab):
         first = cards.nth(0)
         first.get_by_role("button", name="3", exact=True).click()
         wait_for(lambda: "✔ 3" in first.inner_text(), 30, "the chosen label on the card")
-        assert "1 human labels" in status.inner_text()
+        # the status is a second widget message after the card's: wait for it, do not race it
+        wait_for(lambda: "1 human labels" in status.inner_text(), 30, "the status count")
         page.get_by_role("button", name="Undo").click()
         wait_for(lambda: "0 human labels" in status.inner_text(), 30, "the undo")
         assert "✔" not in first.inner_text()

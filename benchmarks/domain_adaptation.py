@@ -35,7 +35,9 @@ Spearman rank correlation between score and accuracy over the epochs.
 
 Every finished run is appended to ``results/domain_adaptation_runs.jsonl`` (the raw numbers); a
 run already there with the same settings and strategy defaults is not repeated, so the sweep can
-be stopped and resumed, and the tables are rebuilt from that file.
+be stopped and resumed, and the tables are rebuilt from that file. A change to a strategy's
+*code* is not part of that identity: after one, delete the strategy's lines from the file (as
+was done for PixelDA's discriminator fix) so its runs are measured again.
 
     .venv/bin/python benchmarks/domain_adaptation.py --threads 1          # the full sweep
     .venv/bin/python benchmarks/domain_adaptation.py --study --threads 1  # domain_bn study
@@ -205,15 +207,18 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / (va * vb) ** 0.5 if va > 0 and vb > 0 else float("nan")
 
 
+def adapt_strategies(adapt: Any) -> dict[str, Any]:
+    """The registered strategy object of each name in ``adapt`` (what ``fit(adapt=...)`` gets)."""
+    from tlkit import registry
+
+    return {n: registry.get(n, "adapt").obj for n, _ in registry.normalize_selection(adapt)}
+
+
 def strategy_defaults(adapt: Any) -> dict[str, Any]:
     """The default options of each strategy in ``adapt`` (part of a cached run's identity: a
     run measured with other defaults is measured again)."""
-    from tlkit import registry
-
-    names = [n for n, _ in registry.normalize_selection(adapt)]
     out = {}
-    for name in names:
-        obj = registry.get(name, "adapt").obj
+    for name, obj in adapt_strategies(adapt).items():
         init = obj.__init__ if inspect.isclass(obj) else None
         params = inspect.signature(init).parameters.values() if init else ()
         out[name] = {
@@ -225,13 +230,11 @@ def strategy_defaults(adapt: Any) -> dict[str, Any]:
 def resolved_domain_bn(adapt: Any) -> str:
     """What the engine's ``domain_bn="auto"`` picks for ``adapt`` (the run's identity records
     the resolved value, so a run measured under either name is the same run)."""
-    from tlkit import registry
     from tlkit.engine.selection import resolve_domain_bn
 
     if not adapt:
         return "shared"  # source-only and oracle runs have no target batch
-    names = [n for n, _ in registry.normalize_selection(adapt)]
-    return resolve_domain_bn({n: registry.get(n, "adapt").obj for n in names})
+    return resolve_domain_bn(adapt_strategies(adapt))
 
 
 def run_key(method: Method, pair: str, seed: int, budget: int, quick: bool) -> dict[str, Any]:
@@ -557,16 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     print(acc_table)
     for line in lines:
         print(line)
+    head = [common.machine_block(info, common.command_line()), "", settings, ""]
     if args.study:
-        body = [
-            common.machine_block(info, common.command_line()),
-            "",
-            settings,
-            "",
-            "### Target-test accuracy by BatchNorm handling",
-            "",
-            acc_table,
-        ]
+        body = [*head, "### Target-test accuracy by BatchNorm handling", "", acc_table]
         key, title = "domain_bn", "Per-domain normalisation study"
     else:
         val_table, sum_table = validator_tables(results, methods, pairs)
@@ -575,10 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(sum_table)
         body = [
-            common.machine_block(info, common.command_line()),
-            "",
-            settings,
-            "",
+            *head,
             "### Target-test accuracy after the last epoch",
             "",
             acc_table,

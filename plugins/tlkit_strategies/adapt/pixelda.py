@@ -236,7 +236,8 @@ class PixelDA:
         self.blocks = options.integer("blocks", blocks, minimum=0)
         self.dropout = options.fraction("dropout", dropout, closed_top=False)
         self.modules: PixelDAModules | None = None
-        self._step: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (index, x, G(x, z))
+        # (index, x, G(x, z), real target images shaped like G's output)
+        self._step: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def state_dict(self) -> dict:
         return {}  # all state is in the modules, checkpointed with their weights
@@ -270,23 +271,25 @@ class PixelDA:
         if not len(step.x):
             return None
         fake = self.generate(step.x, step.generator)
-        self._step = (step.index, step.x, fake)
+        real = match_target(step.x_target, fake).float()  # once per step, for both D passes
+        self._step = (step.index, step.x, fake, real)
         return fake.to(step.x.dtype)
 
-    def _this_step(self, step) -> tuple[torch.Tensor, torch.Tensor]:
+    def _this_step(self, step) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This step's source images, their generated versions and the real target images
+        shaped like them (both of D's passes read them)."""
         if self._step is None or self._step[0] != step.index:
             raise RuntimeError("pixelda: the step's source batch was not transformed by pixelda")
-        return self._step[1], self._step[2]
+        return self._step[1], self._step[2], self._step[3]
 
     @tlkit.hookimpl
     def tlkit_extra_losses(self, step) -> dict[str, torch.Tensor] | None:
-        x, fake = self._this_step(step)
+        x, fake, real = self._this_step(step)
         d = self.modules.discriminator
         # D sees real and generated images in one batch, as in its own step: its BatchNorm (in
         # training mode) would otherwise normalise a generated-only batch by that batch's
         # statistics and drop whatever all the images share (one colour scheme for every digit),
         # so the generator would train against a different function from the trained D.
-        real = match_target(step.x_target, fake).float()
         logits = d(torch.cat([real, fake.float()]))[len(real) :]
         terms = {
             "pixelda_generator": self.adversarial
@@ -302,9 +305,8 @@ class PixelDA:
 
     @tlkit.hookimpl
     def tlkit_adversary_losses(self, step) -> dict[str, torch.Tensor] | None:
-        _, fake = self._this_step(step)
+        _, fake, real = self._this_step(step)
         d = self.modules.discriminator
-        real = match_target(step.x_target, fake).float()
         logits = d(torch.cat([real, fake.detach().float()]))
         labels = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))]).to(logits.device)
         step.log("pixelda_d_accuracy", ((logits.detach() > 0).float() == labels).float().mean())

@@ -32,17 +32,18 @@ OPTS = dict(
 
 
 @functools.cache
-def task(pair: str):
+def task(pair: str, source_images: int = 600):
     t = tlkit.datasets.load(pair, image_size=16)
     g = torch.Generator().manual_seed(0)
-    keep = torch.randperm(len(t.source), generator=g)[:600].sort().values
+    keep = torch.randperm(len(t.source), generator=g)[:source_images].sort().values
     return replace(t, source=t.source.subset(keep), source_test=None)
 
 
 @functools.cache
-def accuracy(pair: str, adapt=None, **options) -> float:
+def accuracy(pair: str, adapt=None, source_images: int = 600, **options) -> float:
     adapt = list(adapt) if isinstance(adapt, tuple) else adapt
-    acc = tlkit.fit(task(pair), adapt=adapt, **{**OPTS, **options}).last["target_accuracy"]
+    data = task(pair, source_images)
+    acc = tlkit.fit(data, adapt=adapt, **{**OPTS, **options}).last["target_accuracy"]
     print(f"{pair} {adapt} {options}: {100 * acc:.1f}")  # shown with pytest -s
     return acc
 
@@ -75,3 +76,20 @@ def test_fda_beats_source_only():
 def test_pixelda_beats_source_only():
     """Measured on digits -> digits-m: source-only 32.9, PixelDA 45.4."""
     assert accuracy(MNISTM, "pixelda") > accuracy(MNISTM) + 0.03
+
+
+def test_colour_augmentation_pays_on_digits_m():
+    """Random background and ink colours on the grey source (``augment="colour"``) cover most
+    of digits -> digits-m's shift. It needs more steps than the tests above (its first epochs
+    are below source-only): the benchmark's 1200 source images (296 steps). Measured:
+    source-only 34.5, with the augmentation 71.3."""
+    colour = accuracy(MNISTM, source_images=1200, augment="colour")
+    assert colour > accuracy(MNISTM, source_images=1200) + 0.2
+
+
+def test_pixelda_trains_on_colour_augmented_source():
+    """The engine augments the source batch before ``tlkit_transform_source``: PixelDA's
+    generator then starts from many colour schemes. Measured at 296 steps: PixelDA 54.0, with
+    the augmentation 71.3."""
+    colour = accuracy(MNISTM, "pixelda", source_images=1200, augment="colour")
+    assert colour > accuracy(MNISTM, "pixelda", source_images=1200) + 0.08

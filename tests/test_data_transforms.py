@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tlkit.datasets import DataError, from_arrays, from_folder, load, strong_augment, transforms
+from tlkit.datasets import (
+    DataError,
+    colour_augment,
+    from_arrays,
+    from_folder,
+    load,
+    strong_augment,
+    transforms,
+)
 
 
 @pytest.fixture
@@ -63,6 +71,10 @@ def test_auto_augment_chooses_by_the_data(photos):
     assert transforms.pipelines(photos, 48, augment=mine).train is mine
     with pytest.raises(DataError, match="augment must be"):
         transforms.pipelines(photos, augment="heavy")
+    colour = transforms.pipelines(load("digits").source, augment="colour")
+    assert colour.kind == "colour" and colour.batch_weak is colour_augment
+    files = transforms.pipelines(photos, 48, augment="colour")  # files: squashed, batch views
+    assert files.batch_weak is colour_augment and "CenterCrop" not in repr(files.eval)
 
 
 def test_views_and_check_transform(photos):

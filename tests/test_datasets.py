@@ -17,6 +17,7 @@ from tlkit.datasets import (
     Domain,
     DomainPair,
     bundled,
+    colour_augment,
     few_labels,
     from_arrays,
     from_folder,
@@ -236,7 +237,7 @@ def batch(cache):
     return bundled.build("digits-m", cache_dir=cache).images[:64].float() / 255
 
 
-@pytest.mark.parametrize("aug", [weak_augment, strong_augment])
+@pytest.mark.parametrize("aug", [weak_augment, strong_augment, colour_augment])
 def test_augment_shape_range_determinism(batch, aug):
     out = aug(batch, torch.Generator().manual_seed(0))
     assert out.shape == batch.shape and out.dtype == batch.dtype
@@ -267,6 +268,23 @@ def test_strong_differs_more_than_weak(batch):
     weak = (weak_augment(batch, g) - batch).abs().mean()
     strong = (strong_augment(batch, g) - batch).abs().mean()
     assert strong > weak
+
+
+def test_colour_augment_paints_background_and_ink(batch):
+    grey = batch.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    out = colour_augment(grey, torch.Generator().manual_seed(0))
+    # per image and channel an affine map a + (b - a) x: exactly linear in the input
+    for i in range(4):
+        for c in range(3):
+            x, y = grey[i, c].flatten(), out[i, c].flatten()
+            slope = (y[x.argmax()] - y[x.argmin()]) / (x.max() - x.min())
+            assert torch.allclose(y, y[x.argmin()] + slope * (x - x.min()), atol=1e-5)
+    # channels get different colours (grey in, colour out); about half the images inverted
+    assert (out[:, 0] - out[:, 1]).abs().mean() > 0.05
+    ink_darker = (out.flatten(1) * grey.flatten(1)).mean(1) < out.flatten(1).mean(1) * grey.flatten(
+        1
+    ).mean(1)
+    assert 0.2 < ink_darker.float().mean() < 0.8
 
 
 def test_augment_rejects_uint8():

@@ -24,7 +24,7 @@ For the engine: ``d.dataset(transform)`` (map-style, keys ``i`` or ``(i, seed)``
 """
 
 from . import transforms
-from .augment import strong_augment, weak_augment
+from .augment import colour_augment, strong_augment, weak_augment
 from .bundled import load, names
 from .decode import DecodeError
 from .domain import UNLABELLED, DataError, DataWarning, Domain, DomainPair
@@ -36,6 +36,7 @@ from .sources import from_arrays, from_tensors, from_torchvision
 from .splits import few_labels
 
 __all__ = [
+    "colour_augment",
     "UNLABELLED",
     "DataError",
     "DataWarning",

@@ -8,6 +8,10 @@ vectorised torch ops (no per-image Python loop, no PIL), and are deterministic g
 * strong: weak, then a random affine map (rotation +-30 degrees, shear, scale) through
   ``F.affine_grid`` / ``F.grid_sample``, brightness and contrast jitter, and a cutout square
   (DeVries & Taylor, 2017) -- the RandAugment-style "strong" view of Sohn et al., FixMatch 2020.
+* colour: each image's background and ink get random colours, dark-on-light as often as
+  light-on-dark (``augment="colour"``): colour randomisation in the spirit of domain
+  randomisation (Tobin et al. 2017), for sources whose colours say nothing about the label
+  (grey digits -> digits on photo patches: benchmarks/results/domain_adaptation.md).
 """
 
 from __future__ import annotations
@@ -87,3 +91,19 @@ def strong_augment(x: torch.Tensor, generator: torch.Generator | None = None) ->
     hole = (in_y[:, :, None] & in_x[:, None, :])[:, None]  # (B, 1, H, W)
     x = x.masked_fill(hole, 0.5)
     return x.clamp_(0, 1)
+
+
+def colour_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random colours per image: channel ``c`` becomes ``a_c + (b_c - a_c) * x_c`` with ``a``
+    (the colour where ``x`` is 0, the background of a digit) and ``b`` (where it is 1, the ink)
+    drawn uniformly from [0, 1]^C, so half the images come out inverted. ``(B, C, H, W)`` in
+    [0, 1] -> the same shape in [0, 1]. Grey images get colour only if given as RGB (a pair of
+    a grey and a colour domain is RGB already)."""
+    _check(x)
+    b, c = x.shape[:2]
+    if b == 0:
+        return x.clone()
+    r = _rand(2 * c, x, generator).to(x.dtype)
+    background = r[:, :c].view(b, c, 1, 1)
+    ink = r[:, c:].view(b, c, 1, 1)
+    return (background + (ink - background) * x).clamp_(0, 1)

@@ -39,7 +39,7 @@ CROP_FRACTION = 0.875
 TRAIN_SCALE = (0.35, 1.0)
 #: In-memory images no larger than this (and the bundled digits) get the digit-safe views.
 SMALL_IMAGE = 64
-KINDS = ("photos", "digits", "none")
+KINDS = ("photos", "digits", "colour", "none")
 
 
 def _v2() -> Any:
@@ -178,11 +178,12 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
     """The transforms for ``domain`` at ``image_size`` (default: the domain's own
     ``image_size``, else 224 for files) under ``augment``:
 
-    ``"auto"`` (:func:`auto_augment`), ``"photos"``, ``"digits"``, ``True`` (= ``"auto"``),
+    ``"auto"`` (:func:`auto_augment`), ``"photos"``, ``"digits"``, ``"colour"`` (random
+    background and ink colours per image, batch-wise, nothing else), ``True`` (= ``"auto"``),
     ``False``/``"none"`` (eval view only), or a callable (your own ``v2`` pipeline, used for
     training; the eval view stays the standard one).
     """
-    from .augment import strong_augment, weak_augment
+    from .augment import colour_augment, strong_augment, weak_augment
 
     if augment is True:
         augment = "auto"
@@ -201,7 +202,7 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
             require_images(domain, f"augment={augment!r}")
     else:
         raise DataError(
-            f"augment must be 'auto', 'photos', 'digits', True/False or a transform, got "
+            f"augment must be 'auto', 'photos', 'digits', 'colour', True/False or a transform, got "
             f"{augment!r}."
         )
     if domain.modality != "image":
@@ -211,6 +212,8 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
         # in memory: the engine indexes the tensor and prepare() resizes; views are batch-level
         if kind == "digits":
             return Pipelines("digits", custom, None, None, weak_augment, strong_augment)
+        if kind == "colour":
+            return Pipelines("colour", custom, None, None, colour_augment, strong_augment)
         if kind == "none" and custom is None:
             return Pipelines("none", None, None, None)
     size = _size(size if size is not None else 224)
@@ -219,9 +222,10 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
         return Pipelines(kind, custom, None, evaluation)
     if kind == "none":
         return Pipelines("none", evaluation, None, evaluation)
-    if kind == "digits":  # files of digit-like images: no flips, no crops; batch views
+    if kind in ("digits", "colour"):  # files of digit-like images: no flips, no crops; batch views
         square = _v2().Compose([_v2().Resize((size, size), antialias=True), to_float()])
-        return Pipelines("digits", square, None, square, weak_augment, strong_augment)
+        weak = colour_augment if kind == "colour" else weak_augment
+        return Pipelines(kind, square, None, square, weak, strong_augment)
     return Pipelines("photos", train_transform(size), strong_transform(size), evaluation)
 
 

@@ -29,7 +29,7 @@ OPTIMIZERS = ("adamw", "sgd")
 #: "shared" (benchmarks/results/domain_adaptation.md measures both for each method).
 DOMAIN_BN = ("auto", "shared", "separate")
 #: ``augment`` values besides True/False (see :func:`tlkit.engine.feeding.resolve_augment`).
-AUGMENT_KINDS = ("auto", "photos", "digits", "none", "custom")
+AUGMENT_KINDS = ("auto", "photos", "digits", "colour", "none", "custom")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
 MAX_IMAGE_SIZE = 4096
 

@@ -165,7 +165,7 @@ class DomainFeed:
 
         self.domain, self.device, self.config = domain, device, config
         # how file-backed images are brought to size for evaluation (Run.predict does the same)
-        self.resize = "squash" if pipes.kind == "digits" else "crop"
+        self.resize = "squash" if pipes.kind in ("digits", "colour") else "crop"
         self.fast = pipes.train is None and domain.in_memory
         self.eval_fast = pipes.eval is None and domain.in_memory
         self.is_image = domain.modality == "image"

@@ -121,7 +121,10 @@ class FitConfig:
         for name in ("freeze_bn", "compile", "progress", "source_free"):
             setattr(self, name, opt.boolean(name, getattr(self, name)))
         if self.augment not in AUGMENT_KINDS:
-            self.augment = opt.boolean("augment", self.augment)
+            try:
+                self.augment = opt.boolean("augment", self.augment)
+            except StrategyOptionError:  # name every valid value, not only the booleans
+                opt.choice("augment", self.augment, [*AUGMENT_KINDS, True, False])
         if self.num_workers != "auto":
             self.num_workers = opt.integer("num_workers", self.num_workers, minimum=0)
         self.prefetch_factor = opt.integer("prefetch_factor", self.prefetch_factor, minimum=1)

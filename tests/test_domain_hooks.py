@@ -248,3 +248,66 @@ def test_a_new_learning_rate_reaches_the_second_optimiser_on_resume(
     tlkit.fit(tiny_task, max_steps=3, **opts)
     tlkit.fit(tiny_task, resume=True, observers=[Rates()], **{**opts, "lr": 1e-5})
     assert rates and set(rates) == {1e-5}
+
+
+# -- BatchNorm running statistics per domain (domain_bn="separate") ---------------------------
+def test_domain_statistics_keep_a_source_copy_and_the_target_live():
+    from tlkit.engine.domain_stats import DomainStatistics
+    from tlkit.step import domain_context
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(3)
+    model = nn.Sequential(bn)
+    stats = DomainStatistics(model)
+    source, target = torch.randn(64, 3) + 5, torch.randn(64, 3) - 5
+    with domain_context("source"):
+        model(source)
+    with domain_context("target"):
+        model(target)
+    only_target, only_source = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    only_target(target), only_source(source)
+    # the layer's own buffers followed the target pass alone, the copy the source pass alone
+    assert torch.allclose(bn.running_mean, only_target.running_mean)
+    assert torch.allclose(stats.source[0]["running_var"], only_source.running_var)
+    # evaluating as the source uses the source statistics, and puts the target's back after
+    model.eval()
+    with torch.no_grad(), domain_context("source"):
+        as_source = model(source)
+    assert torch.allclose(as_source, only_source.eval()(source), atol=1e-5)
+    assert torch.allclose(bn.running_mean, only_target.running_mean)
+    # two source passes in one graph still backpropagate (autograd never sees the swaps)
+    model.train()
+    x = source.clone().requires_grad_()
+    with domain_context("source"):
+        (model(x).pow(2).sum() + model(2 * x).pow(2).sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # state round trip; without the hooks every pass updates the layer's own buffers
+    copy = stats.state_dict()
+    stats.load_state_dict(copy)
+    assert torch.equal(stats.source[0]["running_mean"], copy[0]["running_mean"])
+    stats.remove()
+    before = bn.running_mean.clone()
+    with domain_context("source"):
+        model(source)
+    assert not torch.allclose(bn.running_mean, before)
+
+
+def test_separate_runs_evaluate_each_domain_with_its_statistics(tiny_task, fast, tmp_path):
+    trainer = tlkit.Trainer(tiny_task, adapt="dann", epochs=1, checkpoint_dir=tmp_path, **fast)
+    assert trainer.config.domain_bn == "separate"
+    run = trainer.fit()
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["source_bn_stats"]
+    bn = first_batchnorm(run.model)
+    layers = [m for m in run.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    source_mean = saved[layers.index(bn)]["running_mean"]
+    # the model keeps the target's statistics; the checkpoint keeps the source's beside them
+    assert not torch.allclose(bn.running_mean, source_mean)
+    assert trainer.domain_stats is not None and not trainer.domain_stats.handles  # unhooked
+    # the run's own source accuracy was measured with the source statistics
+    from tlkit.engine.domain_stats import DomainStatistics
+
+    stats = DomainStatistics(run.model)
+    stats.load_state_dict(saved)
+    with_source = trainer.evaluate_epoch()["source_accuracy"]
+    stats.remove()
+    assert with_source == pytest.approx(run.history[-1]["source_accuracy"])

@@ -86,8 +86,9 @@ def fit(
               per source image; a ``transforms.v2`` pipeline of your own),
               ``num_workers`` (DataLoader workers for files; ``"auto"`` up to 4),
               ``feature_ram_budget`` (GB of frozen features kept in memory; beyond it they go
-              to a reusable file), ``domain_bn`` ("auto": what the strategies declare; "separate": BatchNorm sees
-              each domain apart; "shared": one pass over both),
+              to a reusable file), ``domain_bn`` ("auto": what the strategies declare;
+              "separate": BatchNorm sees each domain apart and keeps running statistics per
+              domain, the model ending with the target's; "shared": one pass over both),
               ``source_free`` (adapt ``model=`` with unlabelled target data only).
     """
     unknown = sorted(set(options) - _OPTIONS)

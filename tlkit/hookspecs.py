@@ -59,7 +59,9 @@ Conventions, as in pytest's hook module:
   source batch is empty and the supervised loss is not called.
 * ``domain_bn = "separate"`` -- with ``fit(domain_bn="auto")`` (the default) the backbone runs
   once per domain, so BatchNorm normalises source and target each with its own statistics
-  (adversarial alignment needs it); without any such strategy both go through one pass.
+  (adversarial alignment needs it) and keeps running statistics per domain (the model ends with
+  the target's: ``tlkit.engine.domain_stats``); without any such strategy both go through one
+  pass.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
   takes its place).
 * ``own_optimizer = True`` **on a module** returned from :func:`tlkit_setup` (or one of its

@@ -24,7 +24,8 @@ MODES = ("auto", "fine_tune", "full", "feature_extraction")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 #: How BatchNorm sees a step's source and target batches: one pass over both ("shared"), or a
-#: pass per domain ("separate"), so that each is normalised with its own statistics; "auto":
+#: pass per domain ("separate"), so that each is normalised with its own statistics (and keeps
+#: its own running statistics: tlkit.engine.domain_stats); "auto":
 #: what the run's strategies declare (``domain_bn = "separate"`` on DANN, CDAN and DSBN), else
 #: "shared" (benchmarks/results/domain_adaptation.md measures both for each method).
 DOMAIN_BN = ("auto", "shared", "separate")

@@ -182,6 +182,10 @@ def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
         "extra_modules": {k: m.state_dict() for k, m in trainer.extra_modules.items()},
         "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "strategy_state": {k: strategy_state(p) for k, p in trainer.strategies.items()},
+        # domain_bn="separate": the source passes' BatchNorm statistics (the model has the target's)
+        "source_bn_stats": (
+            trainer.domain_stats.state_dict() if trainer.domain_stats is not None else None
+        ),
         **trainer.logs.state_dict(),
     }
     if training_state:
@@ -264,6 +268,8 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
     check_identity(ckpt.get("identity"), identity(trainer.config, trainer.data), path)
     ema = trainer.ema.module if trainer.ema is not None else None
     restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
+    if trainer.domain_stats is not None and ckpt.get("source_bn_stats") is not None:
+        trainer.domain_stats.load_state_dict(ckpt["source_bn_stats"])
     saved_state = ckpt.get("strategy_state") or {}
     for name, plugin in trainer.strategies.items():
         if name in saved_state:

@@ -41,6 +41,7 @@ from tlkit.engine.checkpoint import (
 )
 from tlkit.engine.config import FitConfig
 from tlkit.engine.device import autocast_for, pick_device, pick_precision, use_channels_last
+from tlkit.engine.domain_stats import DomainStatistics
 from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
@@ -141,6 +142,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.adversary_optimizer: torch.optim.Optimizer | None = None
+        self.domain_stats: DomainStatistics | None = None  # source BatchNorm statistics
         self.feeder: Feeder | None = None
         self.train_transform = (
             train_transform  # a user's own per-sample pipeline (augment="custom")
@@ -248,6 +250,8 @@ class Trainer:
                     self._end_epoch(epoch)
                     epoch = self.state.epoch
             finally:
+                if self.domain_stats is not None:  # the model keeps the target's statistics
+                    self.domain_stats.remove()
                 hooks.notify(self.pm, "tlkit_on_fit_end", trainer=self, history=self.history)
         return self
 
@@ -286,6 +290,8 @@ class Trainer:
             self.adversary_optimizer = optim.make_optimizer(groups, cfg)
         if cfg.ema is not None:
             self.ema = EMA(self.model, cfg.ema)
+        if self.net.separate_domains:  # after the strategies' setup (DSBN swaps layers) and EMA
+            self.domain_stats = DomainStatistics(self.model)
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler("cuda")
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch

@@ -35,9 +35,12 @@ Spearman rank correlation between score and accuracy over the epochs.
 
 Every finished run is appended to ``results/domain_adaptation_runs.jsonl`` (the raw numbers); a
 run already there with the same settings and strategy defaults is not repeated, so the sweep can
-be stopped and resumed, and the tables are rebuilt from that file. A change to a strategy's
-*code* is not part of that identity: after one, delete the strategy's lines from the file (as
-was done for PixelDA's discriminator fix) so its runs are measured again.
+be stopped and resumed, and the tables are rebuilt from that file. Each run also records a
+fingerprint of its strategies' source files (``code``); a cached run whose strategy code has
+changed since is measured again. Engine changes are not fingerprinted (they would re-measure
+everything): after one that changes results, delete the affected lines (as was done when
+``domain_bn="separate"`` began keeping running statistics per domain). Lines written before
+fingerprints existed have none and are trusted.
 
     .venv/bin/python benchmarks/domain_adaptation.py --threads 1          # the full sweep
     .venv/bin/python benchmarks/domain_adaptation.py --study --threads 1  # domain_bn study
@@ -48,8 +51,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import inspect
 import json
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -310,13 +315,33 @@ def run_one(method: Method, pair: str, seed: int, budget: int, quick: bool) -> d
     return out
 
 
+def code_fingerprint(adapt: Any) -> str | None:
+    """A short hash of the source files of the strategies in ``adapt`` (their modules and the
+    package-private helpers those import are not followed: one file per strategy)."""
+    if not adapt:
+        return None
+    digest = hashlib.sha256()
+    for name, obj in sorted(adapt_strategies(adapt).items()):
+        module = sys.modules.get(getattr(obj, "__module__", ""))
+        path = getattr(module, "__file__", None)
+        digest.update(name.encode())
+        if path:
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """``{key: result}`` of the runs file; a later line for the same key wins. A result keeps
+    the fingerprint of the code that measured it under ``"code"`` (absent on old lines)."""
     runs: dict[str, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                runs[json.dumps(record["key"], sort_keys=True)] = record["result"]
+                result = dict(record["result"])
+                if record.get("code"):
+                    result["code"] = record["code"]
+                runs[json.dumps(record["key"], sort_keys=True)] = result
     return runs
 
 
@@ -341,12 +366,16 @@ def sweep(
                     key = run_key(method, pair, seed, budget, quick)
                     text = json.dumps(key, sort_keys=True)
                     res = done.get(text)
+                    code = code_fingerprint(method.adapt)
+                    if res is not None and res.get("code") not in (None, code):
+                        res = None  # its strategy's code changed since: measure it again
                     if res is None:
                         res = run_one(method, pair, seed, budget, quick)
                         if cache is not None:
+                            record = {"key": key, "result": res, "code": code}
                             with cache.open("a") as fh:
-                                fh.write(json.dumps({"key": key, "result": res}) + "\n")
-                            done[text] = res
+                                fh.write(json.dumps(record) + "\n")
+                            done[text] = {**res, "code": code}
                         curve = " ".join(f"{100 * a:.0f}" for a in res["curve"])
                         print(
                             f"  {pair} {budget}x seed {seed} {method.name}: last "

@@ -1,0 +1,37 @@
+"""The domain-adaptation benchmark's runs file: a finished run is not repeated, unless the code
+of its strategy changed since it was measured."""
+
+from __future__ import annotations
+
+from benchmarks import domain_adaptation as da  # the repository root is on sys.path
+
+
+def test_runs_are_reused_until_their_strategy_code_changes(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(method, pair, seed, budget, quick):
+        calls.append((method.name, seed))
+        return {"last": 0.5, "best": 0.5, "seconds": 0.0, "steps": 1, "curve": [0.5]}
+
+    monkeypatch.setattr(da, "run_one", fake_run)
+    cache = tmp_path / "runs.jsonl"
+    methods = [da.Method("bnm", "bnm", budgets=(1,))]
+    args = (methods, {p: (0,) for p in da.PAIRS}, ("digits->digits-m",), (1,))
+    da.sweep(*args, quick=True, cache=cache)
+    assert calls == [("bnm", 0)]
+    assert da.code_fingerprint("bnm") in cache.read_text()  # recorded beside the result
+    da.sweep(*args, quick=True, cache=cache)
+    assert len(calls) == 1  # found in the file
+    monkeypatch.setattr(da, "code_fingerprint", lambda adapt: "changed")
+    results = da.sweep(*args, quick=True, cache=cache)
+    assert len(calls) == 2  # measured again with the new code
+    assert results[("digits->digits-m", "bnm", 1)][0]["last"] == 0.5
+    da.sweep(*args, quick=True, cache=cache)
+    assert len(calls) == 2  # and the new line is found next time
+
+
+def test_the_fingerprint_follows_the_strategy_source():
+    assert da.code_fingerprint(None) is None
+    assert da.code_fingerprint("bnm") == da.code_fingerprint("bnm")
+    assert da.code_fingerprint("bnm") != da.code_fingerprint("shot")
+    assert da.code_fingerprint(["fda", "bnm"]) != da.code_fingerprint("bnm")

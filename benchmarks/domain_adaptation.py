@@ -9,6 +9,9 @@ Pairs (``tlkit.datasets.load(pair)``: labelled source, unlabelled target, target
 
 Methods: source-only (``adapt=None``), every ``adapt=`` strategy with its default options (and a
 few combinations), and train-on-target (the oracle: the target training split *with* its labels).
+On digits->digits-m, source-only, PixelDA, DANN and MCC also run with ``augment="colour"``
+(random background and ink colours on the source images): a baseline for the pixel-level
+methods that uses no target data.
 Every run is ``small_cnn`` from scratch, ``mode="full"``, AdamW with a cosine schedule, fp32, on
 CPU, with the engine's default ``domain_bn="auto"`` (DANN and CDAN declare ``"separate"``; both
 are also run with ``"shared"``, the default before the study); the tables report target-test accuracy after the

@@ -311,3 +311,77 @@ def test_separate_runs_evaluate_each_domain_with_its_statistics(tiny_task, fast,
     with_source = trainer.evaluate_epoch()["source_accuracy"]
     stats.remove()
     assert with_source == pytest.approx(run.history[-1]["source_accuracy"])
+
+
+def test_dsbn_keeps_its_own_domain_statistics(tiny_task, fast):
+    """DSBN's source branch holds the source statistics; the engine's copy would fight it."""
+    trainer = tlkit.Trainer(tiny_task, adapt=["dsbn", "dann"], epochs=1, **fast)
+    trainer.fit()
+    assert trainer.config.domain_bn == "separate" and trainer.domain_stats is None
+    assert tlkit.Trainer(tiny_task, adapt="dann", epochs=1, **fast).fit().config  # and DANN:
+    plain = tlkit.Trainer(tiny_task, adapt="dann", epochs=1, **fast)
+    plain.fit()
+    assert plain.domain_stats is not None
+
+
+def test_ema_evaluates_the_source_with_the_source_statistics(tiny_task, fast, monkeypatch):
+    from tlkit.engine import trainer as trainer_module
+
+    seen = []
+    original = trainer_module.predict
+
+    def spy(model, batches, **kw):
+        bn = first_batchnorm(model)
+        seen.append((forward_domain(), bn.running_mean.clone()))
+        return original(model, batches, **kw)
+
+    monkeypatch.setattr(trainer_module, "predict", spy)
+    trainer = tlkit.Trainer(tiny_task, adapt="dann", epochs=1, ema=0.9, **fast)
+    trainer.fit()
+    by_domain = dict(seen[-2:])  # the last epoch's source and target evaluations
+    ema_bn = first_batchnorm(trainer.ema.module)
+    assert torch.allclose(by_domain["target"], ema_bn.running_mean)  # the EMA's own
+    assert not torch.allclose(by_domain["source"], by_domain["target"])  # the source copy
+    index = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)].index(
+        first_batchnorm(trainer.model)
+    )
+    assert torch.allclose(by_domain["source"], trainer.domain_stats.source[index]["running_mean"])
+
+
+def test_an_interrupted_source_pass_leaves_the_target_statistics(tiny_task):
+    from tlkit.engine.domain_stats import DomainStatistics
+    from tlkit.step import domain_context
+
+    bn = nn.BatchNorm1d(3)
+    stats = DomainStatistics(nn.Sequential(bn))
+    with domain_context("target"):
+        bn(torch.randn(8, 3) - 5)
+    target_mean = bn.running_mean.clone()
+    with pytest.raises(ValueError), domain_context("source"):
+        bn(torch.randn(1, 3))  # training-mode BatchNorm refuses a batch of one
+    stats.remove()
+    assert torch.equal(bn.running_mean, target_mean)
+
+
+def test_colour_augmentation_is_for_the_source_only(tiny_task, fast):
+    from tlkit.datasets import colour_augment, weak_augment
+
+    trainer = tlkit.Trainer(tiny_task, adapt="dann", augment="colour", epochs=1, **fast)
+    trainer.fit()
+    assert trainer.feeder.source.augment is colour_augment
+    assert trainer.feeder.target.weak_view is weak_augment  # FixMatch's weak view: a shift
+
+
+def test_a_checkpoint_without_source_statistics_resumes(tiny_task, fast, tmp_path):
+    """Checkpoints written before source statistics were saved: both domains start from the
+    checkpoint's statistics instead of the untrained ones."""
+    tlkit.fit(tiny_task, adapt="dann", epochs=1, checkpoint_dir=tmp_path / "a", **fast)
+    ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    del ckpt["source_bn_stats"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    trainer = tlkit.Trainer(tiny_task, adapt="dann", epochs=1, **fast)
+    trainer.fit(resume=tmp_path / "old.pt")  # nothing left to train: restore only
+    bn = first_batchnorm(trainer.model)
+    index = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)].index(bn)
+    assert torch.equal(trainer.domain_stats.source[index]["running_mean"], bn.running_mean)
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))

@@ -45,7 +45,12 @@ def test_numbers_and_booleans_in_any_spelling():
         ("image_size", 0, "image_size=0 is not valid: it must be a whole number >= 8"),
         ("image_size", -5, "image_size=-5 is not valid"),
         ("image_size", 100000, "image_size=100000 is not valid: it must be a whole number <= 4096"),
-        ("augment", "sometimes", "augment='sometimes' is not valid: it must be one of .*'colour'"),
+        (
+            "augment",
+            "sometimes",
+            "augment='sometimes' is not valid: it must be True, False, one of .*'colour'",
+        ),
+        ("augment", 1.0, "augment=1.0 is not valid"),
         ("device", "gpu7", "device='gpu7' is not a device"),
         ("dropout", 1.0, "dropout=1.0 is a probability"),
     ],

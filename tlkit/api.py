@@ -83,7 +83,8 @@ def fit(
             * data: ``image_size`` (file-backed images are cropped to it), ``augment``
               (``"auto"``: crops and flips for photos, nothing for digits and tensors; ``True``
               for the data's augmentation; ``"colour"``: random background and ink colours
-              per source image; a ``transforms.v2`` pipeline of your own),
+              per source image and nothing else (no crops or flips; files are squashed to the
+              square); a ``transforms.v2`` pipeline of your own),
               ``num_workers`` (DataLoader workers for files; ``"auto"`` up to 4),
               ``feature_ram_budget`` (GB of frozen features kept in memory; beyond it they go
               to a reusable file), ``domain_bn`` ("auto": what the strategies declare;

@@ -62,6 +62,8 @@ Conventions, as in pytest's hook module:
   (adversarial alignment needs it) and keeps running statistics per domain (the model ends with
   the target's: ``tlkit.engine.domain_stats``); without any such strategy both go through one
   pass.
+* ``keeps_domain_statistics = True`` -- the strategy keeps BatchNorm statistics per domain
+  itself (DSBN's source branch), so the engine does not keep its own source copy.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
   takes its place).
 * ``own_optimizer = True`` **on a module** returned from :func:`tlkit_setup` (or one of its

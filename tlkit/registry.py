@@ -62,6 +62,7 @@ DECLARATIONS: dict[str, type] = {
     "needs_strong_view": bool,
     "replaces_weight_decay": bool,
     "source_free": bool,
+    "keeps_domain_statistics": bool,
 }
 
 __all__ = [

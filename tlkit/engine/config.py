@@ -121,11 +121,17 @@ class FitConfig:
         )
         for name in ("freeze_bn", "compile", "progress", "source_free"):
             setattr(self, name, opt.boolean(name, getattr(self, name)))
-        if self.augment not in AUGMENT_KINDS:
+        if self.augment == "color":  # the American spelling
+            self.augment = "colour"
+        if not (isinstance(self.augment, str) and self.augment in AUGMENT_KINDS):
             try:
                 self.augment = opt.boolean("augment", self.augment)
             except StrategyOptionError:  # name every valid value, not only the booleans
-                opt.choice("augment", self.augment, [*AUGMENT_KINDS, True, False])
+                kinds = [k for k in AUGMENT_KINDS if k != "custom"]  # "custom": set by fit()
+                raise ConfigError(
+                    f"augment={self.augment!r} is not valid: it must be True, False, one of "
+                    f"{kinds}, or a transform of your own."
+                ) from None
         if self.num_workers != "auto":
             self.num_workers = opt.integer("num_workers", self.num_workers, minimum=0)
         self.prefetch_factor = opt.integer("prefetch_factor", self.prefetch_factor, minimum=1)

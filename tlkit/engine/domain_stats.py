@@ -10,9 +10,13 @@ source half of a training step, ``Step.forward(x, domain="source")``, the evalua
 
 What the run's model keeps is the **target's** statistics: after adaptation you predict on the
 target domain, and a checkpoint's ``source_bn_stats`` holds the source copy (so resuming and the
-engine's source evaluation see it). Measured at 1x on synth-digits->digits (296 steps, seeds
-0-2): DANN 59.6 -> 63.3% target accuracy, CDAN 71.9 -> 74.4% (seeds 0-1) against one running
-average over both domains.
+engine's source evaluation see it; with ``ema`` the source copy is applied to the EMA model for
+the source evaluation). After training, :class:`tlkit.Run` has the target's statistics only:
+``run.evaluate(source_test)`` normalises source images as target ones. A strategy that keeps
+per-domain statistics itself (``keeps_domain_statistics = True``: DSBN) turns this off.
+Measured on synth-digits->digits (benchmarks/results/domain_adaptation.md, seeds 0-2, 1x / 4x):
+DANN 59.6 / 79.4 -> 63.2 / 81.2% target accuracy, CDAN 70.4 / 83.6 -> 73.0 / 84.9%, against one
+running average over both domains.
 
 Swaps copy values in place (DDP broadcasts the buffer objects it was built with), through
 ``.data`` so that autograd does not see them. A layer in
@@ -22,11 +26,14 @@ the same for both domains, and autograd may hold them for the backward pass.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from tlkit.errors import CheckpointError
 from tlkit.step import forward_domain
 
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -37,11 +44,7 @@ class DomainStatistics:
     swapped in for forward passes over the source domain (see the module docstring)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [
-            m
-            for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
+        self.layers = tracking_batchnorms(model)
         self.source = [
             {k: getattr(m, k).detach().clone() for k in _BUFFERS if getattr(m, k) is not None}
             for m in self.layers
@@ -54,6 +57,9 @@ class DomainStatistics:
 
     def _enter_hook(self, i: int):
         def hook(module: nn.Module, args: Any) -> None:
+            if i in self._swapped:  # a pass that raised never reached the exit hook
+                self._swapped.discard(i)
+                self._swap(i)
             if forward_domain() != "source":
                 return
             if not module.training and torch.is_grad_enabled():
@@ -72,8 +78,8 @@ class DomainStatistics:
         return hook
 
     @torch.no_grad()
-    def _swap(self, i: int) -> None:
-        layer, saved = self.layers[i], self.source[i]
+    def _swap(self, i: int, layer: nn.Module | None = None) -> None:
+        layer, saved = layer if layer is not None else self.layers[i], self.source[i]
         for name, copy in saved.items():
             live = getattr(layer, name)
             if copy.device != live.device:
@@ -89,16 +95,52 @@ class DomainStatistics:
 
     def load_state_dict(self, state: list[dict[str, torch.Tensor]]) -> None:
         if len(state) != len(self.source):
-            raise ValueError(
+            raise CheckpointError(
                 f"the checkpoint's source BatchNorm statistics cover {len(state)} layers, the "
-                f"model has {len(self.source)}"
+                f"model has {len(self.source)}: it was saved from another backbone. Resume "
+                "with the backbone that wrote it."
             )
         for saved, loaded in zip(self.source, state):
             for name, value in loaded.items():
                 saved[name] = value.to(saved[name].device).clone()
 
+    @torch.no_grad()
+    def copy_from_model(self) -> None:
+        """Start the source copy from the layers' current statistics (a checkpoint written
+        before source statistics were saved: both domains then start from what it has)."""
+        for i, layer in enumerate(self.layers):
+            for name in self.source[i]:
+                self.source[i][name] = getattr(layer, name).detach().clone()
+
+    @contextlib.contextmanager
+    def applied_to(self, copy: nn.Module) -> Iterator[None]:
+        """Within the block, ``copy`` (a module shaped like the model, e.g. the EMA model)
+        holds the source statistics; its own come back after."""
+        layers = tracking_batchnorms(copy)
+        if len(layers) != len(self.layers):
+            raise ValueError("applied_to needs a copy of the model the statistics belong to")
+        for i, layer in enumerate(layers):
+            self._swap(i, layer)
+        try:
+            yield
+        finally:
+            for i, layer in enumerate(layers):
+                self._swap(i, layer)
+
     def remove(self) -> None:
         """Detach the hooks (the model then keeps the target's statistics alone)."""
+        for i in list(self._swapped):  # a pass that raised: put the target's back
+            self._swapped.discard(i)
+            self._swap(i)
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+def tracking_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics, in module order."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]

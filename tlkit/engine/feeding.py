@@ -298,7 +298,7 @@ class Feeder:
         self.size = size
         self.source = self._feed(src, train_transform, strong=False)
         self.target = (
-            self._feed(data.target, train_transform, strong=strong_view)
+            self._feed(data.target, train_transform, strong=strong_view, target=True)
             if data.target is not None
             else None
         )
@@ -315,8 +315,12 @@ class Feeder:
             per_rank = math.ceil(len(self.labelled) / dist.world_size)
             self.steps_per_epoch = max(1, per_rank // config.batch_size)
 
-    def _feed(self, domain: Domain, custom: Any, *, strong: bool) -> DomainFeed:
+    def _feed(
+        self, domain: Domain, custom: Any, *, strong: bool, target: bool = False
+    ) -> DomainFeed:
         augment = custom if custom is not None else resolve_augment(self.config.augment, domain)
+        if target and augment == "colour":  # colours are for the source: the target's weak
+            augment = "digits"  # view stays a translation, its geometry the source's
         pipes = tv.pipelines(domain, self.size, augment)
         return DomainFeed(
             domain, pipes, strong=strong, size=self.size, device=self.device, config=self.config

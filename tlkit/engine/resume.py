@@ -268,8 +268,11 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
     check_identity(ckpt.get("identity"), identity(trainer.config, trainer.data), path)
     ema = trainer.ema.module if trainer.ema is not None else None
     restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
-    if trainer.domain_stats is not None and ckpt.get("source_bn_stats") is not None:
-        trainer.domain_stats.load_state_dict(ckpt["source_bn_stats"])
+    if trainer.domain_stats is not None:
+        if ckpt.get("source_bn_stats") is not None:
+            trainer.domain_stats.load_state_dict(ckpt["source_bn_stats"])
+        else:  # written before source statistics were saved: start both from what it has
+            trainer.domain_stats.copy_from_model()
     saved_state = ckpt.get("strategy_state") or {}
     for name, plugin in trainer.strategies.items():
         if name in saved_state:

@@ -290,8 +290,13 @@ class Trainer:
             self.adversary_optimizer = optim.make_optimizer(groups, cfg)
         if cfg.ema is not None:
             self.ema = EMA(self.model, cfg.ema)
-        if self.net.separate_domains:  # after the strategies' setup (DSBN swaps layers) and EMA
+        if self.net.separate_domains and not any(  # DSBN keeps per-domain statistics itself
+            getattr(p, "keeps_domain_statistics", False) for p in self.strategies.values()
+        ):  # after the strategies' setup (whose hooks may touch BatchNorm) and the EMA copy
+            previous = self.domain_stats  # a second train(): keep the source copy it has
             self.domain_stats = DomainStatistics(self.model)
+            if previous is not None:
+                self.domain_stats.load_state_dict(previous.state_dict())
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler("cuda")
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
@@ -578,7 +583,12 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         for name, domain in self.data.eval_sets().items():
             batches, from_features = self.feeder.eval_batches(f"eval_{name}", self.net.cached)
-            with domain_context(name):
+            source_stats = (  # the EMA model has no hooks: give it the source copy by hand
+                self.domain_stats.applied_to(model)
+                if name == "source" and self.ema is not None and self.domain_stats is not None
+                else contextlib.nullcontext()
+            )
+            with domain_context(name), source_stats:
                 p = predict(model, batches, from_features=from_features, precision=self.precision)
             metrics = metrics_from_outputs(p.outputs, domain, self.num_classes, p.indices)
             self.eval_results[name] = metrics

@@ -108,6 +108,7 @@ class DSBN:
     family = "adapt"
     needs_target = True  # the target batch must go through the network, as its own pass
     domain_bn = "separate"  # domain_bn="auto" gives the separate passes it needs
+    keeps_domain_statistics = True  # its source branch holds the source's BatchNorm statistics
     needs_images = True  # the backbone's BatchNorm layers must run (no cached features)
 
     def __init__(self) -> None:

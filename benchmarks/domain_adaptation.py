@@ -9,7 +9,7 @@ Pairs (``tlkit.datasets.load(pair)``: labelled source, unlabelled target, target
 
 Methods: source-only (``adapt=None``), every ``adapt=`` strategy with its default options (and a
 few combinations), and train-on-target (the oracle: the target training split *with* its labels).
-On digits->digits-m, source-only, PixelDA, DANN and MCC also run with ``augment="colour"``
+On digits->digits-m, source-only, PixelDA, DANN, MCC and DAN also run with ``augment="colour"``
 (random background and ink colours on the source images): a baseline for the pixel-level
 methods that uses no target data.
 Every run is ``small_cnn`` from scratch, ``mode="full"``, AdamW with a cosine schedule, fp32, on
@@ -138,6 +138,7 @@ METHODS = [
     Method("dann, augment='colour'", "dann", options=COLOUR, pairs=MNISTM_ONLY),
     # does MCC still fall from 1x to 4x when the source model starts strong (see the results)?
     Method("mcc, augment='colour'", "mcc", options=COLOUR, pairs=MNISTM_ONLY),
+    Method("dan, augment='colour'", "dan", options=COLOUR, pairs=MNISTM_ONLY),
     Method(ORACLE, budgets=(1,)),
 ]
 

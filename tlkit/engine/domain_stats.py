@@ -18,10 +18,10 @@ Measured on synth-digits->digits (benchmarks/results/domain_adaptation.md, seeds
 DANN 59.6 / 79.4 -> 63.2 / 81.2% target accuracy, CDAN 70.4 / 83.6 -> 73.0 / 84.9%, against one
 running average over both domains.
 
-Swaps copy values in place (DDP broadcasts the buffer objects it was built with), through
-``.data`` so that autograd does not see them. A layer in
+A swap exchanges the buffer *objects* (no copies; DSBN's source branch swaps the same way), only
+inside a layer's forward call, so DDP, EMA and checkpoints always see the target's. A layer in
 evaluation mode while gradients are on (``freeze_bn``) is left alone: its statistics are frozen,
-the same for both domains, and autograd may hold them for the backward pass.
+the same for both domains.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ class DomainStatistics:
     swapped in for forward passes over the source domain (see the module docstring)."""
 
     def __init__(self, model: nn.Module) -> None:
+        self.model = model
         self.layers = tracking_batchnorms(model)
         self.source = [
             {k: getattr(m, k).detach().clone() for k in _BUFFERS if getattr(m, k) is not None}
             for m in self.layers
-        ]
+        ]  # on the model's device: the trainer builds this after moving the model
         self._swapped: set[int] = set()
         self.handles = []
         for i, layer in enumerate(self.layers):
@@ -77,18 +78,12 @@ class DomainStatistics:
 
         return hook
 
-    @torch.no_grad()
     def _swap(self, i: int, layer: nn.Module | None = None) -> None:
-        layer, saved = layer if layer is not None else self.layers[i], self.source[i]
-        for name, copy in saved.items():
-            live = getattr(layer, name)
-            if copy.device != live.device:
-                copy = saved[name] = copy.to(live.device)
-            held = live.detach().clone()
-            # through .data: autograd's version counter of the live buffer stays as it was (a
-            # training-mode batch_norm records the buffer but its backward never reads it)
-            live.data.copy_(copy)
-            copy.copy_(held)
+        """Exchange layer ``i``'s statistics (or ``layer``'s, a copy of it) with the held ones."""
+        layer, held = layer if layer is not None else self.layers[i], self.source[i]
+        for name, other in held.items():
+            held[name] = getattr(layer, name)
+            setattr(layer, name, other)
 
     def state_dict(self) -> list[dict[str, torch.Tensor]]:
         return [{k: v.detach().cpu().clone() for k, v in s.items()} for s in self.source]
@@ -111,6 +106,13 @@ class DomainStatistics:
         for i, layer in enumerate(self.layers):
             for name in self.source[i]:
                 self.source[i][name] = getattr(layer, name).detach().clone()
+
+    def evaluating(self, model: nn.Module, domain: str) -> contextlib.AbstractContextManager:
+        """Around the evaluation of ``model`` on ``domain``: the hooked model needs nothing; a
+        copy without the hooks (the EMA model) gets the source copy for the source."""
+        if domain != "source" or model is self.model:
+            return contextlib.nullcontext()
+        return self.applied_to(model)
 
     @contextlib.contextmanager
     def applied_to(self, copy: nn.Module) -> Iterator[None]:
@@ -135,6 +137,21 @@ class DomainStatistics:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+def attach(trainer: Any) -> DomainStatistics | None:
+    """The run's source copy, hooked into ``trainer.model``: with separate passes, unless a
+    strategy keeps per-domain statistics itself (DSBN); a second ``train()`` keeps the copy the
+    first had. Called after the strategies' setup (whose hooks may touch BatchNorm) and the EMA
+    copy (which must not carry the hooks)."""
+    if not trainer.net.separate_domains or any(
+        getattr(p, "keeps_domain_statistics", False) for p in trainer.strategies.values()
+    ):
+        return None
+    stats = DomainStatistics(trainer.model)
+    if trainer.domain_stats is not None:
+        stats.load_state_dict(trainer.domain_stats.state_dict())
+    return stats
 
 
 def tracking_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

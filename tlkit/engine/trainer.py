@@ -33,7 +33,7 @@ from torch import nn
 from tlkit import registry
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import UNLABELLED, Domain, DomainPair
-from tlkit.engine import distributed, feature_store, hooks, optim, resume, selection
+from tlkit.engine import distributed, domain_stats, feature_store, hooks, optim, resume, selection
 from tlkit.engine.checkpoint import (
     FolderLock,
     check_writable,
@@ -41,7 +41,6 @@ from tlkit.engine.checkpoint import (
 )
 from tlkit.engine.config import FitConfig
 from tlkit.engine.device import autocast_for, pick_device, pick_precision, use_channels_last
-from tlkit.engine.domain_stats import DomainStatistics
 from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
@@ -142,7 +141,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self.adversary_optimizer: torch.optim.Optimizer | None = None
-        self.domain_stats: DomainStatistics | None = None  # source BatchNorm statistics
+        self.domain_stats: domain_stats.DomainStatistics | None = None  # the source's BatchNorm
         self.feeder: Feeder | None = None
         self.train_transform = (
             train_transform  # a user's own per-sample pipeline (augment="custom")
@@ -290,13 +289,7 @@ class Trainer:
             self.adversary_optimizer = optim.make_optimizer(groups, cfg)
         if cfg.ema is not None:
             self.ema = EMA(self.model, cfg.ema)
-        if self.net.separate_domains and not any(  # DSBN keeps per-domain statistics itself
-            getattr(p, "keeps_domain_statistics", False) for p in self.strategies.values()
-        ):  # after the strategies' setup (whose hooks may touch BatchNorm) and the EMA copy
-            previous = self.domain_stats  # a second train(): keep the source copy it has
-            self.domain_stats = DomainStatistics(self.model)
-            if previous is not None:
-                self.domain_stats.load_state_dict(previous.state_dict())
+        self.domain_stats = domain_stats.attach(self)  # after the strategies' setup and EMA
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler("cuda")
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
@@ -583,12 +576,12 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         for name, domain in self.data.eval_sets().items():
             batches, from_features = self.feeder.eval_batches(f"eval_{name}", self.net.cached)
-            source_stats = (  # the EMA model has no hooks: give it the source copy by hand
-                self.domain_stats.applied_to(model)
-                if name == "source" and self.ema is not None and self.domain_stats is not None
+            statistics = (  # the EMA model has no hooks: it gets the source copy by hand
+                self.domain_stats.evaluating(model, name)
+                if self.domain_stats is not None
                 else contextlib.nullcontext()
             )
-            with domain_context(name), source_stats:
+            with domain_context(name), statistics:
                 p = predict(model, batches, from_features=from_features, precision=self.precision)
             metrics = metrics_from_outputs(p.outputs, domain, self.num_classes, p.indices)
             self.eval_results[name] = metrics

@@ -93,3 +93,11 @@ def test_pixelda_trains_on_colour_augmented_source():
     the augmentation 71.3."""
     colour = accuracy(MNISTM, "pixelda", source_images=1200, augment="colour")
     assert colour > accuracy(MNISTM, "pixelda", source_images=1200) + 0.08
+
+
+@pytest.mark.parametrize(("pair", "margin"), [(SYNTH, 0.10), (MNISTM, 0.02)])
+def test_dan_beats_source_only(pair, margin):
+    """DAN with its default MMD weight (3). Measured: synth-digits -> digits source-only 40.7,
+    DAN 59.1; digits -> digits-m source-only 32.9, DAN 37.3. (Weight 1 gives 63.8 / 38.7 at
+    these 152 steps; 3 pays at the benchmark's 4x budget, see dan.py.)"""
+    assert accuracy(pair, "dan") > accuracy(pair) + margin

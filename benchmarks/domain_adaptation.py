@@ -39,10 +39,11 @@ Spearman rank correlation between score and accuracy over the epochs.
 Every finished run is appended to ``results/domain_adaptation_runs.jsonl`` (the raw numbers); a
 run already there with the same settings and strategy defaults is not repeated, so the sweep can
 be stopped and resumed, and the tables are rebuilt from that file. Each run also records a
-fingerprint of its strategies' source files (``code``); a cached run whose strategy code has
-changed since is measured again. Engine changes are not fingerprinted (they would re-measure
-everything): after one that changes results, delete the affected lines (as was done when
-``domain_bn="separate"`` began keeping running statistics per domain). Lines written before
+fingerprint of its strategies' code (``code``: their source files without comments and
+docstrings); a cached run whose strategy code has changed since is measured again. Engine
+changes are not fingerprinted (they would re-measure everything): after one that changes
+results, delete the affected lines (as was done when ``domain_bn="separate"`` began keeping
+running statistics per domain). Lines written before
 fingerprints existed have none and are trusted.
 
     .venv/bin/python benchmarks/domain_adaptation.py --threads 1          # the full sweep
@@ -53,6 +54,7 @@ fingerprints existed have none and are trusted.
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import hashlib
 import inspect
@@ -321,9 +323,27 @@ def run_one(method: Method, pair: str, seed: int, budget: int, quick: bool) -> d
     return out
 
 
+def source_fingerprint(text: str) -> str:
+    """The code of a Python source, without its comments and docstrings (edits to those do not
+    change what a run measures), as a canonical string."""
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def code_fingerprint(adapt: Any) -> str | None:
-    """A short hash of the source files of the strategies in ``adapt`` (their modules and the
-    package-private helpers those import are not followed: one file per strategy)."""
+    """A short hash of the code of the strategies in ``adapt``: their source files without
+    comments and docstrings (the modules and package-private helpers those import are not
+    followed: one file per strategy)."""
     if not adapt:
         return None
     digest = hashlib.sha256()
@@ -332,7 +352,7 @@ def code_fingerprint(adapt: Any) -> str | None:
         path = getattr(module, "__file__", None)
         digest.update(name.encode())
         if path:
-            digest.update(Path(path).read_bytes())
+            digest.update(source_fingerprint(Path(path).read_text()).encode())
     return digest.hexdigest()[:16]
 
 

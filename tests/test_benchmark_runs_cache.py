@@ -35,3 +35,14 @@ def test_the_fingerprint_follows_the_strategy_source():
     assert da.code_fingerprint("bnm") == da.code_fingerprint("bnm")
     assert da.code_fingerprint("bnm") != da.code_fingerprint("shot")
     assert da.code_fingerprint(["fda", "bnm"]) != da.code_fingerprint("bnm")
+
+
+def test_docstrings_and_comments_do_not_change_the_fingerprint():
+    """A strategy's documentation can be edited without re-measuring every run that used it;
+    a change to what the code does is seen."""
+    code = 'def loss(x, t=2.5):\n    """Doc."""\n    return x / t  # scale\n'
+    same = 'def loss(x, t=2.5):\n    """Better doc,\n    two lines."""\n    return x / t\n'
+    changed = 'def loss(x, t=3.0):\n    """Doc."""\n    return x / t  # scale\n'
+    assert da.source_fingerprint(code) == da.source_fingerprint(same)
+    assert da.source_fingerprint(code) != da.source_fingerprint(changed)
+    assert da.source_fingerprint('"""Module doc."""\nX = 1\n') == da.source_fingerprint("X = 1\n")

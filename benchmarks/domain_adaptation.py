@@ -325,7 +325,8 @@ def run_one(method: Method, pair: str, seed: int, budget: int, quick: bool) -> d
 
 def source_fingerprint(text: str) -> str:
     """The code of a Python source, without its comments and docstrings (edits to those do not
-    change what a run measures), as a canonical string."""
+    change what a run measures), as a canonical string: node types and their non-empty fields,
+    so that Python versions which only add empty fields (3.12's ``type_params``) agree."""
     tree = ast.parse(text)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -337,7 +338,20 @@ def source_fingerprint(text: str) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return _canonical(tree)
+
+
+def _canonical(node: Any) -> str:
+    if isinstance(node, ast.AST):
+        fields = ", ".join(
+            f"{name}={_canonical(value)}"
+            for name, value in ast.iter_fields(node)
+            if value is not None and value != []
+        )
+        return f"{type(node).__name__}({fields})"
+    if isinstance(node, list):
+        return "[" + ", ".join(_canonical(item) for item in node) + "]"
+    return repr(node)
 
 
 def code_fingerprint(adapt: Any) -> str | None:

@@ -236,7 +236,7 @@ class Trainer:
             if self.config.checkpoint_dir and self.is_main
             else None
         )
-        with torch.enable_grad(), lock or contextlib.nullcontext():
+        with torch.enable_grad(), lock or contextlib.nullcontext(), _hook_guards(self.config):
             if lock is not None:
                 remove_stale_temporaries(self.config.checkpoint_dir)
             try:
@@ -629,3 +629,13 @@ class Trainer:
     def checkpoint_payload(self, *, training_state: bool = True) -> dict[str, Any]:
         """Everything needed to rebuild the model and, with ``training_state``, to resume."""
         return resume.payload(self, training_state=training_state)
+
+
+def _hook_guards(config: FitConfig) -> contextlib.AbstractContextManager:
+    """With ``compile``, make torch.compile check forward hooks before reusing a compiled
+    forward: by default it does not, and a forward compiled in an earlier run of the same
+    process (without BatchNorm-swapping hooks, say) would run in this one without them."""
+    dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    if not config.compile or not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):
+        return contextlib.nullcontext()
+    return dynamo_config.patch(skip_nnmodule_hook_guards=False)

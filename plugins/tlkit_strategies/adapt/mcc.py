@@ -52,8 +52,9 @@ class MCC:
     MCC sharpens the model's own target predictions, so it needs them to group the target by
     class. Where they do not (digits -> digits-m, whose coloured, textured target a grey source
     never showed), longer training makes the mistakes confident: 43.5% at 296 steps, 34.9% at
-    1184. A higher temperature stops the fall there and gives up most of MCC's gain elsewhere
-    (``benchmarks/results/domain_adaptation.md``). Watch ``validate="info_max"`` or remove the
+    1184. ``temperature=10`` holds there (47.8 -> 48.9%) and gives up most of MCC's gain where
+    the default pays (synth-digits -> digits at 1184 steps: 87.7% -> 60.4%; see
+    ``benchmarks/results/domain_adaptation.md``). Watch ``validate="info_max"``, or remove the
     shift first (``augment="colour"``: 60.7 -> 91.2%).
     """
 

@@ -17,8 +17,6 @@ import torch
 
 import tlkit
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.mark.parametrize("adapt", ["dann", ["dsbn", "dann"]])
 def test_a_compiled_run_after_another_keeps_its_batchnorm_hooks(
@@ -34,3 +32,14 @@ def test_a_compiled_run_after_another_keeps_its_batchnorm_hooks(
         assert [row[name] for row in compiled] == pytest.approx(
             [row[name] for row in eager], abs=1e-4
         ), name
+
+
+def test_a_torch_without_the_hook_guard_setting_is_warned_about(monkeypatch):
+    from types import SimpleNamespace
+
+    from tlkit.engine import trainer
+
+    monkeypatch.setattr(torch, "_dynamo", SimpleNamespace(config=SimpleNamespace()))
+    with pytest.warns(UserWarning, match="skip_nnmodule_hook_guards"):
+        trainer._hook_guards(tlkit.FitConfig(compile=True))
+    trainer._hook_guards(tlkit.FitConfig(compile=False))  # no warning without compile

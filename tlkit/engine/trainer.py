@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -634,8 +635,18 @@ class Trainer:
 def _hook_guards(config: FitConfig) -> contextlib.AbstractContextManager:
     """With ``compile``, make torch.compile check forward hooks before reusing a compiled
     forward: by default it does not, and a forward compiled in an earlier run of the same
-    process (without BatchNorm-swapping hooks, say) would run in this one without them."""
+    process (without BatchNorm-swapping hooks, say) would run in this one without them.
+    (torch's config patches are thread-local, so a run in another thread keeps its own.)"""
+    if not config.compile:
+        return contextlib.nullcontext()
     dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
-    if not config.compile or not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):
+    if not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):
+        warnings.warn(
+            "this torch has no torch._dynamo.config.skip_nnmodule_hook_guards: a compiled run "
+            "after another compiled run in this process may reuse a forward compiled without "
+            "its BatchNorm hooks (domain_bn='separate', DSBN); restart the kernel between "
+            "such runs, or train without compile=True.",
+            stacklevel=3,
+        )
         return contextlib.nullcontext()
     return dynamo_config.patch(skip_nnmodule_hook_guards=False)

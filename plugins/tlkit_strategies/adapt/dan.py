@@ -67,8 +67,8 @@ class DAN:
         trade_off: weight of the MMD term (> 0). The default 3 is measured, not the paper's: on
             the digit pairs weight 1 aligns too weakly to keep gaining with a longer budget
             (digits->digits-m 38.8% at 296 steps, 37.6% at 1184); 3 gains on both pairs (37.8 ->
-            39.8) at the cost of about a point at short budgets, and 5 also gives up
-            synth-digits->digits accuracy (``benchmarks/results/domain_adaptation.md``).
+            39.8) at the cost of about a point on digits->digits-m at short budgets, and 5 also
+            gives up synth-digits->digits accuracy (``benchmarks/results/domain_adaptation.md``).
         multipliers: bandwidth multipliers :math:`\\beta_u` (positive); each Gaussian kernel has
             :math:`\\sigma_u^2 = \\beta_u` times the batch's mean squared pairwise distance.
     """

@@ -37,9 +37,9 @@ def test_a_compiled_run_after_another_keeps_its_batchnorm_hooks(
 def test_a_torch_without_the_hook_guard_setting_is_warned_about(monkeypatch):
     from types import SimpleNamespace
 
-    from tlkit.engine import trainer
+    from tlkit.engine.device import compile_hook_guards
 
     monkeypatch.setattr(torch, "_dynamo", SimpleNamespace(config=SimpleNamespace()))
     with pytest.warns(UserWarning, match="skip_nnmodule_hook_guards"):
-        trainer._hook_guards(tlkit.FitConfig(compile=True))
-    trainer._hook_guards(tlkit.FitConfig(compile=False))  # no warning without compile
+        compile_hook_guards(True)
+    compile_hook_guards(False)  # no warning without compile

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -47,3 +49,23 @@ def autocast_for(device: torch.device, precision: str):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compile_hook_guards(compile: bool) -> contextlib.AbstractContextManager:
+    """Around a run with ``compile``: make torch.compile check forward hooks before reusing a
+    compiled forward. By default it does not, and a forward compiled in an earlier run of the
+    same process (without BatchNorm-swapping hooks, say) would run in this one without them.
+    (torch's config patches are thread-local, so a run in another thread keeps its own.)"""
+    if not compile:
+        return nullcontext()
+    dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    if not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):
+        warnings.warn(
+            "this torch has no torch._dynamo.config.skip_nnmodule_hook_guards: a compiled run "
+            "after another compiled run in this process may reuse a forward compiled without "
+            "its BatchNorm hooks (domain_bn='separate', DSBN); restart the kernel between "
+            "such runs, or train without compile=True.",
+            stacklevel=3,
+        )
+        return nullcontext()
+    return dynamo_config.patch(skip_nnmodule_hook_guards=False)

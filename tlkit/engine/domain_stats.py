@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlkit.engine.evaluate import batchnorm_layers
 from tlkit.errors import CheckpointError
 from tlkit.step import forward_domain
 
@@ -45,7 +46,7 @@ class DomainStatistics:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.layers = tracking_batchnorms(model)
+        self.layers = batchnorm_layers(model, tracking_only=True)
         self.source = [
             {k: getattr(m, k).detach().clone() for k in _BUFFERS if getattr(m, k) is not None}
             for m in self.layers
@@ -118,7 +119,7 @@ class DomainStatistics:
     def applied_to(self, copy: nn.Module) -> Iterator[None]:
         """Within the block, ``copy`` (a module shaped like the model, e.g. the EMA model)
         holds the source statistics; its own come back after."""
-        layers = tracking_batchnorms(copy)
+        layers = batchnorm_layers(copy, tracking_only=True)
         if len(layers) != len(self.layers):
             raise ValueError("applied_to needs a copy of the model the statistics belong to")
         for i, layer in enumerate(layers):
@@ -152,12 +153,3 @@ def attach(trainer: Any) -> DomainStatistics | None:
     if trainer.domain_stats is not None:
         stats.load_state_dict(trainer.domain_stats.state_dict())
     return stats
-
-
-def tracking_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``model`` that keep running statistics, in module order."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]

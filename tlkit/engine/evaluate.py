@@ -19,12 +19,24 @@ def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in model.modules()]
 
 
+def batchnorm_layers(
+    model: nn.Module, *, tracking_only: bool = False
+) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model``, in module order (``tracking_only``: those that keep
+    running statistics)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (m.track_running_stats or not tracking_only)
+    ]
+
+
 def freeze_batchnorm(module: nn.Module) -> None:
     """Put every BatchNorm layer of ``module`` in eval mode: running statistics are used and
     kept (a frozen backbone, ``freeze_bn=True``)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    for m in batchnorm_layers(module):
+        m.eval()
 
 
 def restore_training_modes(modes: list[tuple[nn.Module, bool]]) -> None:

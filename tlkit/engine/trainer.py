@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,13 @@ from tlkit.engine.checkpoint import (
     remove_stale_temporaries,
 )
 from tlkit.engine.config import FitConfig
-from tlkit.engine.device import autocast_for, pick_device, pick_precision, use_channels_last
+from tlkit.engine.device import (
+    autocast_for,
+    compile_hook_guards,
+    pick_device,
+    pick_precision,
+    use_channels_last,
+)
 from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
@@ -237,7 +242,11 @@ class Trainer:
             if self.config.checkpoint_dir and self.is_main
             else None
         )
-        with torch.enable_grad(), lock or contextlib.nullcontext(), _hook_guards(self.config):
+        with (
+            torch.enable_grad(),
+            lock or contextlib.nullcontext(),
+            compile_hook_guards(self.config.compile),
+        ):
             if lock is not None:
                 remove_stale_temporaries(self.config.checkpoint_dir)
             try:
@@ -630,23 +639,3 @@ class Trainer:
     def checkpoint_payload(self, *, training_state: bool = True) -> dict[str, Any]:
         """Everything needed to rebuild the model and, with ``training_state``, to resume."""
         return resume.payload(self, training_state=training_state)
-
-
-def _hook_guards(config: FitConfig) -> contextlib.AbstractContextManager:
-    """With ``compile``, make torch.compile check forward hooks before reusing a compiled
-    forward: by default it does not, and a forward compiled in an earlier run of the same
-    process (without BatchNorm-swapping hooks, say) would run in this one without them.
-    (torch's config patches are thread-local, so a run in another thread keeps its own.)"""
-    if not config.compile:
-        return contextlib.nullcontext()
-    dynamo_config = getattr(getattr(torch, "_dynamo", None), "config", None)
-    if not hasattr(dynamo_config, "skip_nnmodule_hook_guards"):
-        warnings.warn(
-            "this torch has no torch._dynamo.config.skip_nnmodule_hook_guards: a compiled run "
-            "after another compiled run in this process may reuse a forward compiled without "
-            "its BatchNorm hooks (domain_bn='separate', DSBN); restart the kernel between "
-            "such runs, or train without compile=True.",
-            stacklevel=3,
-        )
-        return contextlib.nullcontext()
-    return dynamo_config.patch(skip_nnmodule_hook_guards=False)

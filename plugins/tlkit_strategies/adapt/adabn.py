@@ -43,10 +43,7 @@ from torch import nn
 
 import tlkit
 from tlkit import options
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+from tlkit.engine.evaluate import batchnorm_layers
 
 
 @torch.no_grad()

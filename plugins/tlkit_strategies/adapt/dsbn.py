@@ -46,14 +46,11 @@ import torch
 from torch import nn
 
 import tlkit
+from tlkit.engine.evaluate import batchnorm_layers
 from tlkit.engine.step import forward_domain
 
 _PARAMS = ("weight", "bias")
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 class SourceBranch(nn.Module):

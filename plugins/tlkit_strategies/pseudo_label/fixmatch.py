@@ -45,6 +45,7 @@ from torch import nn
 
 import tlkit
 from tlkit import options
+from tlkit.engine.evaluate import batchnorm_layers
 from tlkit_strategies.pseudo_label.threshold import confident_labels
 
 
@@ -52,7 +53,7 @@ from tlkit_strategies.pseudo_label.threshold import confident_labels
 def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers in training mode still normalise with batch statistics but do not update
     their running mean and variance (momentum 0) inside this block."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(model)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0

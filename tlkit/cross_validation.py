@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from tlkit.api import fit
 from tlkit.datasets.domain import DataError, Domain, DomainPair
+from tlkit.domain_outputs import check_backbone, default_backbone, domain_outputs, worker_count
 from tlkit.label_issues import (
     RANK_BY,
     SuspiciousLabels,
@@ -44,7 +45,7 @@ def _check_counts(folds: int, repeats: int) -> None:
 def cross_validated_probabilities(
     domain: Domain | DomainPair,
     *,
-    backbone: str = "small_cnn",
+    backbone: str | None = None,
     folds: int = 4,
     epochs: int = 5,
     repeats: int = 1,
@@ -55,16 +56,25 @@ def cross_validated_probabilities(
     """Out-of-fold class probabilities ``(N, K)`` of the labelled samples of ``domain`` (a
     task: its source), and their positions ``(N,)`` in it.
 
+    Any backing works: in-memory images, feature rows and token ids, and image files or shards,
+    which each fold reads as training does (decoded in ``num_workers`` DataLoader workers, the
+    held-out fold with the run's evaluation transform). ``backbone`` defaults to one that reads
+    the data (``small_cnn``, ``mlp`` or ``text_bag``); one that cannot is refused before any fold
+    trains. A file that cannot be read is left out of the result (so ``N`` may be smaller).
+
     ``fit_options`` go to :func:`tlkit.fit` (default here ``mode="full"``; the fits are silent,
     ``progress`` shows one bar over the folds). Fold ``f`` of repeat ``r`` is trained with seed
     ``seed + r * folds + f``; the split of repeat ``r`` is drawn with seed ``seed + r``.
     """
     _check_counts(folds, repeats)
     domain, idx = _labelled(domain)
+    backbone = _backbone_for(domain, backbone)
     labels = domain.labels[idx]
     classes = domain.classes or tuple(str(c) for c in range(domain.num_classes))
     options = {"mode": "full", **fit_options, "progress": False}
+    workers = worker_count(options.get("num_workers", "auto")) if not domain.in_memory else 0
     probs = torch.zeros(len(idx), domain.num_classes, dtype=torch.float64)
+    seen = torch.zeros(len(idx), dtype=torch.long)
     bar = tqdm(total=folds * repeats, desc="cross-validation folds", disable=not progress)
     try:
         for r in range(repeats):
@@ -77,19 +87,32 @@ def cross_validated_probabilities(
                 train = replace(
                     domain.subset(idx[fold_of != f], f"{domain.name}-fold{f}"), classes=classes
                 )
-                held_out = idx[fold_of == f]
+                rows = (fold_of == f).nonzero().flatten()
                 run = fit(train, backbone, epochs=epochs, seed=seed + r * folds + f, **options)
-                probs[fold_of == f] += run.predict_proba(domain.images[held_out]).double()
+                p = domain_outputs(run, domain, idx[rows], num_workers=workers)
+                read = rows[torch.searchsorted(idx[rows], p.indices)]
+                probs[read] += p.outputs.softmax(dim=1).double()
+                seen[read] += 1
                 bar.update()
     finally:
         bar.close()
-    return probs / repeats, idx
+    kept = seen > 0
+    return probs[kept] / seen[kept].view(-1, 1), idx[kept]
+
+
+def _backbone_for(domain: Domain, backbone: str | None) -> str:
+    """The caller's backbone if it reads ``domain`` (refused now, before any fold trains),
+    else the default for the data's kind."""
+    if backbone is None:
+        return default_backbone(domain)
+    check_backbone(domain, backbone, "cross-validation")
+    return backbone
 
 
 def cross_validated_suspicious_labels(
     domain: Domain | DomainPair,
     *,
-    backbone: str = "small_cnn",
+    backbone: str | None = None,
     folds: int = 4,
     epochs: int = 5,
     repeats: int = 1,
@@ -116,6 +139,7 @@ def cross_validated_suspicious_labels(
     if rank_by not in RANK_BY:
         raise ValueError(f"unknown rank_by {rank_by!r}; use one of {list(RANK_BY)}.")
     labelled, idx = _labelled(domain)
+    backbone = _backbone_for(labelled, backbone)
     probs, idx = cross_validated_probabilities(
         labelled,
         backbone=backbone,

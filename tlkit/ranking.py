@@ -1,48 +1,8 @@
 r"""Rank pretrained backbones for a labelled task before fine-tuning any of them: LogME and LEEP.
 
-Both scores read a candidate's *frozen* outputs on the target's labelled samples once -- no
-training -- so ranking several candidates takes seconds where fine-tuning each takes minutes.
-Higher is better for both; compare scores across candidates on the *same* data only.
-
-**LogME** -- You, Liu, Wang & Long, "LogME: Practical Assessment of Pre-trained Models for
-Transfer Learning", ICML 2021. Features :math:`F \in \mathbb{R}^{n \times D}` of the ``n``
-labelled samples; for each class ``k`` the one-hot column :math:`y \in \{0, 1\}^n` is modelled as
-a Bayesian linear regression :math:`y = F w + \varepsilon`, prior
-:math:`w \sim \mathcal N(0, \alpha^{-1} I_D)`, noise :math:`\varepsilon \sim \mathcal N(0,
-\beta^{-1} I_n)`. Its log evidence (marginal likelihood) is
-
-.. math::
-
-    \mathcal L(\alpha, \beta) = \tfrac n2 \log\beta + \tfrac D2 \log\alpha - \tfrac n2 \log 2\pi
-    - \tfrac\beta2 \lVert F m - y \rVert^2 - \tfrac\alpha2 m^\top m - \tfrac12 \log\lvert A \rvert,
-    \qquad A = \alpha I + \beta F^\top F,\; m = \beta A^{-1} F^\top y,
-
-i.e. :math:`\log \mathcal N(y;\, 0,\, \beta^{-1} I_n + \alpha^{-1} F F^\top)`. It is maximised by
-MacKay's fixed point: with :math:`\sigma_i` the eigenvalues of :math:`F^\top F`,
-:math:`\gamma = \sum_i \beta\sigma_i / (\alpha + \beta\sigma_i)`,
-:math:`\alpha \leftarrow \gamma / m^\top m`, :math:`\beta \leftarrow (n - \gamma) / \lVert F m -
-y\rVert^2`. One SVD :math:`F = U \operatorname{diag}(s) V^\top` makes every iteration
-:math:`O(\min(n, D))`: with :math:`z = U^\top y`, :math:`m^\top m = \sum_i (\beta s_i z_i /
-(\alpha + \beta s_i^2))^2` and :math:`\lVert F m - y \rVert^2 = \sum_i (\alpha z_i / (\alpha +
-\beta s_i^2))^2 + \lVert y \rVert^2 - \lVert z \rVert^2`. LogME is the maximised evidence per
-sample, averaged over classes: :math:`\frac{1}{K} \sum_k \mathcal L_k(\alpha_k^*, \beta_k^*) / n`.
-It needs only features, so it scores any backbone.
-
-**LEEP** -- Nguyen, Hassner, Seeger & Archambeau, "LEEP: A New Measure to Evaluate
-Transferability of Learned Representations", ICML 2020. It needs the *source classifier*:
-:math:`\theta(x) \in \Delta^{Z}`, the source model's probabilities over its ``Z`` source classes
-(ImageNet's 1000 for the EfficientNet-Lite0, the ten digits for a checkpoint trained on a bundled
-source). With the empirical joint :math:`\hat P(y, z) = \frac1n \sum_{i: y_i = y} \theta_z(x_i)`
-and conditional :math:`\hat P(y \mid z) = \hat P(y, z) / \sum_{y'} \hat P(y', z)`,
-
-.. math:: \mathrm{LEEP} = \frac1n \sum_i \log \sum_z \hat P(y_i \mid z)\, \theta_z(x_i)
-   \quad (\le 0).
-
-A candidate without a source classifier (a random init, a torchvision/timm model whose head
-could not be loaded) gets ``NaN`` and a note saying so.
-
-Shapes: features ``(n, D)``, labels ``(n,)`` with ids ``0..K-1``, source probabilities
-``(n, Z)``.
+Both scores (:mod:`tlkit.transferability`, where their formulas are) read a candidate's
+*frozen* outputs on the task's labelled samples once -- no training -- so ranking several
+candidates takes seconds where fine-tuning each takes minutes. Higher is better for both.
 
 Measured (``benchmarks/results/rank_backbones.md``: six offline candidates, 100 labelled images
 of digits-m / digits / synth-digits, 3 fine-tuning seeds): both scores rank the best fine-tuned
@@ -56,12 +16,16 @@ torchvision names and ``"timm:<name>"`` where the weights are cached), checkpoin
 :meth:`tlkit.Run.save` (their head is the source classifier), :class:`tlkit.Run` objects,
 ``nn.Module`` backbones, or ``(name, {create_backbone options})`` pairs; a dict gives them
 display names.
+
+Any labelled Domain works: in-memory images, image files and shards (decoded in DataLoader
+workers with each candidate's evaluation transform), feature rows and token ids (with
+candidates that read them: ``"mlp"``, ``"text_bag"``, a run trained on such data). A named
+backbone that cannot read the data is refused before any candidate is scored.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -76,107 +40,12 @@ from tqdm.auto import tqdm
 
 from tlkit.backbones import Backbone, BackboneError, TransferModel, create_backbone
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.engine.evaluate import predict_features
+from tlkit.domain_outputs import check_backbone, domain_outputs, input_kind, worker_count
 from tlkit.run import Run, load
+from tlkit.transferability import leep, log_evidence, logme
 
 METRICS = ("logme", "leep")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
-
-
-# -- the two scores ------------------------------------------------------------------------------
-def log_evidence(features: torch.Tensor, targets: torch.Tensor, alpha: float, beta: float) -> float:
-    """The log evidence :math:`\\mathcal L(\\alpha, \\beta)` of one target column ``(n,)`` under
-    the Bayesian linear model on ``features`` ``(n, D)`` (the module docstring's formula), in
-    closed form through the SVD. Not divided by ``n``."""
-    f = torch.as_tensor(features).double()
-    y = torch.as_tensor(targets).double()
-    u, s, _ = torch.linalg.svd(f, full_matrices=False)
-    return _evidence(s**2, u.T @ y, float(y @ y), f.shape[0], f.shape[1], alpha, beta)
-
-
-def _evidence(sigma, z, yy, n, d, alpha, beta) -> float:
-    shrink = alpha + beta * sigma  # eigenvalues of A on the span of F's right singular vectors
-    mm = float(((beta * sigma.sqrt() * z / shrink) ** 2).sum())
-    res = float(((alpha * z / shrink) ** 2).sum()) + max(yy - float(z @ z), 0.0)
-    log_det = float(shrink.log().sum()) + (d - len(sigma)) * math.log(alpha)
-    return (
-        0.5 * n * math.log(beta)
-        + 0.5 * d * math.log(alpha)
-        - 0.5 * n * math.log(2 * math.pi)
-        - 0.5 * beta * res
-        - 0.5 * alpha * mm
-        - 0.5 * log_det
-    )
-
-
-def _maximise(sigma, z, yy, n, d, *, tol=1e-8, max_iter=1000) -> tuple[float, float, float]:
-    """MacKay's fixed point for (alpha, beta); returns (evidence, alpha, beta)."""
-    alpha, beta = 1.0, 1.0
-    for _ in range(max_iter):
-        shrink = alpha + beta * sigma
-        gamma = float((beta * sigma / shrink).sum())
-        mm = float(((beta * sigma.sqrt() * z / shrink) ** 2).sum())
-        res = float(((alpha * z / shrink) ** 2).sum()) + max(yy - float(z @ z), 0.0)
-        new_alpha = gamma / max(mm, 1e-300)
-        new_beta = max(n - gamma, 1e-12) / max(res, 1e-300)
-        new_alpha = min(max(new_alpha, 1e-12), 1e12)
-        new_beta = min(max(new_beta, 1e-12), 1e12)
-        done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
-        alpha, beta = new_alpha, new_beta
-        if done:
-            break
-    return _evidence(sigma, z, yy, n, d, alpha, beta), alpha, beta
-
-
-def logme(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> float:
-    """LogME of ``features`` ``(n, D)`` for class ids ``labels`` ``(n,)``: the maximised log
-    evidence per sample, averaged over the ``K`` one-hot target columns (You et al., ICML 2021).
-    Higher is better. Classes with no sample are skipped."""
-    f = torch.as_tensor(features).detach().cpu().double()
-    y = torch.as_tensor(labels).detach().cpu().long()
-    if f.ndim != 2 or y.shape != f.shape[:1]:
-        raise DataError(
-            f"features must be (n, D) and labels (n,); got {tuple(f.shape)}, {tuple(y.shape)}."
-        )
-    if len(y) < 2 or not torch.isfinite(f).all():
-        raise DataError("LogME needs at least 2 samples and finite features.")
-    n, d = f.shape
-    k = int(num_classes or int(y.max()) + 1)
-    u, s, _ = torch.linalg.svd(f, full_matrices=False)
-    keep = s > s.max() * max(n, d) * torch.finfo(torch.float64).eps  # numerical rank
-    u, sigma = u[:, keep], s[keep] ** 2
-    scores = []
-    for c in range(k):
-        target = (y == c).double()
-        if target.sum() == 0:
-            continue
-        evidence, _, _ = _maximise(sigma, u.T @ target, float(target.sum()), n, d)
-        scores.append(evidence / n)
-    return float(sum(scores) / len(scores))
-
-
-def leep(source_probabilities: torch.Tensor, labels: torch.Tensor) -> float:
-    """LEEP of the source model's probabilities ``(n, Z)`` for target labels ``(n,)``
-    (Nguyen et al., ICML 2020): the mean log-likelihood of the labels under the "expected
-    empirical predictor" :math:`\\sum_z \\hat P(y \\mid z)\\, \\theta_z(x)`. At most 0."""
-    theta = torch.as_tensor(source_probabilities).detach().cpu().double()
-    y = torch.as_tensor(labels).detach().cpu().long()
-    if theta.ndim != 2 or y.shape != theta.shape[:1] or len(y) == 0:
-        raise DataError(
-            f"source probabilities must be (n, Z) and labels (n,); got {tuple(theta.shape)}, "
-            f"{tuple(y.shape)}."
-        )
-    if theta.min() < 0 or (theta.sum(dim=1) - 1).abs().max() > 1e-3:
-        raise DataError(
-            "source probabilities must be rows of a softmax (non-negative, summing to 1); pass "
-            "logits.softmax(dim=1)."
-        )
-    n = len(y)
-    k = int(y.max()) + 1
-    joint = torch.zeros(k, theta.shape[1], dtype=torch.float64).index_add_(0, y, theta) / n
-    conditional = joint / joint.sum(dim=0, keepdim=True).clamp_min(1e-300)  # P(y | z)
-    eep = theta @ conditional.T  # (n, K)
-    return float(eep.gather(1, y.view(-1, 1)).clamp_min(1e-300).log().mean())
 
 
 # -- candidates ----------------------------------------------------------------------------------
@@ -247,16 +116,17 @@ def _from_run(run: Run, kind: str) -> _Candidate:
     return _Candidate(model, model.head, kind)
 
 
-def _resolve(spec: Any, image_size: int | None) -> _Candidate:
+def _resolve(spec: Any, image_size: int | None, sized: dict[str, Any] | None = None) -> _Candidate:
     """Build the candidate; ``image_size`` (when given) is the side its backbone reads, except
-    for a ``(name, {"input_size": ...})`` pair, which keeps its own."""
-    cand = _build(spec, image_size)
+    for a ``(name, {"input_size": ...})`` pair, which keeps its own. ``sized`` are the data's
+    backbone options (an MLP's width, a text encoder's vocabulary) for named candidates."""
+    cand = _build(spec, image_size, sized or {})
     if image_size is not None and not (isinstance(spec, tuple) and "input_size" in spec[1]):
         cand.model.backbone.input_size = image_size
     return cand
 
 
-def _build(spec: Any, image_size: int | None) -> _Candidate:
+def _build(spec: Any, image_size: int | None, sized: dict[str, Any]) -> _Candidate:
     if isinstance(spec, (Run, nn.Module)):  # the caller's object: resize and move a copy
         spec = copy.deepcopy(spec)
     if isinstance(spec, Run):
@@ -266,7 +136,7 @@ def _build(spec: Any, image_size: int | None) -> _Candidate:
         return _Candidate(spec, head, "model", "" if head is not None else "no source classifier")
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping):
         name, options = spec
-        options = dict(options)
+        options = {**sized, **options}
         if image_size is not None:
             options.setdefault("input_size", image_size)
         return _named(name, options)
@@ -279,7 +149,7 @@ def _build(spec: Any, image_size: int | None) -> _Candidate:
                 f"checkpoint file {str(spec)!r} does not exist; save one with run.save(path), "
                 "or pass a backbone name."
             )
-        return _named(str(spec), {} if image_size is None else {"input_size": image_size})
+        return _named(str(spec), {**sized, **({} if image_size is None else {"input_size": image_size})})
     if isinstance(spec, nn.Module):
         backbone = spec if isinstance(spec, Backbone) else create_backbone(spec)
         return _Candidate(
@@ -446,6 +316,20 @@ def _labelled_images(
     return domain, idx
 
 
+def _check_candidates(domain: Domain, specs: list[Any], image_size: int | None) -> None:
+    """Refuse, before any scoring, named backbones that cannot read ``domain`` and an
+    ``image_size`` for data that is not images."""
+    if image_size is not None and domain.modality != "image":
+        raise DataError(
+            f"rank_backbones: image_size={image_size} applies to images, but '{domain.name}' "
+            f"holds {input_kind(domain)}; leave image_size out."
+        )
+    for spec in specs:
+        name = spec[0] if isinstance(spec, tuple) and len(spec) == 2 else spec
+        if isinstance(name, str) and not Path(name).is_file() and os.sep not in name:
+            check_backbone(domain, name, "rank_backbones")
+
+
 def rank_backbones(
     data: Domain | DomainPair,
     candidates: Iterable[Any] | Mapping[str, Any],
@@ -458,6 +342,7 @@ def rank_backbones(
     errors: str = "skip",
     seed: int = 0,
     progress: bool = True,
+    num_workers: int | str = "auto",
 ) -> BackboneRanking:
     """Score each candidate backbone's frozen features on the labelled samples of ``data``
     with LogME and LEEP, and rank them best first -- which pretrained model to fine-tune.
@@ -478,7 +363,11 @@ def rank_backbones(
         device: where features are computed (default: CUDA when available, else CPU).
         seed: draws the subsample and any random init (the global RNG is left as it was).
         errors: ``"skip"`` keeps a candidate that cannot be built (weights not cached, bad
-            file) as a row with NaN scores and the reason; ``"raise"`` raises.
+            file) as a row with NaN scores and the reason; ``"raise"`` raises. A named backbone
+            that cannot read the data (an image CNN on token ids) is refused either way, before
+            any candidate is scored.
+        num_workers: DataLoader workers decoding image files and shards (``"auto"``: up to 4);
+            a file that cannot be read is left out of the scores.
 
     Returns:
         A :class:`BackboneRanking` (printable, ``_repr_html_`` in notebooks, ``to_dataframe()``).
@@ -500,10 +389,12 @@ def rank_backbones(
     if len(set(names)) != len(names):
         raise ValueError(f"candidate names must be unique, got {names}; pass a dict to name them.")
     domain, idx = _labelled_images(data, max_samples, seed)
+    _check_candidates(domain, [spec for _, spec in named], image_size)
+    sized = domain.backbone_kwargs()
     labels = domain.labels[idx]
     present = labels.unique()
     labels = torch.searchsorted(present, labels)  # ids 0..K'-1 over the classes present
-    images = domain.images[idx]
+    workers = 0 if domain.in_memory else worker_count(num_workers)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     start_all = time.perf_counter()
@@ -518,10 +409,14 @@ def rank_backbones(
         try:
             with torch.random.fork_rng(devices=[]):  # a random init is the same every time
                 torch.manual_seed(seed)
-                cand = _resolve(spec, image_size)
+                cand = _resolve(spec, image_size, sized)
             cand.model.to(device)
-            feats = predict_features(cand.model, images, batch_size=batch_size, device=device)
-            row["logme"] = logme(feats, labels, len(present))
+            p = domain_outputs(
+                cand.model, domain, idx, outputs=False, batch_size=batch_size, device=device,
+                num_workers=workers,
+            )  # fmt: skip
+            feats, y = p.features, labels[torch.searchsorted(idx, p.indices)]
+            row["logme"] = logme(feats, y, len(present))
             if cand.source_head is not None:
                 with torch.no_grad():
                     head = cand.source_head.to(device).eval()
@@ -531,7 +426,7 @@ def rank_backbones(
                             for i in range(0, len(feats), 4096)
                         ]
                     )
-                row["leep"] = leep(logits.softmax(dim=1), labels)
+                row["leep"] = leep(logits.softmax(dim=1), y)
                 row["source_classes"] = int(logits.shape[1])
             row["features"] = int(feats.shape[1])
             row["input_size"] = cand.model.backbone.input_size

@@ -21,6 +21,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
+#: Copies of the results files the book quotes, shipped with the package (tlkit.book).
+BOOK_RESULTS_DIR = HERE.parent / "tlkit" / "book_results"
 
 
 def setup_torch(device: str = "cpu", threads: int = 2) -> None:
@@ -137,6 +139,9 @@ def update_results(path: Path, key: str, title: str, body: str, *, file_title: s
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+    shipped = BOOK_RESULTS_DIR / path.name
+    if path.resolve().parent == RESULTS_DIR.resolve() and shipped.exists():
+        shipped.write_text(text)  # the copy the package ships for the book's chapters
     return path
 
 

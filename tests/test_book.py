@@ -165,46 +165,87 @@ def test_notebook_outputs_are_stable_text(path):
             assert not re.search(r" at 0x[0-9a-f]{6,}", text), f"{source(cell)[:60]!r}: {text[:80]}"
 
 
-def glued_names(nb: dict) -> set[str]:
-    """Names a notebook's stored outputs glue (MyST-NB's ``glue``) for its prose."""
-    return {
-        out.get("metadata", {}).get("scrapbook", {}).get("name")
-        for cell in nb["cells"]
-        for out in cell.get("outputs", [])
-    } - {None}
+PROSE_CELL = re.compile(r'^prose\(r"""\n(.*)\n"""\)\s*$', re.S)
+
+
+def prose_cells(nb: dict) -> list[tuple[int, str]]:
+    """(index, text) of each cell that displays prose with numbers (``tlkit.book.prose``)."""
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        match = PROSE_CELL.match(source(cell)) if cell["cell_type"] == "code" else None
+        if match:
+            found.append((i, match.group(1)))
+    return found
+
+
+def quoted_before(nb: dict, index: int) -> list[re.Pattern]:
+    """Names the code cells above ``index`` pass to ``quote()``; an f-string name such as
+    ``f"bench_{key}_mean"`` becomes the pattern ``bench_.+_mean``."""
+    patterns = []
+    for cell in nb["cells"][:index]:
+        if cell["cell_type"] != "code":
+            continue
+        for is_f, name in re.findall(r'quote\(\s*(f?)"([^"]+)"', source(cell)):
+            body = re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(name)) if is_f else re.escape(name)
+            patterns.append(re.compile(body + "$"))
+    return patterns
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_states_objectives_and_ends_with_checked_exercises(path):
-    """Learning objectives at the top; exercises at the end, each followed by its solution:
-    hidden (in the book and in JupyterLab), executed, and checking itself with assert."""
-    cells = load(path)["cells"]
-    assert "**Learning objectives.**" in source(cells[0]), "state the objectives in the first cell"
-    starts = [i for i, c in enumerate(cells) if source(c).startswith("## Exercises")]
-    assert starts, "end the chapter with a '## Exercises' section"
-    tail = cells[starts[-1] :]
-    exercises = [i for i, c in enumerate(tail) if re.match(r"\*\*Exercise \d+\.\*\*", source(c))]
-    assert len(exercises) >= 2, "two exercises or more"
-    for i in exercises:
-        solution = tail[i + 1]
-        assert solution["cell_type"] == "code", f"exercise {source(tail[i])[:40]!r} has no solution"
-        meta = solution.get("metadata", {})
-        assert "hide-cell" in meta.get("tags", []), "hide the solution in the book (hide-cell)"
-        assert meta.get("jupyter", {}).get("source_hidden") is True, "and in JupyterLab"
-        assert re.search(r"^\s*assert\b", source(solution), re.M), "a solution checks itself"
-        assert solution.get("execution_count"), "solutions are executed like every cell"
+def test_prose_renders_the_same_in_every_front_end(path):
+    """No MyST-NB glue anywhere: JupyterLab, VS Code and Colab show ``{glue:text}`` raw. Numbers
+    reach the prose through ``tlkit.book.prose`` cells, whose code is hidden in JupyterLab and
+    removed in the book, and whose stored output is the rendered Markdown."""
+    nb = load(path)
+    for cell in nb["cells"]:
+        assert "{glue" not in source(cell), f"{path.name}: glue in {source(cell)[:60]!r}"
+    for i, text in prose_cells(nb):
+        meta = nb["cells"][i].get("metadata", {})
+        assert "remove-input" in meta.get("tags", []), f"{path.name} cell {i}: tag remove-input"
+        assert meta.get("jupyter", {}).get("source_hidden") is True, f"{path.name} cell {i}"
+        shown = [o for o in nb["cells"][i].get("outputs", []) if "text/markdown" in o.get("data", {})]
+        assert len(shown) == 1, f"{path.name} cell {i}: re-execute the chapter to store its prose"
+        rendered = shown[0]["data"]["text/markdown"]
+        rendered = rendered if isinstance(rendered, str) else "".join(rendered)
+        assert not re.search(r"\{[A-Za-z_][\w.]*:[^{}\s]*\}", rendered), f"{path.name} cell {i}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_numbers_in_prose_come_from_cells_or_results_files(path):
-    """Prose quotes measured numbers through glue (computed in a cell, or read from
-    benchmarks/results); a mean ± spread typed into markdown is how numbers went stale."""
+    """Prose quotes measured numbers it was handed by ``quote()`` in a cell above (computed
+    there, or read from the shipped benchmark results); a mean ± spread typed into markdown is
+    how numbers went stale."""
     nb = load(path)
-    prose = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
-    typed = re.findall(r"\d[\d.]*\s*%?\s*±\s*\d", prose)
-    assert not typed, f"hand-typed mean ± spread in the prose: {typed[:3]}; glue it"
-    missing = set(re.findall(r"\{glue:text\}`([\w.-]+?)(?::[^`]*)?`", prose)) - glued_names(nb)
-    assert not missing, f"prose quotes {sorted(missing)}, which no cell glues"
+    markdown = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    typed = re.findall(r"\d[\d.]*\s*%?\s*±\s*\d", markdown + "".join(t for _, t in prose_cells(nb)))
+    assert not typed, f"hand-typed mean ± spread in the prose: {typed[:3]}; quote() it"
+    for i, text in prose_cells(nb):
+        names = set(re.findall(r"\{([A-Za-z_][\w.]*):[^{}\s]*\}", text))
+        known = quoted_before(nb, i)
+        missing = sorted(n for n in names if not any(p.match(n) for p in known))
+        assert not missing, f"{path.name} cell {i} quotes {missing}, which no cell above quote()s"
+
+
+def test_shipped_results_match_the_benchmarks():
+    """tlkit.book reads the copies the package ships; they are the benchmarks' results files."""
+    from tlkit.book import RESULTS
+
+    shipped = sorted(RESULTS.glob("*.md"))
+    assert shipped
+    for path in shipped:
+        assert path.read_text() == (ROOT / "benchmarks" / "results" / path.name).read_text(), (
+            f"{path.name}: copy benchmarks/results/{path.name} to tlkit/book_results/"
+        )
+
+
+def test_prose_fills_quoted_numbers_and_names_a_missing_one():
+    from tlkit import book
+
+    assert book.fill(r"{a:.1f}% and $\mathcal{S}$", {"a": 47.06}) == r"47.1% and $\mathcal{S}$"
+    with pytest.raises(KeyError, match="no cell above"):
+        book.fill("{missing:.0f}", {})
+    assert book.within_seeds(50.0, [47.1, 42.6, 22.3], margin=5) is True
+    assert book.within_seeds(60.0, [47.1, 42.6, 22.3], margin=5) is False
 
 
 # -- generated references ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .target_scale import TargetScale
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -98,17 +100,19 @@ class ClassificationHead(nn.Module):
 
 
 class RegressionHead(nn.Module):
-    """A small MLP: features ``(B, D)`` -> predictions ``(B, out_features)``."""
+    """A small MLP: features ``(B, D)`` -> predictions ``(B, out_features)`` in the target's
+    units; the MLP predicts standardised values that :class:`TargetScale` maps back."""
 
     def __init__(self, num_features: int, out_features: int = 1, hidden: int = 256) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, out_features)
         )
+        self.scale = TargetScale(out_features)
         self.out_features = out_features
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+        return self.scale(self.net(features))
 
 
 def make_head(task: str, num_features: int, out_features: int, dropout: float = 0.0) -> nn.Module:

@@ -26,8 +26,22 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, num_clas
 
 
 def regression_metrics(preds: torch.Tensor, targets: torch.Tensor) -> dict:
-    """mean absolute error and root mean squared error over all outputs."""
+    """MAE, RMSE and R^2 over all outputs, in the targets' units, beside the errors of
+    predicting the mean (``baseline_mae`` / ``baseline_rmse``): a model that does not beat
+    them has learned nothing from the inputs. The baseline is the mean of these very targets,
+    the best constant in hindsight (R^2 = 1 - MSE / baseline MSE)."""
     preds = preds.float().view(len(preds), -1)
     targets = targets.float().view(len(targets), -1)
+    if len(targets) == 0:
+        nan = float("nan")
+        return dict(mae=nan, rmse=nan, r2=nan, baseline_mae=nan, baseline_rmse=nan)
     err = preds - targets
-    return {"mae": float(err.abs().mean()), "rmse": float(err.pow(2).mean().sqrt())}
+    base = targets - targets.mean(dim=0)
+    mse, base_mse = float(err.pow(2).mean()), float(base.pow(2).mean())
+    return {
+        "mae": float(err.abs().mean()),
+        "rmse": mse**0.5,
+        "r2": 1.0 - mse / base_mse if base_mse > 0 else float("nan"),
+        "baseline_mae": float(base.abs().mean()),
+        "baseline_rmse": base_mse**0.5,
+    }

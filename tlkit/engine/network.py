@@ -14,6 +14,7 @@ from torch import nn
 
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
+from tlkit.backbones.target_scale import fit_target_scale
 from tlkit.datasets.domain import DataError, DomainPair
 from tlkit.engine.config import FitConfig
 from tlkit.step import domain_context
@@ -45,6 +46,8 @@ def build_model(
         )
     if model.task != task:
         raise DataError(f"the model is built for {model.task} but the data is a {task} task.")
+    if task == "regression" and data.source is not None:
+        fit_target_scale(model, data.source.labels)  # the training split's mean and std
     return model
 
 

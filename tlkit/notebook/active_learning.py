@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from tlkit import registry
+from tlkit.datasets.concat import concat_domains
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
+from tlkit.domain_outputs import check_backbone, default_backbone, domain_outputs, worker_count
 from tlkit.engine import hooks
-from tlkit.engine.evaluate import predict
 
 #: Where a pool label came from.
 HUMAN, ACCEPTED = "human", "accepted"
@@ -72,11 +73,20 @@ def split_pool(task: DomainPair) -> tuple[Domain | None, Domain, Domain | None]:
 
 @torch.no_grad()
 def _outputs(
-    model: Any, images: torch.Tensor, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities and backbone features of ``images``, in eval mode, on CPU."""
-    p = predict(model, images, batch_size=batch_size)
-    return p.outputs.softmax(dim=1), p.features
+    run: Any, domain: Domain, batch_size: int, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax probabilities ``(N, K)`` and backbone features ``(N, D)`` of every sample of
+    ``domain``, in eval mode, on CPU, read as the run's evaluation reads them; and a mask
+    ``(N,)`` of the samples that could not be read (uniform probabilities, zero features)."""
+    p = domain_outputs(run, domain, batch_size=batch_size, num_workers=num_workers)
+    n = len(domain)
+    probs = torch.full((n, p.outputs.shape[1]), 1.0 / p.outputs.shape[1])
+    feats = torch.zeros(n, p.features.shape[1])
+    probs[p.indices] = p.outputs.softmax(dim=1)
+    feats[p.indices] = p.features
+    unread = torch.ones(n, dtype=torch.bool)
+    unread[p.indices] = False
+    return probs, feats, unread
 
 
 def _query_plugin_manager(query: Any, seed: int):
@@ -92,9 +102,15 @@ def _query_plugin_manager(query: Any, seed: int):
 class ActiveLearner:
     """Pool-based active learning on a tlkit task, independent of any widget.
 
+    Any backing works: in-memory images, feature rows and token ids, image files and shards
+    (decoded in DataLoader workers, the pool with the run's evaluation transform; a file that
+    cannot be read is never asked about).
+
     Args:
         task: a :class:`DomainPair` (or a bundled dataset name); see :func:`split_pool`.
-        backbone: any backbone name ``tlkit.fit`` accepts.
+        backbone: any backbone name ``tlkit.fit`` accepts that reads the data (default: one
+            for its kind: ``small_cnn``, ``mlp`` or ``text_bag``); a wrong one is refused here,
+            before any training.
         query: a ``"query"`` strategy name (``"margin"``, ``"max_entropy"``, ``"random"``...) or
             ``(name, {options})``; strategies taking a ``seed`` get this learner's ``seed``.
         steps: optimisation steps per retrain (epochs follow from the labelled-set size, so a
@@ -106,7 +122,7 @@ class ActiveLearner:
     def __init__(
         self,
         task: DomainPair | str,
-        backbone: str = "small_cnn",
+        backbone: str | None = None,
         query: Any = "margin",
         *,
         steps: int = 200,
@@ -117,6 +133,9 @@ class ActiveLearner:
         if self.task.task != "classification":
             raise DataError("the annotation assistant handles classification tasks only.")
         self.seed_set, self.pool, self.test = split_pool(self.task)
+        if backbone is None:
+            backbone = default_backbone(self.pool)
+        check_backbone(self.pool, backbone, "the annotation assistant")
         self.backbone = backbone
         self.steps = int(steps)
         self.seed = seed
@@ -129,6 +148,10 @@ class ActiveLearner:
         self.run: Any = None
         self.curve: list[dict[str, Any]] = []
         self._outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._unread = torch.zeros(len(self.pool), dtype=torch.bool)
+        self._workers = 0 if self.pool.in_memory else worker_count(
+            self.fit_options.get("num_workers", "auto")
+        )
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -152,7 +175,8 @@ class ActiveLearner:
         return base + int((self.pool_labels != UNLABELLED).sum())
 
     def unlabelled_indices(self) -> torch.Tensor:
-        return (self.pool_labels == UNLABELLED).nonzero().flatten()
+        """Pool samples without a label (files the model could not read are left out)."""
+        return ((self.pool_labels == UNLABELLED) & ~self._unread).nonzero().flatten()
 
     def label_accuracy(self) -> dict[str, float]:
         """Fraction of pool labels equal to the pool's clean labels, by origin (simulations)."""
@@ -240,24 +264,18 @@ class ActiveLearner:
     def labelled_task(self) -> DomainPair:
         """The seed set plus every labelled pool sample, as a task without test sets."""
         have = (self.pool_labels != UNLABELLED).nonzero().flatten()
-        parts_x, parts_y, parts_c = [], [], []
+        parts, labels = [], []
         if self.seed_set is not None and self.seed_set.num_labelled:
-            m = self.seed_set.labelled_mask
-            parts_x.append(self.seed_set.images[m])
-            parts_y.append(self.seed_set.labels[m])
-            parts_c.append(self.seed_set.clean_labels[m])
+            m = self.seed_set.labelled_mask.nonzero().flatten()
+            parts.append(self.seed_set.subset(m))
+            labels.append(self.seed_set.labels[m])
         if len(have):
-            parts_x.append(self.pool.images[have])
-            parts_y.append(self.pool_labels[have])
-            parts_c.append(self.pool.clean_labels[have])
-        if not parts_x:
+            parts.append(self.pool.subset(have))
+            labels.append(self.pool_labels[have])
+        if not parts:
             raise DataError("nothing is labelled yet: label a few samples before retraining.")
-        domain = Domain(
-            torch.cat(parts_x),
-            torch.cat(parts_y),
-            torch.cat(parts_c),
-            classes=self.classes,
-            name=f"{self.task.name}-labelled",
+        domain = concat_domains(
+            parts, torch.cat(labels), name=f"{self.task.name}-labelled", classes=self.classes
         )
         return DomainPair(source=domain, name=domain.name)
 
@@ -299,7 +317,8 @@ class ActiveLearner:
         if self.run is None:
             self.retrain()
         if self._outputs is None:
-            self._outputs = _outputs(self.run.model, self.pool.images, batch_size)
+            probs, feats, self._unread = _outputs(self.run, self.pool, batch_size, self._workers)
+            self._outputs = probs, feats
         return self._outputs
 
     # -- queries -------------------------------------------------------------------------------
@@ -311,8 +330,11 @@ class ActiveLearner:
         have = (self.pool_labels != UNLABELLED).nonzero().flatten()
         labelled = [feats[have]]
         if self.seed_set is not None and self.seed_set.num_labelled:
-            seed_images = self.seed_set.images[self.seed_set.labelled_mask]
-            labelled.append(_outputs(self.run.model, seed_images, 256)[1])
+            seeds = self.seed_set.labelled_mask.nonzero().flatten()
+            p = domain_outputs(
+                self.run, self.seed_set, seeds, outputs=False, num_workers=self._workers
+            )
+            labelled.append(p.features)
         out = hooks.query_scores(
             self._pm,
             len(indices),
@@ -339,8 +361,11 @@ class ActiveLearner:
 
     def query(self, n: int = 10) -> list[Suggestion]:
         """The ``n`` unlabelled samples to ask about next, most useful first."""
+        if n <= 0 or not bool((self.pool_labels == UNLABELLED).any()):
+            return []
+        self.pool_outputs()  # first: it finds the files that cannot be read
         cand = self.unlabelled_indices()
-        if len(cand) == 0 or n <= 0:
+        if len(cand) == 0:
             return []
         scores = self.scores(cand, budget=n)
         top = scores.topk(min(n, len(cand))).indices

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from tlkit.datasets.domain import UNLABELLED, DomainPair
+from tlkit.datasets.domain import UNLABELLED, Domain, DomainPair
 from tlkit.hookspecs import hookimpl
 from tlkit.notebook.active_learning import (  # noqa: F401 (re-exported: their historical home)
     ACCEPTED,
@@ -52,15 +52,57 @@ CARD_PX = 84
 
 
 def sample_png(image: torch.Tensor, size: int = CARD_PX) -> bytes:
-    """One ``uint8`` ``(C, H, W)`` image as an upscaled PNG for a card."""
+    """One ``uint8`` ``(C, H, W)`` image as a square PNG for a card: small images (digits) are
+    enlarged pixel by pixel, photos cut to their centre square and shrunk smoothly."""
     from PIL import Image
 
     arr = image.permute(1, 2, 0).numpy()
     pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-    pil = pil.resize((size, size), Image.NEAREST)
+    w, h = pil.size
+    if w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        pil = pil.crop((left, top, left + side, top + side))
+    shrink = min(w, h) > size
+    pil = pil.resize((size, size), Image.LANCZOS if shrink else Image.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def sample_text(domain: Domain, index: int, limit: int = 8) -> str:
+    """A short HTML line for one non-image sample: its first feature values (named when the
+    domain's ``info`` has ``feature_names``) or its first token ids."""
+    x = domain.backing.load(index).flatten()
+    if x.is_floating_point():
+        names = list(domain.info.get("feature_names") or [f"x{i}" for i in range(len(x))])
+        items = [f"{escape(str(n))}={float(v):.3g}" for n, v in zip(names, x.tolist())]
+    else:
+        pad = int(domain.info.get("padding_id", 0))
+        items = [str(t) for t in x.tolist() if t != pad]
+        items = [f"{len(items)} tokens:", *items]
+    more = " …" if len(items) > limit else ""
+    return f"<code style='font-size:11px'>{' '.join(items[:limit])}{more}</code>"
+
+
+def sample_widget(domain: Domain, index: int, size: int = CARD_PX) -> Any:
+    """The card's view of one pool sample: the image (decoded from its file when the domain is
+    file-backed), or a line of text for feature rows and token ids."""
+    import ipywidgets as w
+
+    px = f"{size}px"
+    if domain.modality == "image":
+        from tlkit.datasets.decode import DecodeError
+
+        try:
+            image = domain.backing.load(index)
+        except DecodeError:
+            image = torch.full((3, size, size), 128, dtype=torch.uint8)
+        return w.Image(
+            value=sample_png(image, size),
+            layout=w.Layout(width=px, height=px, flex="0 0 auto", align_self="flex-start"),
+        )
+    return w.HTML(sample_text(domain, index), layout=w.Layout(width=f"{2 * size}px"))
 
 
 def button_width(classes) -> str:
@@ -102,11 +144,8 @@ class _Card:
 
         self.assistant, self.suggestion = assistant, s
         classes = assistant.learner.classes
-        px = f"{CARD_PX}px"  # fixed, so the row's height does not stretch the image
-        self.image = w.Image(
-            value=sample_png(assistant.learner.pool.images[s.index]),
-            layout=w.Layout(width=px, height=px, flex="0 0 auto", align_self="flex-start"),
-        )
+        # fixed size, so the row's height does not stretch the image
+        self.image = sample_widget(assistant.learner.pool, s.index)
         self.info = w.HTML(self._info_html(None))
         self.accept = w.Button(
             description=f"accept {classes[s.label]}", icon="check", layout=w.Layout(width="auto")
@@ -379,10 +418,7 @@ class AnnotationAssistant:
         self.preview_images.children = [
             w.VBox(
                 [
-                    w.Image(
-                        value=sample_png(self.learner.pool.images[p.index], 48),
-                        layout=w.Layout(width="48px", height="48px", flex="0 0 auto"),
-                    ),
+                    sample_widget(self.learner.pool, p.index, 48),
                     w.HTML(f"<small>{escape(classes[p.label])} {p.confidence:.0%}</small>"),
                 ]
             )

@@ -39,6 +39,7 @@ from tlkit.rng import GLOBAL_RNG_LOCK
 from .backing import Backing, TensorBacking, _mix
 from .decode import DecodeError
 from .errors import DataError, DataWarning, check_image_size
+from .reduced import load_for
 
 _RNG_LOCK = GLOBAL_RNG_LOCK  # the engine's steps hold the same lock (tlkit.rng)
 
@@ -95,8 +96,14 @@ class _Reader:
         return len(self.backing)
 
     def read(self, index: int, seed: int | None) -> tuple[Any, int] | None:
-        try:
-            x = self.backing.load(index)
+        try:  # a size-aware transform gets the file undecoded and decodes what it needs
+            x = load_for(self.backing, index, self.transform)
+            if self.transform is not None:
+                x = (
+                    self.transform(x)
+                    if seed is None
+                    else seeded_call(self.transform, x, _mix(seed, index))
+                )
         except DecodeError as e:
             if self.strict:
                 raise DataError(
@@ -105,12 +112,6 @@ class _Reader:
                 ) from None
             self._record_skip(index, e)
             return None
-        if self.transform is not None:
-            x = (
-                self.transform(x)
-                if seed is None
-                else seeded_call(self.transform, x, _mix(seed, index))
-            )
         return x, index
 
     def _record_skip(self, index: int, error: DecodeError) -> None:

@@ -4,7 +4,10 @@ Every pipeline takes what ``d.dataset()`` decodes -- a ``uint8 (C, H, W)`` tenso
 resolution -- and returns a ``float32 (C, S, S)`` tensor in [0, 1] at the training size ``S``.
 Normalisation is *not* here: ``TransferModel.prepare`` normalises with the backbone's own mean
 and std, so one pipeline serves every backbone. Geometry runs on ``uint8`` (torchvision's fast
-antialiased uint8 resize), the float conversion last.
+antialiased uint8 resize), the float conversion last. Each geometry-first pipeline is a
+:class:`~tlkit.datasets.reduced.DecodeAtSize`: handed an undecoded JPEG by the dataset, it decodes
+it at the coarsest DCT scale the output allows (a camera photo at 224 px decodes at 1/8 size);
+handed a tensor, it runs the plain ``v2`` pipeline.
 
 * :func:`train_transform` -- ``RandomResizedCrop`` + horizontal flip: the standard photo
   training view (Szegedy et al. 2015; timm and torchvision references).
@@ -31,6 +34,7 @@ from typing import Any
 import torch
 
 from .errors import DataError, check_image_size
+from .reduced import DecodeAtSize, accepts_encoded, decoded
 
 #: Fraction of the resized image the eval centre crop keeps (the ImageNet convention).
 CROP_FRACTION = 0.875
@@ -57,11 +61,10 @@ def train_transform(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Photo training view: ``RandomResizedCrop(size, scale)`` + horizontal flip -> float."""
     v2 = _v2()
-    steps = [v2.RandomResizedCrop(_size(size), scale=tuple(scale), antialias=True)]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip())
+    crop = v2.RandomResizedCrop(_size(size), scale=tuple(scale), antialias=True)
+    steps = [v2.RandomHorizontalFlip()] if flip else []
     steps.append(v2.ToDtype(torch.float32, scale=True))
-    return v2.Compose(steps)
+    return DecodeAtSize(crop, steps)
 
 
 def strong_transform(
@@ -81,11 +84,10 @@ def strong_transform(
         aug = v2.RandAugment(num_ops=2, magnitude=9)
     else:
         raise DataError(f"policy must be 'trivial' or 'randaugment', got {policy!r}.")
-    steps = [v2.RandomResizedCrop(_size(size), scale=tuple(scale), antialias=True)]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip())
+    crop = v2.RandomResizedCrop(_size(size), scale=tuple(scale), antialias=True)
+    steps = [v2.RandomHorizontalFlip()] if flip else []
     steps += [aug, v2.ToDtype(torch.float32, scale=True)]
-    return v2.Compose(steps)
+    return DecodeAtSize(crop, steps)
 
 
 def eval_transform(
@@ -96,13 +98,17 @@ def eval_transform(
         raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
     v2 = _v2()
     s = _size(size)
-    return v2.Compose(
-        [
-            v2.Resize(round(s / crop_fraction), antialias=True),
-            v2.CenterCrop(s),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
+    return DecodeAtSize(
+        v2.Resize(round(s / crop_fraction), antialias=True),
+        [v2.CenterCrop(s), v2.ToDtype(torch.float32, scale=True)],
     )
+
+
+def squash_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Every image resized to ``size x size`` whatever its aspect ratio -> float (digit-like
+    files, and evaluation with ``resize="squash"``)."""
+    v2 = _v2()
+    return DecodeAtSize(v2.Resize((_size(size), _size(size)), antialias=True), [to_float()])
 
 
 def to_float() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -122,9 +128,19 @@ class Views:
         if not transforms or not all(callable(t) for t in transforms):
             raise DataError("Views needs one or more callable transforms.")
         self.transforms = transforms
+        #: an undecoded JPEG is welcome when a view decodes at its own size
+        self.accepts_encoded = any(accepts_encoded(t) for t in transforms)
 
     def __call__(self, x: Any) -> tuple[Any, ...]:
-        return tuple(t(x) for t in self.transforms)
+        full = None
+        views = []
+        for t in self.transforms:
+            if accepts_encoded(t):
+                views.append(t(x))
+            else:  # decode in full once for the views that need every pixel
+                full = decoded(x) if full is None else full
+                views.append(t(full))
+        return tuple(views)
 
     def __repr__(self) -> str:
         return f"Views({', '.join(map(repr, self.transforms))})"
@@ -223,7 +239,7 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
     if kind == "none":
         return Pipelines("none", evaluation, None, evaluation)
     if kind in ("digits", "colour"):  # files of digit-like images: no flips, no crops; batch views
-        square = _v2().Compose([_v2().Resize((size, size), antialias=True), to_float()])
+        square = squash_transform(size)
         weak = colour_augment if kind == "colour" else weak_augment
         return Pipelines(kind, square, None, square, weak, strong_augment)
     return Pipelines("photos", train_transform(size), strong_transform(size), evaluation)

@@ -94,14 +94,16 @@ def domain_outputs(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     image_size: int | None = None,
+    resize: str | None = None,
 ) -> Predictions:
     """Features ``(M, D)`` and outputs ``(M, K)`` of ``model`` (a Run or a model) on the samples
     of ``domain`` at ``indices`` (all by default), in eval mode, on CPU.
 
     The result's ``indices`` are positions in ``domain`` (``M`` may be smaller than asked when
-    files cannot be read). ``image_size`` overrides the run's size for file-backed images.
+    files cannot be read). ``image_size`` and ``resize`` override the run's for file-backed
+    images (a model still training has no run yet: its trainer knows them).
     """
-    net, size, resize = model_view(model)
+    net, size, rule = model_view(model)
     modality = getattr(getattr(net, "backbone", None), "modality", None)
     if modality is not None and modality != domain.modality:
         raise DataError(
@@ -117,7 +119,7 @@ def domain_outputs(
         outputs=outputs,
         image_size=image_size or size,
         num_workers=num_workers,
-        resize=resize,
+        resize=resize or rule,
     )
     where = p.indices if indices is None else torch.as_tensor(indices).long()[p.indices]
     return Predictions(p.features, p.outputs, where)

@@ -1,0 +1,297 @@
+"""Every public feature on every kind of Domain.
+
+Rows: the features (fit, evaluate, predict, out-of-fold probabilities, confident learning on
+them, backbone ranking, label-noise injection, few-labels splits, the active-learning query and
+the annotation cards, the dashboard's embedding). Columns: the backings a user's data arrives
+in (in-memory images, a photo folder, a CSV manifest, WebDataset shards, feature rows, token
+ids). Each cell either runs, tiny (2 classes x 8 samples, one epoch, 16 px), or is listed in
+``REFUSED`` and refuses *before any training* with a message that says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tlkit
+import tlkit.cross_validation as cv
+from tlkit.datasets import (
+    DataError,
+    DomainPair,
+    add_label_noise,
+    few_labels,
+    from_arrays,
+    from_csv,
+    from_folder,
+    from_shards,
+    from_tensors,
+    pack,
+)
+from tlkit.notebook.active_learning import ActiveLearner
+from tlkit.notebook.embedding import embedding_features
+
+KINDS = ("memory", "folder", "csv", "shards", "features", "tokens")
+BACKBONE = {"features": "mlp", "tokens": "text_bag"}  # images: small_cnn
+PER_CLASS = 8
+COLOURS = np.array([[200, 50, 50], [50, 60, 210]])
+
+
+def _images(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Two colour classes of noisy images at varied sizes (16-30 px), like photos in miniature."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(2):
+        for _ in range(PER_CLASS):
+            h, w = (int(v) for v in rng.integers(16, 31, 2))
+            noise = rng.integers(0, 60, (h, w, 3))
+            images.append((COLOURS[c] * 0.7 + noise).clip(0, 255).astype(np.uint8))
+            labels.append(c)
+    return images, np.array(labels)
+
+
+def _write_folder(root) -> None:
+    from PIL import Image
+
+    images, labels = _images()
+    lines = ["path,label,weight"]
+    for i, (img, c) in enumerate(zip(images, labels)):
+        cls = "ab"[c]
+        (root / "photos" / cls).mkdir(parents=True, exist_ok=True)
+        rel = f"photos/{cls}/{i:02d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(img).save(root / rel)
+        lines.append(f"{rel},{cls},{0.5 + i / 10:.2f}")  # a float column rides along
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    root = tmp_path_factory.mktemp("matrix")
+    _write_folder(root)
+    folder = from_folder(root / "photos")
+    images, labels = _images()
+    square = np.stack([img[:16, :16] for img in images])
+    g = torch.Generator().manual_seed(0)
+    y = torch.as_tensor(labels)
+    rows = torch.randn(len(y), 5, generator=g) + 2.0 * y[:, None]
+    tokens = torch.randint(1, 50, (len(y), 12), generator=g) + 50 * y[:, None]
+    tokens[:, 9:] = 0  # padding
+    return {
+        "memory": from_arrays(square, labels, classes=["a", "b"], name="memory"),
+        "folder": folder,
+        "csv": from_csv(root / "manifest.csv"),
+        "shards": from_shards(pack(folder, root / "shards", shard_size=6, progress=False)),
+        "features": from_tensors(rows, y, classes=["a", "b"], name="rows"),
+        "tokens": from_tensors(
+            tokens, y, classes=["a", "b"], name="tokens", info={"vocab_size": 100, "padding_id": 0}
+        ),
+    }
+
+
+def options(kind: str) -> dict:
+    """One tiny epoch; images at 16 px; files decoded without worker processes."""
+    extra = {"image_size": 16} if kind in ("memory", "folder", "csv", "shards") else {}
+    return dict(batch_size=8, lr=3e-3, progress=False, seed=0, num_workers=0, **extra)
+
+
+def backbone(kind: str) -> str:
+    return BACKBONE.get(kind, "small_cnn")
+
+
+@pytest.fixture(scope="module")
+def tasks(domains):
+    out = {}
+    for kind, d in domains.items():
+        train, test = d.split(0.25, seed=0)
+        out[kind] = DomainPair(train, test, name=kind)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tasks):
+    return {
+        k: tlkit.fit(t, backbone(k), epochs=1, mode="full", **options(k)) for k, t in tasks.items()
+    }
+
+
+def test_the_backings_are_what_they_say(domains):
+    assert [domains[k].in_memory for k in KINDS] == [True, False, False, False, True, True]
+    assert [domains[k].modality for k in KINDS] == ["image"] * 4 + ["tensor"] * 2
+    assert domains["shards"].backing.kind == "WebDataset shards"
+    assert domains["csv"].backing.kind == "image files"
+    assert {len(d) for d in domains.values()} == {2 * PER_CLASS}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fit_evaluate_predict(kind, tasks, runs):
+    run, test = runs[kind], tasks[kind].source_test
+    assert len(run.history) == 1 and 0.0 <= run.last["source_accuracy"] <= 1.0
+    metrics = run.evaluate(test)
+    assert metrics["confusion_matrix"].sum() == len(test)
+    assert metrics["accuracy"] == pytest.approx(run.last["source_accuracy"])
+    table = run.predict(test, progress=False)
+    assert len(table) == len(test) and set(table["label"]) <= {"a", "b"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cross_validated_probabilities_and_suspicious_labels(kind, tasks):
+    task = add_label_noise(tasks[kind], "symmetric", 0.25, seed=1)
+    opts = options(kind)
+    probs, idx = cv.cross_validated_probabilities(task, folds=2, epochs=1, **opts)
+    n = len(task.source)
+    assert probs.shape == (n, 2) and torch.equal(idx, torch.arange(n))
+    assert torch.allclose(probs.sum(1), torch.ones(n, dtype=probs.dtype))
+    issues = cv.cross_validated_suspicious_labels(task, folds=2, epochs=1, **opts)
+    assert sorted(issues.indices.tolist()) == list(range(n))
+    scores = issues.precision_recall(task)
+    assert scores["mislabelled"] == int((task.source.labels != task.source.clean_labels).sum())
+    cleaned = issues.remove(task)
+    assert len(cleaned.source) == n - len(issues)
+    assert cleaned.source.backing.kind == task.source.backing.kind  # nothing was decoded
+
+
+def test_cross_validation_reads_files_in_worker_processes(tasks):
+    probs, idx = cv.cross_validated_probabilities(
+        tasks["folder"], folds=2, epochs=1, **{**options("folder"), "num_workers": 1}
+    )
+    same, _ = cv.cross_validated_probabilities(tasks["folder"], folds=2, epochs=1, **options("folder"))
+    assert torch.allclose(probs, same, atol=1e-5)  # workers change nothing
+
+
+def test_an_unreadable_file_is_left_out_of_the_out_of_fold_probabilities(tmp_path):
+    _write_folder(tmp_path)
+    bad = tmp_path / "photos" / "a" / "zz-broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        photos = from_folder(tmp_path / "photos")
+        where = photos.paths.index(str(bad))
+        probs, idx = cv.cross_validated_probabilities(
+            photos, folds=2, epochs=1, **options("folder")
+        )
+    assert len(idx) == len(photos) - 1 and where not in idx.tolist()
+    assert probs.shape == (len(photos) - 1, 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rank_backbones(kind, tasks, runs):
+    size = {"image_size": 16} if kind in ("memory", "folder", "csv", "shards") else {}
+    ranking = tlkit.rank_backbones(
+        tasks[kind],
+        {"scratch": backbone(kind), "trained": runs[kind]},
+        errors="raise",
+        progress=False,
+        num_workers=0,
+        **size,
+    )
+    assert len(ranking) == 2 and all(np.isfinite(r["logme"]) for r in ranking)
+    assert ranking["trained"]["source_classes"] == 2 and np.isfinite(ranking["trained"]["leep"])
+    assert ranking["scratch"]["features"] > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_label_noise_and_few_labels_read_no_sample(kind, tasks):
+    task = tasks[kind]
+    noisy = add_label_noise(task, "pairflip", 0.5, seed=0)
+    assert noisy.source.backing is task.source.backing
+    assert torch.equal(noisy.source.clean_labels, task.source.clean_labels)
+    assert (noisy.source.labels != task.source.labels).any()
+    few = few_labels(task, 2, seed=0)
+    assert few.source.num_labelled == 4 and len(few.target) == len(task.source) - 4
+    assert few.target.num_labelled == 0 and few.target.backing.kind == task.source.backing.kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_active_learning_query_and_annotation_cards(kind, tasks):
+    from tlkit.notebook.annotate import sample_widget
+
+    learner = ActiveLearner(few_labels(tasks[kind], 2, seed=0), steps=2, **options(kind))
+    assert learner.backbone == backbone(kind)
+    picks = learner.query(3)
+    assert len(picks) == 3 and len({p.index for p in picks}) == 3
+    learner.label([p.index for p in picks], [p.label for p in picks])
+    learner.retrain()
+    assert [c["labelled"] for c in learner.curve] == [4, 7]
+    assert learner.labelled_task().source.backing.kind.startswith(
+        tasks[kind].source.backing.kind
+    )
+    view = sample_widget(learner.pool, picks[0].index)
+    image = kind in ("memory", "folder", "csv", "shards")
+    assert type(view).__name__ == ("Image" if image else "HTML")
+    assert (view.value[:4] == b"\x89PNG") if image else ("tokens" in view.value or "=" in view.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dashboard_embedding_features(kind, tasks, runs):
+    task = tasks[kind]
+    target = DomainPair(task.source, task.source_test, task.source_test.unlabelled(), name=kind)
+    feats, groups = embedding_features(runs[kind], target)
+    n = len(task.source_test)
+    assert feats.shape == (2 * n, runs[kind].model.backbone.num_features)
+    assert groups == ["source"] * n + ["target"] * n
+
+
+# -- the cells that cannot apply, refused before any training -----------------------------------
+REFUSED = [
+    # (feature, kind, call, message)
+    ("cross-validation", "tokens", "cv_small_cnn", "cannot read 'tokens', which holds token ids"),
+    ("cross-validation", "features", "cv_text_bag", "holds float feature rows"),
+    ("cross-validation", "folder", "cv_mlp", "which holds images"),
+    ("rank_backbones", "tokens", "rank_small_cnn", "cannot read 'tokens'"),
+    ("rank_backbones", "features", "rank_image_size", "image_size=16 applies to images"),
+    ("active learning", "tokens", "al_small_cnn", "annotation assistant: backbone 'small_cnn'"),
+    ("image augmentation", "features", "fit_augment", "works on images"),
+    ("image augmentation", "tokens", "fit_augment", "works on images"),
+    ("suspicious-label images", "features", "plot", "plot\\(\\) shows images"),
+    ("suspicious-label images", "tokens", "plot", "plot\\(\\) shows images"),
+]
+
+
+@pytest.mark.parametrize(("feature", "kind", "call", "message"), REFUSED)
+def test_features_that_cannot_apply_refuse_before_training(
+    feature, kind, call, message, tasks, runs, monkeypatch
+):
+    task = tasks[kind]
+    fits, steps = [], []
+    real_fit = tlkit.api.fit
+
+    class CountSteps:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self, trainer):
+            steps.append(1)
+
+    def counting_fit(*a, **kw):
+        fits.append(1)
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(cv, "fit", counting_fit)
+    monkeypatch.setattr(tlkit.api, "fit", counting_fit)
+    opts = options(kind)
+    calls = {
+        "cv_small_cnn": lambda: cv.cross_validated_suspicious_labels(
+            task, backbone="small_cnn", folds=2, epochs=1, **opts
+        ),
+        "cv_text_bag": lambda: cv.cross_validated_probabilities(
+            task, backbone="text_bag", folds=2, epochs=1, **opts
+        ),
+        "cv_mlp": lambda: cv.cross_validated_probabilities(
+            task, backbone="mlp", folds=2, epochs=1, **opts
+        ),
+        "rank_small_cnn": lambda: tlkit.rank_backbones(
+            task, ["text_bag", "small_cnn"], progress=False
+        ),
+        "rank_image_size": lambda: tlkit.rank_backbones(
+            task, ["mlp"], image_size=16, progress=False
+        ),
+        "al_small_cnn": lambda: ActiveLearner(few_labels(task, 2), "small_cnn", **opts),
+        "fit_augment": lambda: tlkit.fit(
+            task, backbone(kind), epochs=1, augment="photos", observers=[CountSteps()], **opts
+        ),
+        "plot": lambda: runs[kind].suspicious_labels(task.source).plot(task.source),
+    }
+    with pytest.raises(DataError, match=message):
+        calls[call]()
+    assert not fits and not steps, f"{feature} on {kind} trained before refusing"
+

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from tlkit.engine.evaluate import predict_features
 from tlkit.notebook import live
+from tlkit.notebook.embedding import embedding_features
 
 
 class _FigureAreas:
@@ -129,18 +129,15 @@ class _FigureAreas:
         if model is None or self._task is None:
             raise RuntimeError("train a model first; the embedding shows its features.")
         model = copy.deepcopy(model).cpu().eval()  # a snapshot, safe while training goes on
-        feats, groups = [], []
-        task = self._task
-        for name in ("source", "target"):
-            domain = getattr(task, f"{name}_test")
-            domain = domain if domain is not None else getattr(task, name)
-            if domain is None:
-                continue
-            g = torch.Generator().manual_seed(0)
-            idx = torch.randperm(len(domain), generator=g)[:300]
-            feats.append(predict_features(model, domain.images[idx]))
-            groups += [name] * len(idx)
-        points = project(torch.cat(feats), self.embedding_method.value)
+        # files are read as the model's evaluation reads them: its size and resize rule
+        owner = self._trainer if self.running else self.run
+        feeder = getattr(owner, "feeder", None)
+        resize = feeder.source.resize if feeder is not None else None
+        feats, groups = embedding_features(
+            model, self._task, image_size=getattr(owner, "image_size", None),
+            resize=resize or (getattr(owner, "spec", None) or {}).get("resize"),
+        )  # fmt: skip
+        points = project(feats, self.embedding_method.value)
         fig = live.draw_embedding(live.new_figure(4.6, 4.2), points, groups)
         self.embedding.show(live.figure_png(fig))
 

@@ -295,3 +295,36 @@ def test_features_that_cannot_apply_refuse_before_training(
         calls[call]()
     assert not fits and not steps, f"{feature} on {kind} trained before refusing"
 
+
+
+def test_the_dashboard_embeds_a_photo_folder_task(tasks, tmp_path):
+    from tlkit.notebook.dashboard import Dashboard
+
+    task = tasks["folder"]
+    adapt = DomainPair(task.source, task.source_test, task.source_test.unlabelled(), name="photos")
+    dash = Dashboard(
+        data={"photos": adapt}, epochs=1, batch_size=8, image_size=16, num_workers=0,
+        checkpoint_root=tmp_path, redraw_interval=0.0,
+    )  # fmt: skip
+    dash.train_button.click()
+    run = dash.wait(60)
+    assert dash.error.value == "" and run is not None, dash.error.value
+    dash.embedding_button.click()
+    assert dash.error.value == "", dash.error.value
+    assert dash.embedding.png and dash.embedding.png.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("kind", ["shards", "tokens"])
+def test_the_annotation_widget_shows_cards_and_accepts_in_bulk(kind, tasks):
+    from tlkit.notebook.annotate import AnnotationAssistant
+
+    learner = ActiveLearner(few_labels(tasks[kind], 2, seed=0), steps=2, **options(kind))
+    ui = AnnotationAssistant(learner, batch=3)
+    ui.ask()
+    ui.wait(60)
+    assert ui.error.value == "" and len(ui.cards) == 3, ui.error.value
+    ui.cards[0].accept.click()
+    assert learner.human_labels == 1
+    ui.min_confidence.value = 0.5
+    ui.update_preview()
+    assert ui.error.value == "" and "Accept confident would label" in ui.preview.value

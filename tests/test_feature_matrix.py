@@ -309,6 +309,7 @@ def test_the_dashboard_embeds_a_photo_folder_task(tasks, tmp_path):
     dash.train_button.click()
     run = dash.wait(60)
     assert dash.error.value == "" and run is not None, dash.error.value
+    assert dash.confusion.png and dash.confusion.png.startswith(b"\x89PNG")  # the epoch's view
     dash.embedding_button.click()
     assert dash.error.value == "", dash.error.value
     assert dash.embedding.png and dash.embedding.png.startswith(b"\x89PNG")

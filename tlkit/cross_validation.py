@@ -24,8 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from tlkit.api import fit
+from tlkit.backbone_choice import check_backbone, default_backbone
 from tlkit.datasets.domain import DataError, Domain, DomainPair
-from tlkit.domain_outputs import check_backbone, default_backbone, domain_outputs, worker_count
+from tlkit.domain_outputs import domain_outputs, worker_count
 from tlkit.label_issues import (
     RANK_BY,
     SuspiciousLabels,

@@ -8,8 +8,8 @@ batched directly; image files and shards are decoded in ``DataLoader`` workers w
 evaluation transform (its image size and resize rule). Files that cannot be read are left out,
 so the result carries the positions of the samples it covers.
 
-:func:`default_backbone` and :func:`check_backbone` let those features pick a backbone that can
-read the data, and refuse a wrong one *before* any training.
+Which backbone those features train when none is named, and the early refusal of one that
+cannot read the data, are in :mod:`tlkit.backbone_choice`.
 """
 
 from __future__ import annotations
@@ -20,55 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlkit.backbones import TENSOR_BACKBONES
 from tlkit.datasets.domain import DataError, Domain
 from tlkit.engine.evaluate import Predictions, predict
-
-#: The backbone a data-quality feature trains when none is named: small and fast for each kind.
-DEFAULT_BACKBONES = {"image": "small_cnn", "features": "mlp", "tokens": "text_bag"}
-_TOKEN_BACKBONES = ("text_bag", "text_cnn")
-
-
-def input_kind(domain: Domain) -> str:
-    """``"image"`` (in memory or files), ``"features"`` (float rows) or ``"tokens"`` (int ids)."""
-    if domain.modality == "image":
-        return "image"
-    return "features" if domain.backing.tensor.is_floating_point() else "tokens"
-
-
-def default_backbone(domain: Domain) -> str:
-    """The backbone a feature trains on ``domain`` when the caller names none."""
-    return DEFAULT_BACKBONES[input_kind(domain)]
-
-
-def check_backbone(domain: Domain, backbone: Any, what: str) -> None:
-    """Refuse a backbone *name* that cannot read ``domain`` (an image CNN on token ids, an MLP
-    on images...) before anything is trained; modules and checkpoints are checked when built."""
-    if not isinstance(backbone, str):
-        return
-    kind = input_kind(domain)
-    name = backbone.strip().lower()
-    if kind == "image":
-        ok = name not in TENSOR_BACKBONES
-    elif kind == "features":
-        ok = name == "mlp"
-    else:
-        ok = name in _TOKEN_BACKBONES
-    if not ok:
-        readers = {
-            "image": "an image backbone ('small_cnn', 'efficientnet_lite0', torchvision names)",
-            "features": "'mlp'",
-            "tokens": "'text_bag' or 'text_cnn'",
-        }[kind]
-        holds = {
-            "image": "images",
-            "features": "float feature rows",
-            "tokens": "token ids",
-        }[kind]
-        raise DataError(
-            f"{what}: backbone {backbone!r} cannot read '{domain.name}', which holds {holds}; "
-            f"use {readers} (default: {default_backbone(domain)!r})."
-        )
 
 
 def model_view(model: Any) -> tuple[nn.Module, int | None, str]:
@@ -133,12 +86,4 @@ def worker_count(num_workers: Any) -> int:
     return min(4, os.cpu_count() or 1)
 
 
-__all__ = [
-    "DEFAULT_BACKBONES",
-    "check_backbone",
-    "default_backbone",
-    "domain_outputs",
-    "input_kind",
-    "model_view",
-    "worker_count",
-]
+__all__ = ["domain_outputs", "model_view", "worker_count"]

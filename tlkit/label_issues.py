@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlkit.backbone_choice import input_kind
 from tlkit.confident_learning import (
     _PRUNE_ALIASES,  # noqa: F401 (re-exported)
     DEFAULT_PRUNE,
@@ -48,7 +49,7 @@ from tlkit.confident_learning import (
     find_label_issues,
 )
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.domain_outputs import domain_outputs, input_kind
+from tlkit.domain_outputs import domain_outputs
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from matplotlib.figure import Figure

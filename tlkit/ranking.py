@@ -38,9 +38,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tlkit.backbone_choice import check_backbone, input_kind
 from tlkit.backbones import Backbone, BackboneError, TransferModel, create_backbone
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.domain_outputs import check_backbone, domain_outputs, input_kind, worker_count
+from tlkit.domain_outputs import domain_outputs, worker_count
 from tlkit.run import Run, load
 from tlkit.transferability import leep, log_evidence, logme
 

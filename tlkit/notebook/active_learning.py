@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from tlkit import registry
+from tlkit.backbone_choice import check_backbone, default_backbone
 from tlkit.datasets.concat import concat_domains
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
-from tlkit.domain_outputs import check_backbone, default_backbone, domain_outputs, worker_count
+from tlkit.domain_outputs import domain_outputs, worker_count
 from tlkit.engine import hooks
 
 #: Where a pool label came from.

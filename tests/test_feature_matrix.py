@@ -329,3 +329,49 @@ def test_the_annotation_widget_shows_cards_and_accepts_in_bulk(kind, tasks):
     ui.min_confidence.value = 0.5
     ui.update_preview()
     assert ui.error.value == "" and "Accept confident would label" in ui.preview.value
+
+
+def test_an_unreadable_file_is_never_asked_about_nor_ranked(tmp_path):
+    _write_folder(tmp_path)
+    bad = tmp_path / "photos" / "b" / "zz-broken.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        photos = from_folder(tmp_path / "photos")
+        task = DomainPair(photos, name="photos")
+        ranking = tlkit.rank_backbones(task, ["small_cnn"], image_size=16, progress=False)
+        learner = ActiveLearner(few_labels(task, 2, seed=0), steps=2, **options("folder"))
+        picks = learner.query(len(photos))
+    assert np.isfinite(ranking[0]["logme"]) and ranking.samples == len(photos)
+    broken = learner.pool.paths.index(str(bad))
+    assert broken not in [p.index for p in picks] and len(picks) == len(learner.pool) - 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "shards"])
+def test_suspicious_labels_plot_decodes_files(kind, tasks, runs):
+    import matplotlib.pyplot as plt
+
+    fig = runs[kind].suspicious_labels(tasks[kind].source).plot(tasks[kind].source, n=4)
+    try:
+        shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+        assert len(shown) == 4 and all(a.ndim == 3 and a.shape[2] == 3 for a in shown)
+    finally:
+        plt.close(fig)
+
+
+def test_concatenated_domains_keep_their_files_lazy(domains):
+    from tlkit.datasets.concat import ConcatBacking, concat_domains
+
+    folder, shards, memory = domains["folder"], domains["shards"], domains["memory"]
+    joined = concat_domains([folder.subset([0, 1]), shards.subset([5])], torch.tensor([1, 1, 0]))
+    assert isinstance(joined.backing, ConcatBacking) and not joined.in_memory
+    assert joined.labels.tolist() == [1, 1, 0]
+    assert joined.clean_labels.tolist() == [0, 0, int(shards.clean_labels[5])]
+    assert torch.equal(joined.backing.load(2), shards.backing.load(5))
+    assert joined.paths[:2] == folder.paths[:2] and joined.paths[2] == shards.paths[5]
+    part = joined.subset([2, 0])
+    assert torch.equal(part.backing.load(1), folder.backing.load(0))
+    both = concat_domains([memory.subset([0]), memory.subset([3])])
+    assert both.in_memory and torch.equal(both.inputs, memory.inputs[[0, 3]])
+    with pytest.raises(DataError, match="must be alike"):
+        concat_domains([memory, domains["features"]])

@@ -91,6 +91,22 @@ def fit(
               "separate": BatchNorm sees each domain apart and keeps running statistics per
               domain, the model ending with the target's; "shared": one pass over both),
               ``source_free`` (adapt ``model=`` with unlabelled target data only).
+            * imbalanced classes (a warning names both when the largest class has over 5x the
+              labelled samples of the smallest): ``class_weight="balanced"`` weights each
+              sample's loss by ``n / (K * n_class)`` (any classification loss; a list with one
+              weight per class, or a dict by class name, gives your own), ``sampler="balanced"``
+              draws every class equally often, with replacement (in memory and from files).
+            * ``monitor``: the metric that picks ``best.pt`` (``"auto"``: source test accuracy,
+              else the train loss; a validator's score only when named, e.g.
+              ``validate="info_max", monitor="score_info_max"``). ``patience=N`` stops after N
+              epochs without a better value (``run.stop_reason`` says so);
+              ``restore_best=True`` returns the best epoch's weights, kept in memory with or
+              without ``checkpoint_dir`` (``run.restored_from`` names the epoch and metric).
+              In an adaptation run both refuse ``monitor="auto"``: name the metric that may
+              choose epochs there.
+            * ``log_dir``: ``metrics.csv`` with every logged value (a row per log window and
+              per epoch), and TensorBoard scalars when ``tensorboard`` is installed
+              (``pip install tensorboard``); without it, the CSV alone.
     """
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:

@@ -23,12 +23,15 @@ class Run:
     """A finished (or stopped) training run.
 
     Attributes:
-        model: the trained :class:`TransferModel` (last weights; ``best.pt`` in the checkpoint
-            folder holds the best ones).
+        model: the trained :class:`TransferModel`: the last epoch's weights, or with
+            ``restore_best=True`` the best epoch's (``restored_from`` says which).
         history: one dict per epoch (``pandas.DataFrame(run.history)`` gives a table).
         step_logs: losses logged every ``log_every`` steps, for finer curves.
         best: ``{"metric", "value", "epoch"}`` of the monitored metric.
         config: the :class:`FitConfig` used.
+        stop_reason: why the run ended before its last epoch (``patience=``), else ``None``.
+        restored_from: ``{"epoch", "metric", "value"}`` that chose the returned weights
+            (``restore_best=True``), else ``None``.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Run:
         spec: dict[str, Any] | None = None,
         data: DomainPair | None = None,
         stopped_early: bool = False,
+        stop_reason: str | None = None,
+        restored_from: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -51,6 +56,8 @@ class Run:
         self.spec = spec or {}
         self.data = data
         self.stopped_early = stopped_early
+        self.stop_reason = stop_reason
+        self.restored_from = restored_from
         self.pretrain_run: Run | None = None  # fit_two_stage: the stage-1 run
 
     @classmethod
@@ -68,6 +75,8 @@ class Run:
             spec=trainer.model_spec(),
             data=trainer.data,
             stopped_early=trainer.state.stopped_early,
+            stop_reason=trainer.stopping.reason,
+            restored_from=trainer.stopping.restored,
         )
 
     # -- facts -----------------------------------------------------------------------------
@@ -277,8 +286,13 @@ class Run:
                     f"{self.best['metric']}={self.best['value']:.4f} @ epoch {self.best['epoch']}",
                 )
             )
+        if self.restored_from:
+            kept = self.restored_from
+            rows.append(
+                ("model", f"epoch {kept['epoch']} (best {kept['metric']}={kept['value']:.4f})")
+            )
         if self.stopped_early:
-            rows.append(("stopped", "early (stop request or max_steps)"))
+            rows.append(("stopped", self.stop_reason or "early (stop request or max_steps)"))
         return rows
 
     def __repr__(self) -> str:

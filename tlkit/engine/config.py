@@ -31,6 +31,9 @@ OPTIMIZERS = ("adamw", "sgd")
 DOMAIN_BN = ("auto", "shared", "separate")
 #: ``augment`` values besides True/False (see :func:`tlkit.engine.feeding.resolve_augment`).
 AUGMENT_KINDS = ("auto", "photos", "digits", "colour", "none", "custom")
+#: How the labelled source is drawn each epoch: a shuffle of every sample once, or "balanced":
+#: as many draws, with replacement, each class equally likely (tlkit.engine.class_balance).
+SAMPLERS = ("shuffle", "balanced")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
 MAX_IMAGE_SIZE = 4096
 
@@ -67,6 +70,11 @@ class FitConfig:
     regularize: Any = None
     validate: Any = None
     monitor: str = "auto"
+    patience: int | None = None  # stop after this many epochs without a better monitor value
+    restore_best: bool = False  # return the weights of the monitor's best epoch
+    class_weight: Any = None  # "balanced", or one weight per class (a list, or a dict)
+    sampler: str = "shuffle"  # "balanced": every class drawn equally often
+    log_dir: str | None = None  # metrics.csv, and TensorBoard scalars when installed
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -150,12 +158,24 @@ class FitConfig:
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ConfigError(f"monitor={self.monitor!r} must be a metric name or 'auto'.")
         self.device = _check_device(self.device)
+        self._convert_training_options()
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = os.fspath(self.checkpoint_dir)
         if self.backbone_weights is not None:
             self.backbone_weights = os.fspath(self.backbone_weights)
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra={self.extra!r} must be a mapping.")
+
+    def _convert_training_options(self) -> None:
+        """Early stopping, the kept epoch, class balance and the log folder."""
+        self.patience = opt.optional(opt.integer, "patience", self.patience, minimum=1)
+        self.restore_best = opt.boolean("restore_best", self.restore_best)
+        opt.choice("sampler", self.sampler, SAMPLERS)
+        self.class_weight = _class_weight(self.class_weight)
+        if self.log_dir is not None:
+            if not isinstance(self.log_dir, (str, os.PathLike)) or not os.fspath(self.log_dir):
+                raise ConfigError(f"log_dir={self.log_dir!r} must be a folder path.")
+            self.log_dir = os.fspath(self.log_dir)
 
     def check(self) -> None:
         """Re-check after fields were assigned by hand (``dataclasses.replace`` does it itself)."""
@@ -172,6 +192,34 @@ class FitConfig:
         if unknown:
             raise ConfigError(f"unknown options {unknown}; known options: {sorted(known)}.")
         return cls(**values)
+
+
+def _class_weight(value: Any) -> Any:
+    """``None``, ``"balanced"``, a list of weights (class order) or a dict of weights by class
+    name or index; weights are non-negative numbers, not all zero. Whether they fit the data's
+    classes is checked when the data is known (:mod:`tlkit.engine.class_balance`)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == "balanced":
+            return "balanced"
+        raise ConfigError(
+            f"class_weight={value!r} is not valid: use 'balanced', a list with one weight per "
+            "class, or a dict {class name: weight}."
+        )
+    if isinstance(value, dict):
+        weights = {k: opt.non_negative(f"class_weight[{k!r}]", v) for k, v in value.items()}
+    elif isinstance(value, (list, tuple)):
+        weights = [opt.non_negative(f"class_weight[{i}]", v) for i, v in enumerate(value)]
+    else:
+        raise ConfigError(
+            f"class_weight={value!r} is not valid: use 'balanced', a list with one weight per "
+            "class, or a dict {class name: weight}."
+        )
+    values = list(weights.values()) if isinstance(weights, dict) else weights
+    if not values or not any(v > 0 for v in values):
+        raise ConfigError(f"class_weight={value!r} gives no class a positive weight.")
+    return weights
 
 
 def _check_device(value: Any) -> str:

@@ -61,6 +61,7 @@ class MetricsLog:
         self.windows = 0  # trainer.step_logs already written
         self.epochs = 0  # trainer.history rows already written
         self.writer: Any = None
+        self.started = False  # on_fit_end also comes after a failed start: nothing to write
 
     # -- observer hooks --------------------------------------------------------------------
     @hookimpl
@@ -74,6 +75,7 @@ class MetricsLog:
         self.windows, self.epochs = len(trainer.step_logs), len(trainer.history)
         self._rewrite()
         self.writer = _tensorboard(self.folder, state.step if state.step > 0 else None)
+        self.started = True
 
     @hookimpl
     def tlkit_on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
@@ -87,6 +89,9 @@ class MetricsLog:
 
     @hookimpl
     def tlkit_on_fit_end(self, trainer: Any) -> None:
+        if not self.started:
+            return
+        self.started = False
         self._sync(trainer)  # a window flushed when the run stopped
         if self.writer is not None:
             self.writer.close()

@@ -35,6 +35,7 @@ from tlkit.datasets import transforms as tv
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.datasets.loader import collate
 from tlkit.engine import distributed
+from tlkit.engine.class_balance import balanced_order
 from tlkit.engine.config import FitConfig
 from tlkit.errors import PluginError
 
@@ -332,6 +333,9 @@ class Feeder:
         ``DistributedSampler``'s split). Files: the domain's own order (shard-local for shards,
         so that each rank and worker reads its own shards), cut into one contiguous block per
         rank."""
+        if self.config.sampler == "balanced":  # every class equally likely, in memory or files
+            order = balanced_order(self.source.domain.labels, self.labelled, self.config.seed, epoch)
+            return _rank_block(order, self.dist, len(order))
         if self.source.fast:
             return self.labelled[self.epoch_order(epoch)]
         order = self.source.domain.epoch_order(self.config.seed, epoch)

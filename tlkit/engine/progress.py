@@ -121,6 +121,9 @@ class ProgressBar:
             self.bar = None
             return
         # also called after an error, so say what happened, not "done"
-        why = " (stop requested)" if trainer.state.stopped_early else ""
+        reason = getattr(getattr(trainer, "stopping", None), "reason", None)  # patience=
+        if reason is None and trainer.state.stopped_early:
+            reason = "stop requested"
+        why = f" ({reason})" if reason else ""
         elapsed = format_seconds(time.perf_counter() - self._start)
         self._line(f"tlkit: training ended after {len(history)} epoch(s), {elapsed}{why}")

@@ -189,6 +189,7 @@ def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
         **trainer.logs.state_dict(),
     }
     if training_state:
+        out["early_stopping"] = trainer.stopping.state_dict()  # patience count, kept weights
         state = trainer.state
         out["state"] = {
             "epoch": state.epoch,
@@ -281,6 +282,7 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
     trainer.state.epoch, trainer.state.step = s["epoch"], s["step"]
     trainer.state.step_in_epoch = s["step_in_epoch"]
     trainer.history, trainer.best = list(ckpt["history"]), dict(ckpt["best"])
+    trainer.stopping.load_state_dict(ckpt.get("early_stopping"), trainer)
     try:
         trainer.logs.load_state_dict(ckpt)
     except (KeyError, TypeError, ValueError):

@@ -33,7 +33,17 @@ from torch import nn
 from tlkit import registry
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import UNLABELLED, Domain, DomainPair
-from tlkit.engine import distributed, domain_stats, feature_store, hooks, optim, resume, selection
+from tlkit.engine import (
+    class_balance,
+    distributed,
+    domain_stats,
+    feature_store,
+    hooks,
+    optim,
+    resume,
+    selection,
+    stopping,
+)
 from tlkit.engine.checkpoint import (
     FolderLock,
     check_writable,
@@ -135,6 +145,8 @@ class Trainer:
         self.monitor_name, self.monitor_mode = selection.resolve_monitor(
             config, self.data, self.strategies
         )
+        self.stopping = stopping.EarlyStopping(config, self.data, self.monitor_name)
+        self.class_weights = class_balance.setup(config, self.data, self.device)
         if config.checkpoint_dir and self.is_main:
             check_writable(config.checkpoint_dir)
         self.state = TrainState()
@@ -172,6 +184,10 @@ class Trainer:
             from tlkit.engine.progress import ProgressBar
 
             extra.insert(0, ProgressBar())
+        if self.config.log_dir and self.is_main:
+            from tlkit.engine.csv_log import MetricsLog
+
+            extra.append(MetricsLog(self.config.log_dir))
         return extra
 
     # -- what strategies and observers may use ---------------------------------------------
@@ -252,12 +268,13 @@ class Trainer:
             try:
                 self._start(resume)  # inside: strategies set up here are told the run ended
                 epoch = self.state.epoch
-                while epoch < self.config.epochs:
+                while epoch < self.config.epochs and not self.stopping.should_stop(self):
                     self._enter_phase(optim.phase_of(self.config, epoch))
                     if not self._train_epoch(epoch):
                         break
                     self._end_epoch(epoch)
                     epoch = self.state.epoch
+                self.stopping.restore(self)  # restore_best: the best epoch's weights
             finally:
                 if self.domain_stats is not None:  # the model keeps the target's statistics
                     self.domain_stats.remove()
@@ -433,7 +450,9 @@ class Trainer:
         terms: dict[str, torch.Tensor] = {}
         if not self.data.source_free:  # source-free runs have no labelled batch
             per_sample = hooks.supervised_loss(self.pm, step.logits, step.y, step, "source")
-            terms["supervised"] = per_sample.float().mean()
+            terms["supervised"] = class_balance.weighted_mean(
+                per_sample, step.y, self.class_weights
+            )
         if step.target_logits is not None:
             pl = hooks.pseudo_labels(self.pm, step)
             if pl is not None:
@@ -570,6 +589,7 @@ class Trainer:
         improved = False
         try:
             improved = self._update_best(row)
+            self.stopping.epoch_end(self, improved)
             hooks.notify(self.pm, "tlkit_on_epoch_end", trainer=self, epoch=epoch + 1, metrics=row)
         finally:  # the epoch's checkpoint survives a failing observer (or monitor)
             if self.config.checkpoint_dir:

@@ -206,8 +206,9 @@ def test_balanced_sampler_draws_classes_equally_from_files(fast, tmp_path):
 
 def test_badly_imbalanced_classes_warn_naming_both_options(fast):
     task = imbalanced_task()
-    with pytest.warns(UserWarning, match=r"class_weight='balanced'.*sampler='balanced'"):
+    with pytest.warns(UserWarning, match=r"class_weight='balanced'.*sampler='balanced'") as rec:
         tlkit.fit(task, epochs=1, max_steps=1, **fast)
+    assert [w.filename for w in rec if "imbalanced" in str(w.message)] == [__file__]  # this line
     for handled in (dict(class_weight="balanced"), dict(sampler="balanced")):
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*imbalanced.*")

@@ -20,7 +20,9 @@ noisy ones included), never at test sets or the target.
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,5 +153,15 @@ def warn_if_imbalanced(source: Domain) -> None:
         "the large classes; pass class_weight='balanced' (weights the loss by inverse class "
         "frequency) or sampler='balanced' (draws every class equally often).",
         UserWarning,
-        stacklevel=2,
+        stacklevel=_user_level(),
     )
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` of the first frame outside tlkit (the user's ``fit`` call), so the
+    warning points at the line that started the run."""
+    root = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level

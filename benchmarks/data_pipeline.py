@@ -35,11 +35,28 @@ folder and returning numbers.
   in the order A B, B A, A B; the ratio is the median of the paired ratios (target >= 0.95).
 * peak RSS is the subprocess's, after both tables' measurements.
 
+**Camera-size JPEGs** (``--camera``; the third table): folders of 3000x2000 and 4000x3000 JPEGs
+from :func:`tlkit.testing.make_photo_folder` (3 classes, cached under the same bench folder),
+trained at 224 px with a featherweight model (``small_cnn`` with one 8-channel block: the
+decoding is what costs), 2 workers, batch 16, AdamW, three ways, each in its own subprocess
+(peak RSS is that side's):
+
+* ``tlkit.fit`` on ``from_folder`` (JPEGs decoded at the DCT scale each crop needs);
+* the hand-written loop: ``ImageFolder`` + ``RandomResizedCrop(224)`` (the same v2 pipeline as
+  tlkit's, scale (0.35, 1)) + ``DataLoader``, full decoding;
+* the same loop with draft decoding written by hand: ``Image.draft("RGB", (379, 379))`` in the
+  ImageFolder loader, the usual one-liner (a fixed scale, enough for the smallest crop).
+
+Time to first step (listing, workers' start, first batch, first step) and images/s from the
+first step's end to the last's (``CAMERA_STEPS`` steps), the mean of two passes per side run in
+the order A B C, C B A.
+
 The in-memory fast path (bundled digits, no workers) is measured by ``engine_overhead.py``
 against a hand-written loop, in ``results/engine_overhead.md``.
 
     .venv/bin/python benchmarks/data_pipeline.py           # full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/data_pipeline.py --quick   # N = 200, 800: a smoke run
+    .venv/bin/python benchmarks/data_pipeline.py --camera  # camera-size JPEGs (~3 min)
 """
 
 from __future__ import annotations
@@ -60,12 +77,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    RESULTS_DIR,
     command_line,
     machine_block,
     machine_info,
     markdown_table,
     results_path,
     setup_torch,
+    update_results,
     write_run,
 )
 
@@ -313,6 +332,175 @@ def measure_one(n: int) -> dict[str, Any]:
             "peak_rss_mb": main, "peak_worker_rss_mb": child, **fit}  # fmt: skip
 
 
+# -- camera-size JPEGs: decode-bound training ------------------------------------------------
+CAMERA_SIZES = ((3000, 2000), (4000, 3000))
+CAMERA_N = 150
+CAMERA_CLASSES = 3
+CAMERA_BATCH = 16
+CAMERA_STEPS = 8
+#: passes per side and size, in the order A B C, C B A (the mean is reported)
+CAMERA_ROUNDS = 2
+#: the hand-written draft loop's request: the short side that still covers the smallest crop
+DRAFT_SIDE = 379  # ceil(224 / sqrt(0.35))
+CAMERA_SIDES = ("tlkit", "hand", "hand_draft")
+
+
+def camera_folder(size: tuple[int, int], n: int = CAMERA_N) -> Path:
+    """``n`` camera JPEGs of ``size`` in ``CAMERA_CLASSES`` class folders (cached)."""
+    from tlkit.testing import make_photo_folder
+
+    root = bench_root() / f"camera-{size[0]}x{size[1]}-{n}"
+    if not (root / ".complete").exists():
+        make_photo_folder(root, classes=CAMERA_CLASSES, per_class=n // CAMERA_CLASSES,
+                          sizes=(size,), png_every=0, rotated=0, corrupt=0, nested=False,
+                          csv=False, seed=0)  # fmt: skip
+        (root / ".complete").write_text(str(n))
+    return root
+
+
+def _feather(seed: int = 0) -> torch.nn.Module:
+    """A model that costs next to nothing at 224 px: one 8-channel conv block and a head."""
+    import tlkit
+
+    torch.manual_seed(seed)
+    return tlkit.backbones.create_model("small_cnn", CAMERA_CLASSES, pretrained=False,
+                                        widths=(8,))  # fmt: skip
+
+
+def _draft_loader(path: str) -> Any:
+    from PIL import Image
+
+    im = Image.open(path)
+    im.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+    return im.convert("RGB")
+
+
+def camera_hand(folder: Path, draft: bool) -> dict[str, float]:
+    """The hand-written loop (optionally with draft decoding): first step and images/s."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from tlkit.datasets import transforms
+
+    t0 = time.perf_counter()
+    plain = transforms.train_transform(IMAGE_SIZE).pipeline  # a plain v2.Compose
+    kwargs = {"loader": _draft_loader} if draft else {}
+    ds = ImageFolder(os.fspath(folder), transform=v2.Compose([v2.PILToTensor(), plain]), **kwargs)
+    loader = torch.utils.data.DataLoader(ds, batch_size=CAMERA_BATCH, shuffle=True,
+                                         num_workers=WORKERS)  # fmt: skip
+    model = _feather()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ends: list[float] = []
+    model.train()
+    for images, labels in loader:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ends.append(time.perf_counter())
+        if len(ends) == CAMERA_STEPS:
+            break
+    return {"first_step_s": ends[0] - t0,
+            "images_per_s": CAMERA_BATCH * (len(ends) - 1) / (ends[-1] - ends[0])}  # fmt: skip
+
+
+def camera_tlkit(folder: Path) -> dict[str, float]:
+    """tlkit.fit on from_folder: first step and images/s."""
+    import tlkit
+    from tlkit.datasets import from_folder
+
+    ends: list[float] = []
+
+    class Clock:
+        @tlkit.hookimpl
+        def tlkit_on_step_end(self):
+            ends.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    domain = from_folder(folder, progress=False)
+    tlkit.fit(domain, model=_feather(), image_size=IMAGE_SIZE, num_workers=WORKERS,
+              batch_size=CAMERA_BATCH, mode="full", epochs=1000, progress=False, lr=1e-3,
+              precision="fp32", log_every=1000, max_steps=CAMERA_STEPS,
+              observers=[Clock()])  # fmt: skip
+    return {"first_step_s": ends[0] - t0,
+            "images_per_s": CAMERA_BATCH * (len(ends) - 1) / (ends[-1] - ends[0])}  # fmt: skip
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak RSS since its exec (``ru_maxrss`` carries the parent's across
+    ``exec`` on Linux, so a child started by a big parent would report the parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def camera_one(side: str, size: tuple[int, int]) -> dict[str, Any]:
+    """One side on one size (run in its own process, so peak RSS is that side's)."""
+    setup_torch("cpu", 2)
+    folder = camera_folder(size)
+    if side == "tlkit":
+        r = camera_tlkit(folder)
+    else:
+        r = camera_hand(folder, draft=side == "hand_draft")
+    r["peak_rss_mb"] = _vm_hwm_mb()
+    r["peak_worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return r
+
+
+def run_camera(results: str | None) -> None:
+    setup_torch("cpu", 2)
+    info = machine_info("cpu")
+    t0 = time.perf_counter()
+    for size in CAMERA_SIZES:
+        camera_folder(size)  # generated once, outside the timed children
+    print(f"folders ready in {time.perf_counter() - t0:.0f} s")
+    runs: dict[tuple[tuple[int, int], str], list[dict[str, Any]]] = {}
+    for size in CAMERA_SIZES:
+        for r in range(CAMERA_ROUNDS):
+            for side in CAMERA_SIDES if r % 2 == 0 else CAMERA_SIDES[::-1]:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--camera-one", side, f"{size[0]}x{size[1]}"],
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+                if out.returncode or not line:
+                    print(out.stdout[-2000:], out.stderr[-4000:])
+                    raise SystemExit(f"camera measurement {side} {size} failed")
+                got = json.loads(line[0][len("RESULT ") :])
+                runs.setdefault((size, side), []).append(got)
+                print(size, side, got, f"load {os.getloadavg()[0]:.1f}")
+    rows = {key: {k: float((np.max if "rss" in k else np.mean)([g[k] for g in gs]))
+                  for k in gs[0]} for key, gs in runs.items()}  # fmt: skip
+    names = {"tlkit": "tlkit.fit (reduced decoding)", "hand": "ImageFolder loop",
+             "hand_draft": "ImageFolder loop + draft by hand"}  # fmt: skip
+    table = markdown_table(
+        ["photos", "side", "first step (s)", "img/s", "vs ImageFolder loop",
+         "peak RSS main (MB)", "peak worker RSS (MB)"],
+        [[f"{CAMERA_N} x {size[0]}x{size[1]} JPEG", names[side],
+          f"{rows[size, side]['first_step_s']:.2f}", f"{rows[size, side]['images_per_s']:.1f}",
+          f"{rows[size, side]['images_per_s'] / rows[size, 'hand']['images_per_s']:.2f}x",
+          f"{rows[size, side]['peak_rss_mb']:.0f}", f"{rows[size, side]['peak_worker_rss_mb']:.0f}"]
+         for size in CAMERA_SIZES for side in CAMERA_SIDES],
+    )  # fmt: skip
+    worst = min(rows[s, "tlkit"]["images_per_s"] / rows[s, "hand"]["images_per_s"]
+                for s in CAMERA_SIZES)  # fmt: skip
+    summary = (
+        f"224 px, batch {CAMERA_BATCH}, {WORKERS} workers, featherweight model (small_cnn, one "
+        f"8-channel block), img/s over steps 2-{CAMERA_STEPS}, the mean of {CAMERA_ROUNDS} "
+        "passes per side (in the order A B C, C B A; each in a fresh process), peak RSS the "
+        "larger of the passes' (main: VmHWM). tlkit / plain ImageFolder loop: "
+        f"{worst:.2f}x at worst (target >= 1.5x)."
+    )
+    print("\n" + table + "\n\n" + summary)
+    path = Path(results) if results else RESULTS_DIR / "data_pipeline.md"
+    body = machine_block(info, command_line()) + "\n\n" + table + "\n\n" + summary + "\n"
+    update_results(path, "camera", "Camera-size JPEGs (decode-bound training)", body,
+                   file_title="Data pipeline (the data layer alone)")  # fmt: skip
+    print(f"\nwrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 200, 800 (smoke run)")
@@ -320,7 +508,17 @@ def main() -> None:
     parser.add_argument("--results", help="results file (default: results/data_pipeline.md)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: one N, JSON out
     parser.add_argument("--no-fit", action="store_true", help="the data layer only")
+    parser.add_argument("--camera", action="store_true", help="camera-size JPEG rows")
+    parser.add_argument("--camera-one", nargs=2, help=argparse.SUPPRESS)  # child: side WxH
     args = parser.parse_args()
+    if args.camera_one:
+        side, wh = args.camera_one
+        size = tuple(int(v) for v in wh.split("x"))
+        print("RESULT " + json.dumps(camera_one(side, size)))
+        return
+    if args.camera:
+        run_camera(args.results)
+        return
     global FIT
     FIT = not args.no_fit
     if args.one:

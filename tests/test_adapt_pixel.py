@@ -9,7 +9,7 @@ import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
-from tlkit_strategies.adapt._pixel_plots import source_to_target_grid
+from tlkit.plots import source_to_target_grid
 from tlkit_strategies.adapt.fda import FDA, fourier_transfer, low_frequency_mask, match_target
 from tlkit_strategies.adapt.pixelda import (
     Discriminator,
@@ -229,7 +229,7 @@ def test_grid_from_a_trainer_a_strategy_and_a_function(tiny_task, fast):
 
 def test_grid_refuses_a_trainer_without_a_pixel_method(tiny_task, fast):
     trainer = tlkit.Trainer(tiny_task, epochs=1, adapt="bnm", **fast)
-    with pytest.raises(ValueError, match="none transforms source images"):
+    with pytest.raises(ValueError, match="offer no preview"):
         source_to_target_grid(trainer, tiny_task.source)
 
 

@@ -10,8 +10,8 @@ import torch
 import tlkit
 from tlkit.datasets import DataError, Domain, DomainPair
 from tlkit.engine import ConfigError, TrainingError
-from tlkit.engine.ema import EMA
 from tlkit.engine.schedules import lr_multiplier
+from tlkit.strategy_tools import EMA
 
 
 def weights(run):

@@ -134,3 +134,72 @@ def test_no_module_imports_a_layer_above_it(layer):
         and not target.startswith(layer)
     }
     assert not wrong, f"{layer} imports a layer above it: {sorted(wrong)}"
+
+
+# -- the plugin boundary ----------------------------------------------------------------------
+# Plugins (first-party included) use tlkit's public surface only: no tlkit.engine, no private
+# (underscore) module or name of tlkit; tlkit never imports a plugin package.
+
+PLUGINS = ROOT.parent / "plugins"
+PLUGIN_PACKAGES = ("tlkit_strategies", "tlkit_example_plugin")
+
+
+def imported_names(source: str) -> list[tuple[int, str]]:
+    """``[(line, dotted name)]`` of every import in ``source`` (``from a import b`` gives
+    ``a.b``), inside functions and under TYPE_CHECKING too."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def plugin_violations(source: str) -> list[tuple[int, str]]:
+    """Imports of a plugin module that reach past tlkit's public surface."""
+    wrong = []
+    for line, name in imported_names(source):
+        parts = name.split(".")
+        if parts[0] != "tlkit":
+            continue
+        if parts[:2] == ["tlkit", "engine"] or any(p.startswith("_") for p in parts[1:]):
+            wrong.append((line, name))
+    return wrong
+
+
+def core_violations(source: str) -> list[tuple[int, str]]:
+    """Imports of a tlkit module that reach into a plugin package."""
+    return [(line, n) for line, n in imported_names(source) if n.split(".")[0] in PLUGIN_PACKAGES]
+
+
+def test_the_plugin_boundary_checks_find_what_they_should():
+    source = (
+        "import tlkit\nfrom tlkit import options, _secret\nfrom tlkit.engine.ema import EMA\n"
+        "import tlkit.engine\nfrom tlkit.strategy_tools import EMA\n"
+        "def f():\n    from tlkit.datasets._files import x\n"
+        "from tlkit_strategies.adapt._grl import GRL\n"
+    )
+    assert [line for line, _ in plugin_violations(source)] == [2, 3, 4, 7]
+    core = "import torch\ndef g():\n    from tlkit_strategies.adapt import fda\n"
+    assert core_violations(core) == [(3, "tlkit_strategies.adapt.fda")]
+
+
+def test_plugins_use_only_the_public_surface():
+    files = sorted(PLUGINS.rglob("*.py"))
+    assert any(f.name == "dsbn.py" for f in files)  # the walk reaches the first-party strategies
+    wrong = [
+        f"{f.relative_to(ROOT.parent)}:{line}: {name}"
+        for f in files
+        for line, name in plugin_violations(f.read_text())
+    ]
+    assert not wrong, "plugins import tlkit.engine or a private tlkit module:\n" + "\n".join(wrong)
+
+
+def test_tlkit_never_imports_a_plugin_package():
+    wrong = [
+        f"{f.relative_to(ROOT.parent)}:{line}: {name}"
+        for f in sorted(ROOT.rglob("*.py"))
+        for line, name in core_violations(f.read_text())
+    ]
+    assert not wrong, "tlkit imports the plugin package:\n" + "\n".join(wrong)

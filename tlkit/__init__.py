@@ -8,11 +8,13 @@
 Public API: :func:`fit`, :func:`fit_two_stage`, :func:`load`, :class:`Trainer`,
 :class:`FitConfig`, :class:`Run`, :mod:`datasets`, :mod:`backbones`, :func:`register`,
 :func:`strategies`, :data:`hookimpl`. Plugin authors need only ``tlkit``: :data:`hookimpl`,
-:class:`Step`, :class:`PseudoLabels`, :mod:`options` (checking a strategy's options) and the
-errors.
+:class:`Step`, :class:`PseudoLabels`, :mod:`options` (checking a strategy's options),
+:mod:`strategy_tools` (entropy, BatchNorm layers and swaps, EMA), :func:`domain_context` /
+:func:`forward_domain` and the errors; :class:`tlkit.hookspecs.TrainerView` lists what a hook may
+use of the trainer.
 """
 
-from tlkit import backbones, datasets, options
+from tlkit import backbones, datasets, options, strategy_tools
 from tlkit.api import Trainer, fit, fit_two_stage, load
 from tlkit.engine import FitConfig, PseudoLabels, Step
 from tlkit.errors import (
@@ -77,6 +79,7 @@ __all__ = [
     "rank_backbones",
     "register",
     "strategies",
+    "strategy_tools",
     "unregister",
     "widgets",
     "domain_context",

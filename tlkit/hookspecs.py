@@ -78,20 +78,30 @@ Conventions, as in pytest's hook module:
 **The objects hooks receive.** ``step`` is a :class:`tlkit.Step` (its attributes are documented
 there: ``x``, ``y``, ``indices``, ``x_target``, ``target_indices``, ``features``, ``logits``,
 ``target_features``, ``target_logits``, ``index``, ``epoch``, ``progress``, ``generator``,
-``model``, ``trainer``, ``log()``, ``log_target_predictions()``, ``forward()``). ``trainer`` is the
-:class:`tlkit.Trainer`; strategies may rely on ``trainer.model`` (the
-:class:`~tlkit.backbones.TransferModel`), ``trainer.config``, ``trainer.device``,
-``trainer.precision``, ``trainer.autocast()``, ``trainer.task``, ``trainer.num_classes``,
-``trainer.classes``, ``trainer.state`` (``epoch``, ``step``, ``total_steps``, ``progress``),
-``trainer.ema`` (the averaged model or ``None``), ``trainer.target`` (the unlabelled target
-:class:`~tlkit.datasets.Domain`, its true labels removed) and ``trainer.request_stop()``.
-Observers may also read ``trainer.data`` (the task, true target labels included: for
-diagnostics only), ``trainer.history``, ``trainer.step_logs`` and ``trainer.eval_results``.
+``model``, ``trainer``, ``stats``, ``stat_weights``, ``log()``, ``log_target_predictions()``,
+``target_view()``, ``forward()``). ``trainer`` is the :class:`tlkit.Trainer`, typed in every hook
+by :class:`TrainerView`: the part of it strategies may rely on, with what each member holds.
+Helpers the first-party strategies share (prediction entropy, BatchNorm layers, the per-domain
+BatchNorm swap, EMA) are public in :mod:`tlkit.strategy_tools`; a strategy needs nothing from
+``tlkit.engine``.
+
+**Validators** (``family = "validator"``, implementing :func:`tlkit_target_scores`) should
+declare ``scores = ("score_<name>", ...)``, the names they report: when every validator of a run
+declares them, ``monitor="score_<name>"`` is checked against them before training (a typo is
+refused at once instead of after the first epoch); without the declaration any ``score_*``
+monitor is accepted until the scores arrive.
+
+**Strategies that transform source images** (:func:`tlkit_transform_source`) may also offer a
+preview, :class:`SourcePreview`: ``preview(source, *, target=None, generator=None)`` returns the
+target-style versions of ``source`` images outside training. :func:`tlkit.plots.source_to_target_grid`,
+the dashboard's "source -> target" tab and the book call it; a strategy without it gets no grid.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
 
@@ -99,16 +109,97 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
     from torch import nn
 
-    from tlkit.step import PseudoLabels, Step
+    from tlkit.step import PseudoLabels, Step, TrainState
 
 PROJECT = "tlkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+class TrainerView(Protocol):
+    """What a strategy may use of the trainer its hooks receive (``trainer``, ``step.trainer``).
+
+    :class:`tlkit.Trainer` provides all of it; anything else on the trainer is the engine's and
+    may change. The members marked *observers* hold the true target labels or the run's
+    results: read them for diagnostics, never to train.
+    """
+
+    #: The :class:`~tlkit.backbones.TransferModel` being trained (``backbone``, ``head``).
+    model: nn.Module
+    #: The run's :class:`tlkit.FitConfig` (``epochs``, ``lr``, ``domain_bn``, ``seed``...).
+    config: Any
+    #: The training device.
+    device: torch.device
+    #: ``"fp32"``, ``"bf16"`` or ``"fp16"``; :meth:`autocast` applies it.
+    precision: str
+    #: ``"classification"`` or ``"regression"``.
+    task: str
+    #: How many classes (outputs, for regression).
+    num_classes: int
+    #: The class names.
+    classes: tuple[str, ...]
+    #: Where training is: ``epoch``, ``step``, ``total_steps``, ``progress``.
+    state: TrainState
+    #: The averaged model (``.module``) with ``fit(ema=...)``, else ``None``.
+    ema: Any
+    #: The unlabelled target :class:`~tlkit.datasets.Domain` (true labels removed), or ``None``.
+    target: Any
+    #: The run's strategies by name (the objects whose hooks run), e.g. to find a partner.
+    strategies: Mapping[str, Any]
+    #: *Observers*: the task (:class:`~tlkit.datasets.DomainPair`, true target labels included).
+    data: Any
+    #: *Observers*: the per-epoch rows so far.
+    history: list[dict[str, Any]]
+    #: *Observers*: the logged step rows so far.
+    step_logs: list[dict[str, Any]]
+    #: *Observers*: the full metrics of each held-out set at the last evaluation.
+    eval_results: dict[str, Any]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the run's precision (a no-op in fp32)."""
+        ...
+
+    def target_batches(self, batch_size: int | None = None) -> Iterable[tuple[Any, Any]]:
+        """The unlabelled target once, as ``(inputs, indices)`` batches on the device (AdaBN)."""
+        ...
+
+    def predict_outputs(
+        self, images: torch.Tensor, *, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Outputs ``(N, K)`` of the model being trained for images ``(N, C, H, W)``, in eval
+        mode, without gradients."""
+        ...
+
+    def request_stop(self) -> None:
+        """End training at the next step boundary (thread-safe)."""
+        ...
+
+
+@runtime_checkable
+class SourcePreview(Protocol):
+    """A strategy that transforms source images and can show what it does outside training.
+
+    ``preview(source, target=..., generator=...)`` takes source images ``(B, C, H, W)`` float in
+    [0, 1] (on CPU) and returns their target-style versions, the same shape, float in [0, 1],
+    on CPU, without changing the strategy's state (a generator is run in eval mode and put back).
+    ``target``: target images ``(N, C_t, H_t, W_t)`` float in [0, 1], or ``None`` when the caller
+    has none (raise ``ValueError`` if the transform needs them, as FDA's amplitude does);
+    ``generator``: a CPU ``torch.Generator`` for any randomness (noise, partners), so a preview
+    is reproducible. Called under ``torch.no_grad()``.
+    """
+
+    def preview(
+        self,
+        source: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+
 # -- setup ------------------------------------------------------------------------------------
 @hookspec
-def tlkit_setup(trainer: Any) -> nn.Module | None:
+def tlkit_setup(trainer: TrainerView) -> nn.Module | None:
     """Prepare a strategy for a run; called once, before the first step (also when resuming).
 
     It runs before a resumed run restores its checkpoint: the model then holds its starting
@@ -129,7 +220,7 @@ def tlkit_setup(trainer: Any) -> nn.Module | None:
 
 
 # -- inputs -----------------------------------------------------------------------------------
-@hookspec(firstresult=True)
+@hookspec
 def tlkit_transform_source(step: Step) -> torch.Tensor | None:
     """Replace the source images of this step before the forward pass.
 
@@ -139,10 +230,19 @@ def tlkit_transform_source(step: Step) -> torch.Tensor | None:
     whatever made them (a generator returned from :func:`tlkit_setup` trains with the model).
     Implementing this hook means the backbone must see images, so features are never cached.
 
+    **Composition.** Every strategy that implements it transforms, in the order the run selected
+    them (``adapt=["fda", "pixelda"]``: FDA first; ``tryfirst`` / ``trylast`` go before / after
+    the rest): each sees as ``step.x`` the images the previous one returned, and the last one's
+    are what the network trains on. A strategy that returns ``None`` passes the images on.
+
+    Offer :class:`SourcePreview` as well so that plots and the dashboard can show the transform.
+
     :param step: the step before its forward pass: ``step.x`` ``(B, C, H, W)`` float in [0, 1]
-        (after ``augment``), ``step.x_target`` when the strategy ``needs_target``.
-    :return: images of the same shape as ``step.x``, float, or ``None`` to leave them.
-        firstresult: one strategy transforms.
+        (after ``augment``, and after the transforms selected before this one),
+        ``step.x_target`` when the strategy ``needs_target``.
+    :return: images of the same shape and device as ``step.x``, float in [0, 1], or ``None`` to
+        leave them. An integer dtype, another shape, a single number or values far outside
+        [0, 1] (0-255 pixels, normalised inputs) are refused. Every result is used, in order.
     """
 
 
@@ -217,7 +317,7 @@ def tlkit_adversary_losses(step: Step) -> dict[str, torch.Tensor] | None:
 
 # -- evaluation -------------------------------------------------------------------------------
 @hookspec
-def tlkit_before_evaluate(trainer: Any) -> None:
+def tlkit_before_evaluate(trainer: TrainerView) -> None:
     """Called at the end of each epoch, just before the held-out sets are evaluated.
 
     Strategies that change the model for inference do it here; AdaBN, for one, re-estimates
@@ -231,7 +331,7 @@ def tlkit_before_evaluate(trainer: Any) -> None:
 
 @hookspec
 def tlkit_target_scores(
-    trainer: Any, logits: torch.Tensor, features: torch.Tensor
+    trainer: TrainerView, logits: torch.Tensor, features: torch.Tensor
 ) -> dict[str, float] | None:
     """Unsupervised model-selection scores on the unlabelled target training set, each epoch.
 
@@ -281,7 +381,7 @@ def tlkit_query_scores(
 
 # -- observers --------------------------------------------------------------------------------
 @hookspec
-def tlkit_on_fit_start(trainer: Any) -> None:
+def tlkit_on_fit_start(trainer: TrainerView) -> None:
     """Called once before training starts (after :func:`tlkit_setup`), also when resuming.
 
     :param trainer: the trainer; ``trainer.state`` says where a resumed run starts.
@@ -290,7 +390,7 @@ def tlkit_on_fit_start(trainer: Any) -> None:
 
 
 @hookspec
-def tlkit_on_step_end(trainer: Any, step: Step, logs: dict[str, float]) -> None:
+def tlkit_on_step_end(trainer: TrainerView, step: Step, logs: dict[str, float]) -> None:
     """Called after each optimiser step.
 
     To end training early (a Stop button, an early-stopping rule), call
@@ -307,7 +407,7 @@ def tlkit_on_step_end(trainer: Any, step: Step, logs: dict[str, float]) -> None:
 
 
 @hookspec
-def tlkit_on_epoch_end(trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+def tlkit_on_epoch_end(trainer: TrainerView, epoch: int, metrics: dict[str, Any]) -> None:
     """Called after each epoch's evaluation with that epoch's row of the history.
 
     The epoch's checkpoint is written when this hook returns -- also when it raises, so an error
@@ -324,7 +424,7 @@ def tlkit_on_epoch_end(trainer: Any, epoch: int, metrics: dict[str, Any]) -> Non
 
 
 @hookspec
-def tlkit_on_fit_end(trainer: Any, history: list[dict[str, Any]]) -> None:
+def tlkit_on_fit_end(trainer: TrainerView, history: list[dict[str, Any]]) -> None:
     """Called once when training ends: normally, by a stop request, or by an error.
 
     :param trainer: the trainer; ``trainer.state.stopped_early`` tells a stop from an end.

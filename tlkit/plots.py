@@ -1,13 +1,16 @@
-"""Matplotlib figures for runs: learning curves, confusion matrices, strategy comparisons."""
+"""Matplotlib figures for runs: learning curves, confusion matrices, strategy comparisons, and
+source images next to their target-style versions (:func:`source_to_target_grid`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
+
+from tlkit.hookspecs import SourcePreview
 
 
 def plot_history(
@@ -84,5 +87,119 @@ def plot_confusion_matrix(
     fig.colorbar(
         im, ax=ax, fraction=0.046, label="share of the true class" if normalize else "count"
     )
+    fig.tight_layout()
+    return fig
+
+
+def _images(data: Any) -> torch.Tensor:
+    """Float images in [0, 1] ``(N, C, H, W)`` from a Domain, a uint8 or a float tensor."""
+    images = getattr(data, "images", data)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(
+            f"expected images (N, C, H, W) or an in-memory image Domain, got {type(data).__name__}"
+        )
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def _previewers(transform: Any) -> list[Any]:
+    """What renders source images in the target's style: a trainer's previewing strategies (in
+    the order the run applied them), a strategy, a module or a function."""
+    strategies = getattr(transform, "strategies", None)
+    if isinstance(strategies, Mapping):  # a Trainer: its strategies, composed as in training
+        found = [s for s in strategies.values() if isinstance(s, SourcePreview)]
+        if not found:
+            raise ValueError(
+                f"this run's strategies {sorted(strategies)} offer no preview of source images "
+                "(a strategy that transforms them shows it with a preview() method: "
+                "tlkit.hookspecs.SourcePreview; adapt='pixelda' and 'fda' have one)"
+            )
+        return found
+    if isinstance(transform, SourcePreview) or callable(transform):
+        return [transform]
+    raise ValueError(
+        "source_to_target_grid takes the tlkit.Trainer whose strategies transform source images "
+        "(a Run keeps no strategies), such a strategy (with preview(): "
+        "tlkit.hookspecs.SourcePreview), a generator module or a function of images; got "
+        f"{type(transform).__name__}"
+    )
+
+
+def _render(
+    transform: Any, source: torch.Tensor, target: torch.Tensor | None, g: torch.Generator
+) -> torch.Tensor:
+    images = source
+    for t in _previewers(transform):
+        if isinstance(t, SourcePreview):
+            images = t.preview(images, target=target, generator=g)
+        elif isinstance(t, torch.nn.Module):
+            device = next(t.parameters()).device
+            was = t.training
+            t.eval()
+            try:
+                images = t(images.to(device)).cpu()
+            finally:
+                t.train(was)
+        else:
+            images = t(images)
+    return images
+
+
+@torch.no_grad()
+def source_to_target_grid(
+    run_or_strategy: Any | Callable[[torch.Tensor], torch.Tensor],
+    source: Any,
+    target: Any = None,
+    *,
+    n: int = 8,
+    seed: int = 0,
+    title: str | None = None,
+):
+    """Source images (top row), their target-style versions (middle) and, when ``target`` is
+    given, real target images (bottom), ``n`` columns; returns a matplotlib Figure.
+
+    Args:
+        run_or_strategy: a :class:`tlkit.Trainer` whose strategies transform source images (each
+            that offers ``preview()``, :class:`tlkit.hookspecs.SourcePreview`, applied in the
+            run's order, as in training), such a strategy object (``tlkit_strategies.adapt.fda.FDA()``,
+            ``trainer.strategies["pixelda"]``, a third party's), a generator module, or a function
+            ``(B, C, H, W) -> (B, C, H, W)`` on float images in [0, 1].
+        source: source images ``(N, C, H, W)`` (uint8, or float in [0, 1]) or an image Domain.
+        target: target images or Domain (FDA's amplitude donors; a reference row).
+        n: how many columns (the first ``n`` of a random order drawn from ``seed``).
+        seed: picks the images, the noise of PixelDA and FDA's target partners.
+        title: the figure's title.
+    """
+    g = torch.Generator().manual_seed(seed)
+    src = _images(source)
+    pick = torch.randperm(len(src), generator=g)[: min(n, len(src))]
+    src = src[pick]
+    tgt = None
+    if target is not None:
+        tgt = _images(target)
+        tgt = tgt[torch.randperm(len(tgt), generator=g)[: len(src)]]
+    fake = _render(run_or_strategy, src, tgt, g).float().clamp(0, 1)
+    rows = [("source", src), ("target style", fake)]
+    if tgt is not None:
+        rows.append(("real target", tgt))
+    cols = len(src)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.1 * cols + 0.6, 1.15 * len(rows)), squeeze=False
+    )
+    for r, (label, imgs) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(imgs):
+                img = imgs[c].numpy()
+                if img.shape[0] == 1:
+                    ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(img.transpose(1, 2, 0))
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

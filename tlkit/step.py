@@ -128,6 +128,17 @@ class Step:
     - ``target_features``, ``target_logits``: the same for the target batch (``None`` without
       one).
 
+    Diagnostics, filled by :meth:`log` (read them, write through :meth:`log`):
+
+    - ``stats``: ``{name: value}`` the hooks logged in this step (a Python number or a 0-d
+      tensor on the device, synchronised every ``log_every`` steps); they join the step's logs
+      and, averaged over the epoch, its history row.
+    - ``stat_weights``: ``{name: weight}`` for that average (1 unless ``log(..., weight=)`` says
+      how many samples a value was measured on).
+
+    ``trainer`` is the run's trainer, typed by :class:`tlkit.hookspecs.TrainerView` (what a
+    strategy may use of it).
+
     The true labels of the target are never on a step: strategies must not see them.
     """
 

@@ -18,8 +18,8 @@ Measured on synth-digits->digits (benchmarks/results/domain_adaptation.md, seeds
 DANN 59.6 / 79.4 -> 63.2 / 81.2% target accuracy, CDAN 70.4 / 83.6 -> 73.0 / 84.9%, against one
 running average over both domains.
 
-A swap exchanges the buffer *objects* (no copies; DSBN's source branch swaps the same way), only
-inside a layer's forward call, so DDP, EMA and checkpoints always see the target's. A layer in
+The swap is :class:`tlkit.strategy_tools.DomainSwap` (DSBN's source branch uses the same): it
+exchanges the buffer *objects* (no copies), only inside a layer's forward call, so DDP, EMA and checkpoints always see the target's. A layer in
 evaluation mode while gradients are on (``freeze_bn``) is left alone: its statistics are frozen,
 the same for both domains.
 """
@@ -33,11 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlkit.engine.evaluate import batchnorm_layers
 from tlkit.errors import CheckpointError
-from tlkit.step import forward_domain
-
-_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+from tlkit.strategy_tools import BATCHNORM_STATISTICS, DomainSwap, batchnorm_layers, tensors_in
 
 
 class DomainStatistics:
@@ -48,43 +45,24 @@ class DomainStatistics:
         self.model = model
         self.layers = batchnorm_layers(model, tracking_only=True)
         self.source = [
-            {k: getattr(m, k).detach().clone() for k in _BUFFERS if getattr(m, k) is not None}
+            {
+                k: getattr(m, k).detach().clone()
+                for k in BATCHNORM_STATISTICS
+                if getattr(m, k) is not None
+            }
             for m in self.layers
         ]  # on the model's device: the trainer builds this after moving the model
-        self._swapped: set[int] = set()
-        self.handles = []
-        for i, layer in enumerate(self.layers):
-            self.handles.append(layer.register_forward_pre_hook(self._enter_hook(i)))
-            self.handles.append(layer.register_forward_hook(self._leave_hook(i)))
+        self.swaps = [
+            DomainSwap(layer, self._held(i), skip_frozen=True) for i, layer in enumerate(self.layers)
+        ]
 
-    def _enter_hook(self, i: int):
-        def hook(module: nn.Module, args: Any) -> None:
-            if i in self._swapped:  # a pass that raised never reached the exit hook
-                self._swapped.discard(i)
-                self._swap(i)
-            if forward_domain() != "source":
-                return
-            if not module.training and torch.is_grad_enabled():
-                return  # frozen statistics (freeze_bn): the same for both domains
-            self._swap(i)
-            self._swapped.add(i)
+    def _held(self, i: int):
+        return lambda: self.source[i]
 
-        return hook
-
-    def _leave_hook(self, i: int):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if i in self._swapped:
-                self._swapped.discard(i)
-                self._swap(i)
-
-        return hook
-
-    def _swap(self, i: int, layer: nn.Module | None = None) -> None:
-        """Exchange layer ``i``'s statistics (or ``layer``'s, a copy of it) with the held ones."""
-        layer, held = layer if layer is not None else self.layers[i], self.source[i]
-        for name, other in held.items():
-            held[name] = getattr(layer, name)
-            setattr(layer, name, other)
+    @property
+    def handles(self) -> list:
+        """The hooks on the model (empty once :meth:`remove` ran)."""
+        return [h for swap in self.swaps for h in swap.handles]
 
     def state_dict(self) -> list[dict[str, torch.Tensor]]:
         return [{k: v.detach().cpu().clone() for k, v in s.items()} for s in self.source]
@@ -122,22 +100,15 @@ class DomainStatistics:
         layers = batchnorm_layers(copy, tracking_only=True)
         if len(layers) != len(self.layers):
             raise ValueError("applied_to needs a copy of the model the statistics belong to")
-        for i, layer in enumerate(layers):
-            self._swap(i, layer)
-        try:
+        with contextlib.ExitStack() as stack:
+            for layer, held in zip(layers, self.source):
+                stack.enter_context(tensors_in(layer, held))
             yield
-        finally:
-            for i, layer in enumerate(layers):
-                self._swap(i, layer)
 
     def remove(self) -> None:
         """Detach the hooks (the model then keeps the target's statistics alone)."""
-        for i in list(self._swapped):  # a pass that raised: put the target's back
-            self._swapped.discard(i)
-            self._swap(i)
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
+        for swap in self.swaps:  # a pass that raised: its layer gets the target's back
+            swap.remove()
 
 
 def attach(trainer: Any) -> DomainStatistics | None:

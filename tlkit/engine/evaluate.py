@@ -11,25 +11,13 @@ from torch import nn
 from tlkit.datasets.domain import Domain
 from tlkit.engine.device import autocast_for
 from tlkit.engine.metrics import classification_metrics, regression_metrics
+from tlkit.strategy_tools import batchnorm_layers
 
 
 def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     """Each sub-module's train/eval flag, so evaluation can restore them exactly (a plain
     ``model.train()`` would undo BatchNorm layers the trainer keeps frozen in eval mode)."""
     return [(m, m.training) for m in model.modules()]
-
-
-def batchnorm_layers(
-    model: nn.Module, *, tracking_only: bool = False
-) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``model``, in module order (``tracking_only``: those that keep
-    running statistics)."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and (m.track_running_stats or not tracking_only)
-    ]
 
 
 def freeze_batchnorm(module: nn.Module) -> None:

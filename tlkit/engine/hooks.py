@@ -19,6 +19,7 @@ import pluggy
 import torch
 from torch import nn
 
+from tlkit.backbones.target_scale import standardised
 from tlkit.errors import PluginError
 from tlkit.step import PseudoLabels, Step
 
@@ -123,7 +124,10 @@ def supervised_loss(
     step: Step,
     domain: str,
 ) -> torch.Tensor:
-    """``tlkit_supervised_loss``: per-sample losses ``(B,)``."""
+    """``tlkit_supervised_loss``: per-sample losses ``(B,)`` (regression: of standardised values,
+    see :mod:`tlkit.backbones.target_scale`)."""
+    if step.trainer.task == "regression":
+        logits, targets = standardised(step.trainer.model, logits, targets)
     hook = "tlkit_supervised_loss"
     impl, loss = call_first(pm, hook, logits=logits, targets=targets, step=step, domain=domain)
     if impl is None:
@@ -201,39 +205,93 @@ def pseudo_labels(pm: pluggy.PluginManager, step: Step) -> PseudoLabels | None:
     return pl
 
 
+def composition_order(pm: pluggy.PluginManager, hook: str) -> list[Any]:
+    """The hook's implementations in the order their strategies were selected (``adapt=[a, b]``:
+    ``a`` first), ``tryfirst`` ones before and ``trylast`` ones after the rest."""
+    impls = getattr(pm.hook, hook).get_hookimpls()  # registration order within each group
+    first = [i for i in impls if i.tryfirst]
+    last = [i for i in impls if i.trylast]
+    return first + [i for i in impls if not (i.tryfirst or i.trylast)] + last
+
+
+#: How far outside [0, 1] transformed images may reach before they are refused (a generator may
+#: overshoot a little; 0-255 pixel values or normalised inputs are far outside).
+IMAGE_RANGE_SLACK = 0.5
+
+
 def transform_source(pm: pluggy.PluginManager, step: Step) -> torch.Tensor:
-    """``tlkit_transform_source``: the source images the step trains on (``step.x`` unchanged
-    when no strategy answers)."""
+    """``tlkit_transform_source``: the source images the step trains on. The strategies that
+    implement it compose in selection order: each sees, as ``step.x``, what the previous one
+    returned (``step.x`` is unchanged when none answers)."""
     hook = "tlkit_transform_source"
-    impl, x = call_first(pm, hook, step=step)
-    if impl is None:
-        return step.x
-    if not isinstance(x, torch.Tensor) or x.shape != step.x.shape or not x.is_floating_point():
+    for impl in composition_order(pm, hook):
+        x = _run(impl, hook, {"step": step})
+        if x is not None:
+            check_images(impl, hook, x, step.x, checked=step.index < 3)
+            step.x = x
+    return step.x
+
+
+def check_images(
+    impl: Any, hook: str, x: Any, like: torch.Tensor, *, checked: bool = True
+) -> None:
+    """Refuse transformed images that are not float images shaped like ``like`` in [0, 1]
+    (``checked``: also look at the values, which syncs with the device)."""
+    want = f"float images of shape {tuple(like.shape)} in [0, 1], like step.x"
+    if not isinstance(x, torch.Tensor):
+        raise _bad(impl, hook, f"it must return {want}, got {type(x).__name__}.")
+    if x.ndim == 0:
+        raise _bad(
+            impl, hook, f"it returned a single number (a 0-d tensor); return {want} (or None)."
+        )
+    if x.shape != like.shape:
+        raise _bad(impl, hook, f"it must return {want}, got shape {tuple(x.shape)}.")
+    if not x.is_floating_point():
         raise _bad(
             impl,
             hook,
-            f"it must return float images of shape {tuple(step.x.shape)}, got {_shape(x)}.",
+            f"it returned images of dtype {x.dtype}; return {want} (e.g. x.float() / 255 for "
+            "8-bit pixels).",
         )
-    return x
+    if checked and x.numel():
+        low, high = (float(v) for v in x.detach().aminmax())
+        if low < -IMAGE_RANGE_SLACK or high > 1 + IMAGE_RANGE_SLACK:
+            raise _bad(
+                impl,
+                hook,
+                f"its images range from {low:.3g} to {high:.3g}; step.x is float in [0, 1] (the "
+                "model normalises inputs itself): return images in [0, 1] (divide 0-255 pixel "
+                "values by 255, undo any normalisation).",
+            )
 
 
 def adversary_losses(
     pm: pluggy.PluginManager, step: Step, taken: Collection[str] = ()
 ) -> dict[str, torch.Tensor]:
     """``tlkit_adversary_losses``: named scalar losses for the ``own_optimizer`` modules (names
-    may not repeat the main loss terms')."""
-    return _named_scalars(pm, "tlkit_adversary_losses", step, taken)
+    may not repeat the main loss terms'); each must carry a gradient."""
+    return _named_scalars(pm, "tlkit_adversary_losses", step, taken, needs_grad=True)
 
 
 def extra_losses(
     pm: pluggy.PluginManager, step: Step, taken: Collection[str]
 ) -> dict[str, torch.Tensor]:
-    """``tlkit_extra_losses``: named scalar loss terms; names may not repeat ``taken`` ones."""
-    return _named_scalars(pm, "tlkit_extra_losses", step, taken)
+    """``tlkit_extra_losses``: named scalar loss terms; names may not repeat ``taken`` ones. While
+    the backbone trains (the step's features carry a gradient), a term must carry one too."""
+    trains = torch.is_grad_enabled() and any(
+        isinstance(f, torch.Tensor) and f.requires_grad
+        for f in (step.features, step.target_features)
+    )
+    return _named_scalars(pm, "tlkit_extra_losses", step, taken, needs_grad=trains)
 
 
 def _named_scalars(
-    pm: pluggy.PluginManager, hook: str, step: Step, taken: Collection[str]
+    pm: pluggy.PluginManager,
+    hook: str,
+    step: Step,
+    taken: Collection[str],
+    *,
+    needs_grad: bool = False,
 ) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
     for impl, result in call_all(pm, hook, step=step):
@@ -259,6 +317,14 @@ def _named_scalars(
                     hook,
                     f"term '{name}' must be a float scalar tensor, got shape {tuple(value.shape)} "
                     f"{value.dtype}; reduce it (e.g. .mean()).",
+                )
+            if needs_grad and not value.requires_grad:
+                raise _bad(
+                    impl,
+                    hook,
+                    f"term '{name}' carries no gradient (computed under torch.no_grad(), from "
+                    "detached outputs, or through .item() / numpy?), so it would train nothing; "
+                    "compute it with torch operations from tensors that carry one.",
                 )
             if name in terms or name in taken:
                 raise _bad(

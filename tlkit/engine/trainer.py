@@ -57,7 +57,6 @@ from tlkit.engine.device import (
     pick_precision,
     use_channels_last,
 )
-from tlkit.engine.ema import EMA
 from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
@@ -65,6 +64,7 @@ from tlkit.engine.network import Network, build_model
 from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
 from tlkit.rng import GLOBAL_RNG_LOCK
 from tlkit.step import Step, TrainState, domain_context
+from tlkit.strategy_tools import EMA
 
 
 #: Held while a step draws from PyTorch's global random generator (see the module docstring).

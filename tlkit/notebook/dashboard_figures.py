@@ -4,8 +4,8 @@ and source -> target translations, each in its own tab.
 :class:`Dashboard <tlkit.notebook.dashboard.Dashboard>` inherits :class:`_FigureAreas`, which
 builds the tabs and draws into them; :class:`_Figure` is one image area (a hint until the first
 figure, then the PNG at its natural size). tlkit's figures are drawn without pyplot (see
-:mod:`tlkit.notebook.live`); the source -> target grid comes from the pixel-level adaptation
-strategies. It is a module of its own so that :mod:`tlkit.notebook.dashboard` reads as the
+:mod:`tlkit.notebook.live`); the source -> target grid is :func:`tlkit.plots.source_to_target_grid`
+of the strategies' previews. It is a module of its own so that :mod:`tlkit.notebook.dashboard` reads as the
 dashboard's layout and training loop; the public names stay importable from there.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tlkit.hookspecs import SourcePreview
 from tlkit.notebook import live
 from tlkit.notebook.embedding import embedding_features
 
@@ -106,16 +107,18 @@ class _FigureAreas:
                 return
 
     def _draw_translations(self, trainer: Any) -> None:
-        """Source images next to their target-style versions, for runs whose strategies
-        transform the source batch (PixelDA's generator, FDA's spectrum swap)."""
-        if not any(hasattr(p, "tlkit_transform_source") for p in trainer.strategies.values()):
+        """Source images next to their target-style versions, for runs with a strategy that
+        previews its transform of the source batch (:class:`tlkit.hookspecs.SourcePreview`:
+        PixelDA's generator, FDA's spectrum swap, a third party's)."""
+        if not any(isinstance(p, SourcePreview) for p in trainer.strategies.values()):
             return
-        try:
-            import matplotlib.pyplot as plt
-            from tlkit_strategies.adapt._pixel_plots import source_to_target_grid
+        import matplotlib.pyplot as plt
 
+        from tlkit.plots import source_to_target_grid
+
+        try:
             fig = source_to_target_grid(trainer, trainer.data.source, trainer.target, n=8)
-        except Exception as exc:  # noqa: BLE001 - a figure must never break a finished run
+        except ValueError as exc:  # data the preview cannot show (a preview says why)
             self.translations.hint.value = f"<i style='color:#777'>no grid: {escape(str(exc))}</i>"
             return
         try:

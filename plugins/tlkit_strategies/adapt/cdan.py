@@ -40,6 +40,7 @@ from torch import nn
 
 import tlkit
 from tlkit import options
+from tlkit.strategy_tools import prediction_entropy
 from tlkit_strategies.adapt._grl import (
     DomainDiscriminator,
     binary_accuracy,
@@ -57,7 +58,7 @@ def multilinear_map(features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor
 
 def entropy_weights(probs: torch.Tensor) -> torch.Tensor:
     """``1 + exp(-H(p_i))`` per row of ``probs`` ``(B, K)``, rescaled to sum to ``B``: ``(B,)``."""
-    h = -(probs * probs.clamp_min(1e-12).log()).sum(1)
+    h = prediction_entropy(probs=probs)
     w = 1.0 + torch.exp(-h)
     return w / w.sum() * len(w)
 

@@ -20,7 +20,7 @@ has its own :math:`\gamma, \beta`.
 
 How tlkit runs it: DSBN needs the engine to run the backbone once per domain
 (``fit(..., domain_bn="separate")``; it refuses ``"shared"``), and reads
-:func:`tlkit.engine.step.forward_domain` (``"source"`` / ``"target"``), which the engine sets for
+:func:`tlkit.forward_domain` (``"source"`` / ``"target"``), which the engine sets for
 each per-domain pass, for each held-out set's evaluation and for ``step.forward(x, domain=...)``.
 The model's own BatchNorm layers are the **target** branch; the source branch (one
 :math:`\gamma, \beta, \mu, \sigma` per layer) lives in a module the strategy returns from
@@ -46,11 +46,9 @@ import torch
 from torch import nn
 
 import tlkit
-from tlkit.engine.evaluate import batchnorm_layers
-from tlkit.engine.step import forward_domain
+from tlkit.strategy_tools import BATCHNORM_STATISTICS, DomainSwap, batchnorm_layers
 
 _PARAMS = ("weight", "bias")
-_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class SourceBranch(nn.Module):
@@ -62,40 +60,14 @@ class SourceBranch(nn.Module):
             value = getattr(bn, name, None)
             if value is not None:
                 setattr(self, name, nn.Parameter(value.detach().clone()))
-        for name in _BUFFERS:
+        for name in BATCHNORM_STATISTICS:
             value = getattr(bn, name, None)
             if value is not None:
                 self.register_buffer(name, value.detach().clone())
 
-    def names(self) -> list[str]:
-        return [*self._parameters, *self._buffers]
-
-
-class _Swap:
-    """Forward pre-hook / hook pair: while a BatchNorm layer runs a ``"source"`` pass, its
-    parameters and buffers are the source branch's (so BatchNorm's own code trains them and
-    updates their running statistics); they are put back right after."""
-
-    def __init__(self, branch: SourceBranch) -> None:
-        self.branch = branch
-        self.stash: dict[str, torch.Tensor] | None = None
-
-    def restore(self, bn: nn.Module) -> None:
-        if self.stash is not None:
-            for name, value in self.stash.items():
-                setattr(bn, name, value)
-            self.stash = None
-
-    def before(self, bn: nn.Module, args: tuple) -> None:
-        self.restore(bn)  # a pass that raised never reached `after`
-        if forward_domain() != "source":
-            return
-        self.stash = {name: getattr(bn, name) for name in self.branch.names()}
-        for name in self.branch.names():
-            setattr(bn, name, getattr(self.branch, name))
-
-    def after(self, bn: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self.restore(bn)
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The branch's parameters and buffers by name: what a source pass runs with."""
+        return {**self._parameters, **self._buffers}
 
 
 class DSBN:
@@ -109,7 +81,7 @@ class DSBN:
     needs_images = True  # the backbone's BatchNorm layers must run (no cached features)
 
     def __init__(self) -> None:
-        self._handles: list = []
+        self._swaps: list[DomainSwap] = []
 
     def state_dict(self) -> dict:
         return {}  # the source branch is a module: checkpointed with its weights
@@ -132,16 +104,13 @@ class DSBN:
             )
         self._remove_hooks()
         branches = nn.ModuleList(SourceBranch(bn) for bn in layers)
-        for bn, branch in zip(layers, branches):
-            swap = _Swap(branch)
-            self._handles.append(bn.register_forward_pre_hook(swap.before))
-            self._handles.append(bn.register_forward_hook(swap.after))
+        self._swaps = [DomainSwap(bn, branch.tensors) for bn, branch in zip(layers, branches)]
         return branches
 
     def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        for swap in self._swaps:
+            swap.remove()
+        self._swaps = []
 
     @tlkit.hookimpl
     def tlkit_on_fit_end(self) -> None:

@@ -23,12 +23,12 @@ import torch
 
 import tlkit
 from tlkit import options
+from tlkit.strategy_tools import prediction_entropy
 
 
 def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy (nats) of ``softmax(logits)`` over the rows of ``logits`` ``(B, K)``."""
-    log_p = logits.float().log_softmax(1)
-    return -(log_p.exp() * log_p).sum(1).mean()
+    return prediction_entropy(logits).mean()
 
 
 class EntropyMinimization:

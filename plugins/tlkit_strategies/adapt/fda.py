@@ -28,8 +28,8 @@ inputs) -- FDA refuses the mix with that advice. A colour source and a grey targ
 amplitude is used for every channel. Target images of another size are resized to the source's.
 
 Shapes: source ``(B, C, H, W)``, target ``(B_t, C_t, H_t, W_t)`` float in [0, 1] -> ``(B, C, H, W)``.
-Logged: nothing; ``source_to_target_grid(trainer, source, target)`` (in :mod:`.pixelda`) draws
-source images next to their FDA versions.
+Logged: nothing; ``tlkit.plots.source_to_target_grid(trainer, source, target)`` draws source
+images next to their FDA versions (through :meth:`FDA.preview`).
 """
 
 from __future__ import annotations
@@ -127,3 +127,18 @@ class FDA:
             0, len(target), (len(step.x),), generator=step.generator, device=step.generator.device
         )
         return fourier_transfer(step.x, target[pick.to(target.device)], self.beta)
+
+    def preview(
+        self,
+        source: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``source`` images ``(B, C, H, W)`` with the low-frequency amplitude of target images
+        drawn from ``target`` with ``generator`` (:class:`tlkit.hookspecs.SourcePreview`)."""
+        if target is None:
+            raise ValueError("fda takes its amplitude from target images: pass target=")
+        target = match_target(target, source)
+        pick = torch.randint(0, len(target), (len(source),), generator=generator)
+        return fourier_transfer(source, target[pick], self.beta)

@@ -28,13 +28,14 @@ import torch
 
 import tlkit
 from tlkit import options
+from tlkit.strategy_tools import prediction_entropy
 
 
 def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
     """Minimum-class-confusion loss of target ``logits`` ``(B, K)``."""
     batch, classes = logits.shape
     probs = (logits.float() / temperature).softmax(1)
-    h = -(probs * probs.clamp_min(1e-12).log()).sum(1).detach()
+    h = prediction_entropy(probs=probs).detach()
     w = 1.0 + torch.exp(-h)
     w = batch * w / w.sum()
     confusion = (probs * w[:, None]).T @ probs  # (K, K), symmetric

@@ -58,8 +58,8 @@ Shapes: source ``(B, C, H, W)`` and noise ``(B, n_z)`` -> generated ``(B, C, H, 
 target ``(B_t, C, H, W)``; discriminator ``(N, C, H, W) -> (N,)`` logits. Logged:
 ``pixelda_generator``, ``pixelda_source``, ``pixelda_content`` (when on),
 ``pixelda_discriminator`` and ``pixelda_d_accuracy`` (of the discriminator, before its step).
-:func:`tlkit_strategies.adapt.pixelda.source_to_target_grid` draws source images next to their
-generated versions.
+:func:`tlkit.plots.source_to_target_grid` draws source images next to their generated versions
+(through :meth:`PixelDA.preview`).
 """
 
 from __future__ import annotations
@@ -70,8 +70,15 @@ from torch import nn
 
 import tlkit
 from tlkit import options
-from tlkit_strategies.adapt._pixel_plots import source_to_target_grid
 from tlkit_strategies.adapt.fda import check_images, match_target
+
+
+def source_to_target_grid(*args, **kwargs):
+    """:func:`tlkit.plots.source_to_target_grid` (imported when called: loading the strategy must
+    not import pyplot)."""
+    from tlkit.plots import source_to_target_grid as grid
+
+    return grid(*args, **kwargs)
 
 
 class ResidualBlock(nn.Module):
@@ -265,6 +272,26 @@ class PixelDA:
             z = torch.rand(len(x), self.noise_dim, generator=generator, device=device) * 2 - 1
             z = z.to(x.device)
         return g(x, z)
+
+    def preview(
+        self,
+        source: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``G(x, z)`` of ``source`` images on CPU, the generator in eval mode, ``z`` drawn from
+        ``generator`` (:class:`tlkit.hookspecs.SourcePreview`; ``target`` is not needed)."""
+        if self.modules is None:
+            raise ValueError("pixelda has no generator before a run sets it up: train it first")
+        module = self.modules.generator
+        device = next(module.parameters()).device
+        was = module.training
+        module.eval()
+        try:
+            return self.generate(source.to(device), generator).cpu()
+        finally:
+            module.train(was)
 
     @tlkit.hookimpl
     def tlkit_transform_source(self, step) -> torch.Tensor | None:

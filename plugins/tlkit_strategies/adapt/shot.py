@@ -64,8 +64,8 @@ import torch
 import torch.nn.functional as F
 
 import tlkit
-from tlkit import options
-from tlkit.engine.step import domain_context
+from tlkit import domain_context, options
+from tlkit.strategy_tools import prediction_entropy
 
 
 def information_maximization(
@@ -75,9 +75,8 @@ def information_maximization(
 
     ``eps`` is added inside the log of the mean prediction, as in the authors' code."""
     probs = logits.float().softmax(1)
-    entropy = -(probs * logits.float().log_softmax(1)).sum(1).mean()
-    mean = probs.mean(0)
-    diversity = -(mean * (mean + eps).log()).sum()  # H(mean p) >= 0; L_div = -H
+    entropy = prediction_entropy(logits, probs=probs).mean()
+    diversity = prediction_entropy(probs=probs.mean(0), eps=eps)  # H(mean p) >= 0; L_div = -H
     return entropy - diversity_weight * diversity, entropy, diversity
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import tlkit
 from tlkit import options
+from tlkit.strategy_tools import prediction_entropy
 
 
 def _label_term(log_p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,7 @@ class SoftBootstrap:
     @tlkit.hookimpl
     def tlkit_supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=1)  # (B, K)
-        entropy = -(log_p.exp() * log_p).sum(dim=1)  # (B,)
+        entropy = prediction_entropy(log_probs=log_p)  # (B,)
         return self.beta * _label_term(log_p, targets) + (1.0 - self.beta) * entropy
 
 

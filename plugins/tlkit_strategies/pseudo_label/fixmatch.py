@@ -45,7 +45,7 @@ from torch import nn
 
 import tlkit
 from tlkit import options
-from tlkit.engine.evaluate import batchnorm_layers
+from tlkit.strategy_tools import batchnorm_layers
 from tlkit_strategies.pseudo_label.threshold import confident_labels
 
 

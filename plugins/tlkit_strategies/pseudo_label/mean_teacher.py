@@ -33,7 +33,7 @@ them once :math:`w(t) > 0`).
 The student's view gets its own forward pass, which, as in :mod:`.fixmatch`, leaves BatchNorm's
 running statistics to the step's main pass over clean images; the teacher runs each layer in the
 student's current mode (BatchNorm on batch statistics during training) and, like
-:class:`tlkit.engine.ema.EMA`, copies the student's buffers rather than averaging them.
+:class:`tlkit.strategy_tools.EMA`, copies the student's buffers rather than averaging them.
 
 The teacher is returned from ``tlkit_setup``, so checkpoints save and resuming restores it; its
 parameters need no gradient, so the optimiser leaves them alone. The engine evaluates the
@@ -49,7 +49,7 @@ import torch
 
 import tlkit
 from tlkit import options
-from tlkit.engine.ema import EMA
+from tlkit.strategy_tools import EMA
 from tlkit_strategies.pseudo_label.fixmatch import frozen_bn_statistics
 
 AUGMENTATIONS = ("weak", "strong")  # views of step.target_view

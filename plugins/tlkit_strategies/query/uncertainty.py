@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit.strategy_tools import prediction_entropy
 
 
 class MarginQuery:
@@ -39,8 +40,7 @@ class EntropyQuery:
 
     @tlkit.hookimpl
     def tlkit_query_scores(self, probs: torch.Tensor) -> torch.Tensor:
-        p = probs.float().clamp_min(1e-12)
-        return -(p * p.log()).sum(dim=1)
+        return prediction_entropy(probs=probs.float())
 
 
 class LeastConfidenceQuery:

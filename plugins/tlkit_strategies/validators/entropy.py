@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 
 import tlkit
+from tlkit.strategy_tools import prediction_entropy
 
 
 def entropy_score(logits: torch.Tensor) -> float:
     """Negative mean entropy (nats) of ``softmax(logits)`` over the rows of ``(N, K)``."""
-    log_p = logits.float().log_softmax(1)
-    return float((log_p.exp() * log_p).sum(1).mean())
+    return float(-prediction_entropy(logits).mean())
 
 
 class EntropyScore:

@@ -20,16 +20,13 @@ from __future__ import annotations
 import torch
 
 import tlkit
-
-
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+from tlkit.strategy_tools import prediction_entropy
 
 
 def info_max_score(logits: torch.Tensor) -> float:
     """``H(mean p) - mean H(p)`` (nats) for ``p = softmax(logits)``, ``logits`` ``(N, K)``."""
     p = logits.float().softmax(1)
-    return float(_entropy(p.mean(0)) - _entropy(p).mean())
+    return float(prediction_entropy(probs=p.mean(0)) - prediction_entropy(probs=p).mean())
 
 
 class InfoMaxScore:

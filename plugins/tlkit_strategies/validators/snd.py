@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import tlkit
 from tlkit import options
+from tlkit.strategy_tools import prediction_entropy
 
 
 def snd_score(probs: torch.Tensor, temperature: float = 0.05) -> float:
@@ -41,8 +42,7 @@ def snd_score(probs: torch.Tensor, temperature: float = 0.05) -> float:
     sim = f @ f.T / temperature
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=f.device)
     sim = sim[off_diagonal].view(n, n - 1)
-    log_p = sim.log_softmax(1)
-    return float(-(log_p.exp() * log_p).sum(1).mean())
+    return float(prediction_entropy(sim).mean())
 
 
 class SNDScore:

@@ -80,17 +80,23 @@ def test_reduced_decoding_is_within_3_grey_levels_of_full_decoding(photos, monke
     assert 8 in scales and 4 in scales  # the camera sizes did decode at 1/8 and 1/4
 
 
-def test_a_full_size_decode_is_never_made_for_a_camera_jpeg(photos, monkeypatch):
+def test_a_full_size_decode_is_never_made_for_a_camera_jpeg(photos, monkeypatch, tmp_path):
+    """Files and WebDataset shards alike: every photo pipeline decodes at reduced size."""
+    from tlkit.datasets import from_shards, pack
+
     def boom(self):
         raise AssertionError("decoded at full size")
 
-    monkeypatch.setattr(EncodedImage, "decode", boom)
     rel = next(p for p in photos.jpegs if photos.sizes[p] == (4000, 3000))
     d = from_csv(photos.csv, progress=False).subset(torch.tensor([photos.images.index(rel)]))
+    shards = from_shards(pack(d, tmp_path / "shards", progress=False))
+    monkeypatch.setattr(EncodedImage, "decode", boom)
     for t in (T.train_transform(224), T.strong_transform(224), T.eval_transform(224),
               T.squash_transform(64), T.Views(T.train_transform(96), T.strong_transform(96))):  # fmt: skip
-        x, _ = d.dataset(t, strict=True)[(0, 5)]
-        assert all(v.shape[0] == 3 and v.is_floating_point() for v in (x if isinstance(x, tuple) else (x,)))
+        for domain in (d, shards):
+            x, _ = domain.dataset(t, strict=True)[(0, 5)]
+            views = x if isinstance(x, tuple) else (x,)
+            assert all(v.shape[0] == 3 and v.is_floating_point() for v in views)
 
 
 def test_png_and_small_crops_keep_the_full_path(photos):

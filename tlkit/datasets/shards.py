@@ -13,7 +13,9 @@ Shards written by other tools (no index) are indexed by reading the tar headers 
 is decoded); their labels come from ``.cls`` members when present.
 
 Images are stored as their original file bytes (no re-encoding: a JPEG stays the same JPEG);
-in-memory images are encoded as PNG (lossless).
+in-memory images are encoded as PNG (lossless). Packing decodes no file; reading a shard sample hands the
+photo pipelines its bytes undecoded, so a camera JPEG in a shard is decoded at the DCT scale the
+crop needs (:mod:`tlkit.datasets.reduced`), exactly as from a folder.
 """
 
 from __future__ import annotations

@@ -29,124 +29,12 @@ import torch
 from .backing import FileBacking, PathTable, check_files
 from .decode import DEFAULT_MAX_PIXELS
 from .domain import UNLABELLED, DataError, DataWarning, Domain, check_image_size
+from .walk import Walker, relative
 
 #: File extensions listed as images (torchvision's ImageFolder set, plus GIF).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 #: Headers probed at construction (spread over the list); ``check="all"`` probes every file.
 PROBE_SAMPLE = 256
-
-
-class _Walker:
-    """Lists image files, each real directory once and each real file once.
-
-    Two passes, so that links never take an image away from the folder it really lives in:
-    ``scan`` lists the real (non-link) files and folders of every class first and sets the
-    links aside; ``follow_links`` then adds the linked files and folders whose real path was not
-    listed yet (a link loop or an alias of another class adds nothing).
-    """
-
-    def __init__(self, extensions: tuple[str, ...]) -> None:
-        self.extensions = tuple(e.lower() for e in extensions)
-        self.seen_dirs: set[str] = set()
-        self.seen_files: set[str] = set()
-        self.links: list[tuple[int, str]] = []
-        self.loops: list[str] = []
-        self.duplicates: list[str] = []
-        self.unreadable: list[str] = []
-
-    def scan(self, top: str, owner: int = 0, follow: bool = False) -> list[str]:
-        """Image paths under ``top`` (not sorted); links are set aside unless ``follow``."""
-        out: list[str] = []
-        stack = [top]
-        while stack:
-            d = stack.pop()
-            real = os.path.realpath(d)
-            if real in self.seen_dirs:
-                self.loops.append(d)
-                continue
-            self.seen_dirs.add(real)
-            try:
-                entries = list(os.scandir(d))
-            except OSError as e:
-                self.unreadable.append(f"{d} ({e.strerror or e})")
-                continue
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                try:
-                    if e.is_symlink() and not follow:
-                        self.links.append((owner, e.path))
-                        continue
-                    if e.is_dir():
-                        stack.append(e.path)
-                        continue
-                    if not (e.name.lower().endswith(self.extensions) and e.is_file()):
-                        continue
-                except OSError:  # a dangling link
-                    continue
-                real_file = (
-                    os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
-                )
-                if real_file in self.seen_files:
-                    self.duplicates.append(e.path)
-                    continue
-                self.seen_files.add(real_file)
-                out.append(e.path)
-        return out
-
-    def follow_links(self) -> list[tuple[int, str]]:
-        """``(owner, path)`` of the images reachable only through the links set aside."""
-        found: list[tuple[int, str]] = []
-        while self.links:
-            owner, path = self.links.pop(0)
-            try:
-                is_dir = os.path.isdir(path)
-                ok = is_dir or (path.lower().endswith(self.extensions) and os.path.isfile(path))
-            except OSError:
-                continue
-            if not ok:
-                continue
-            if is_dir:
-                found += [(owner, p) for p in self.scan(path, owner, follow=True)]
-                continue
-            real_file = os.path.realpath(path)
-            if real_file in self.seen_files:
-                self.duplicates.append(path)
-                continue
-            self.seen_files.add(real_file)
-            found.append((owner, path))
-        return found
-
-    def warn(self, root: str) -> None:
-        if self.loops:
-            warnings.warn(
-                f"from_folder('{root}'): {len(self.loops)} folder(s) were reached again through "
-                f"symbolic links (e.g. '{self.loops[0]}'); each real folder is listed once.",
-                DataWarning,
-                stacklevel=3,
-            )
-        if self.duplicates:
-            warnings.warn(
-                f"from_folder('{root}'): {len(self.duplicates)} file(s) are links to images "
-                f"already listed (e.g. '{self.duplicates[0]}'); each is kept once, under the class "
-                "folder it really lives in.",
-                DataWarning,
-                stacklevel=3,
-            )
-        if self.unreadable:
-            warnings.warn(
-                f"from_folder('{root}'): cannot open {len(self.unreadable)} folder(s): "
-                f"{self.unreadable[:3]}; their images are left out. Fix the permissions.",
-                DataWarning,
-                stacklevel=3,
-            )
-
-
-def _relative(paths: list[str], top: str) -> list[str]:
-    """Paths under ``top`` made relative by slicing (``os.path.relpath`` is ~20x slower)."""
-    prefix = top.rstrip(os.sep) + os.sep
-    n = len(prefix)
-    return [p[n:] if p.startswith(prefix) else os.path.relpath(p, top) for p in paths]
 
 
 def _common(
@@ -233,7 +121,7 @@ def from_folder(
             + (", or labels=False for a folder of unlabelled images." if labels else ".")
         )
     top = os.path.abspath(root)
-    walker = _Walker(tuple(extensions))
+    walker = Walker(tuple(extensions))
     if labels:
         try:
             folders = sorted(
@@ -263,7 +151,7 @@ def from_folder(
             found.append(walker.scan(folder, k) if os.path.isdir(folder) else [])
         for k, p in walker.follow_links():
             found[k].append(p)
-        per_class = [sorted(_relative(files, top)) for files in found]
+        per_class = [sorted(relative(files, top)) for files in found]
         loose = [
             e.name
             for e in os.scandir(top)
@@ -290,7 +178,7 @@ def from_folder(
         where = f"the class folders {list(classes)[:5]}{'...' if len(classes) > 5 else ''}"
     else:
         listed = walker.scan(top) + [p for _, p in walker.follow_links()]
-        rel = sorted(_relative(listed, top))
+        rel = sorted(relative(listed, top))
         y = np.full(len(rel), UNLABELLED)
         classes = [str(c) for c in classes] if classes is not None else []
         where = f"'{root}' and its sub-folders"

@@ -97,6 +97,9 @@ def test_a_full_size_decode_is_never_made_for_a_camera_jpeg(photos, monkeypatch,
             x, _ = domain.dataset(t, strict=True)[(0, 5)]
             views = x if isinstance(x, tuple) else (x,)
             assert all(v.shape[0] == 3 and v.is_floating_point() for v in views)
+    for resize in ("squash", "crop"):  # in_memory=True / materialize() too
+        m = d.materialize(48, resize=resize, progress=False)
+        assert m.inputs.shape == (1, 3, 48, 48) and m.inputs.dtype == torch.uint8
 
 
 def test_png_and_small_crops_keep_the_full_path(photos):

@@ -280,13 +280,17 @@ def collate(batch: Sequence[tuple[Any, int] | None]) -> tuple[Any, torch.Tensor]
 def _squash(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     from torchvision.transforms import v2
 
-    return v2.Resize((size, size), antialias=True)
+    from .reduced import DecodeAtSize  # JPEGs decoded at the DCT scale the size allows
+
+    return DecodeAtSize(v2.Resize((size, size), antialias=True))
 
 
 def _crop(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    from .reduced import DecodeAtSize
+
+    return DecodeAtSize(v2.Resize(size, antialias=True), [v2.CenterCrop(size)])
 
 
 def materialize(

@@ -165,6 +165,43 @@ def test_notebook_outputs_are_stable_text(path):
             assert not re.search(r" at 0x[0-9a-f]{6,}", text), f"{source(cell)[:60]!r}: {text[:80]}"
 
 
+CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_states_objectives_and_ends_with_checked_exercises(path):
+    """Learning objectives at the top; at the end, three exercises or more, each a statement, a
+    stub the student fills in (``answer = ...``) and a cell calling ``tlkit.exercises.check``
+    with an id the module knows. No solution in the notebook: it shows only when asked for."""
+    import tlkit.exercises
+
+    known = tlkit.exercises.list()
+    cells = load(path)["cells"]
+    assert "**Learning objectives.**" in source(cells[0]), "state the objectives in the first cell"
+    starts = [i for i, c in enumerate(cells) if source(c).startswith("## Exercises")]
+    assert starts, "end the chapter with a '## Exercises' section"
+    tail = cells[starts[-1] :]
+    statements = [i for i, c in enumerate(tail) if re.match(r"\*\*Exercise [\dS]+\.\d+", source(c))]
+    assert len(statements) >= 3, "three exercises or more"
+    ids = []
+    for i in statements:
+        stub, call = tail[i + 1], tail[i + 2]
+        assert stub["cell_type"] == "code" and re.search(r"^answer = \.\.\.", source(stub), re.M), (
+            f"{source(tail[i])[:40]!r}: follow the statement with a stub cell `answer = ...`"
+        )
+        match = re.match(r'tlkit\.exercises\.check\("([^"]+)", answer\b', source(call))
+        assert call["cell_type"] == "code" and match, f"{source(tail[i])[:40]!r}: add a check cell"
+        assert match.group(1) in known, f"tlkit.exercises.list() has no exercise {match.group(1)!r}"
+        ids.append(match.group(1))
+        assert not stub.get("outputs") and not call.get("outputs"), "no stored answers"
+    assert len(set(ids)) == len(ids), f"an exercise is checked twice: {ids}"
+    code = "\n".join(source(c) for c in tail if c["cell_type"] == "code")
+    for exercise_id in ids:
+        first = tlkit.exercises.solution(exercise_id).splitlines()[0]
+        assert first not in code, f"the solution of {exercise_id} is in the notebook"
+    assert "tlkit.exercises.solution(" in source(tail[-1]), "say how to see a solution"
+
+
 PROSE_CELL = re.compile(r'^prose\(r"""\n(.*)\n"""\)\s*$', re.S)
 
 

@@ -52,7 +52,7 @@ def __getattr__(name: str):
 
     if name == "widgets":  # imported on first use: ipywidgets is only needed in notebooks
         return importlib.import_module("tlkit.notebook")
-    if name in ("label_issues", "cross_validation", "export"):
+    if name in ("label_issues", "cross_validation", "export", "exercises"):
         return importlib.import_module(f"tlkit.{name}")
     raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
 

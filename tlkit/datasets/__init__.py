@@ -26,9 +26,10 @@ For the engine: ``d.dataset(transform)`` (map-style, keys ``i`` or ``(i, seed)``
 from . import transforms
 from .augment import colour_augment, strong_augment, weak_augment
 from .bundled import load, names
+from .csv_manifest import from_csv
 from .decode import DecodeError
 from .domain import UNLABELLED, DataError, DataWarning, Domain, DomainPair
-from .files import from_csv, from_folder, from_paths
+from .files import from_folder, from_paths
 from .loader import DomainDataset, KeySampler, StreamDataset, collate
 from .noise import add_label_noise, transition_matrix
 from .shards import from_shards, pack

@@ -16,7 +16,6 @@ listed).
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from collections.abc import Sequence
@@ -335,61 +334,3 @@ def from_paths(
         check=check, progress=progress, what="from_paths",
     )  # fmt: skip
 
-
-def from_csv(
-    csv_or_dataframe: str | os.PathLike | Any,
-    *,
-    path_column: str = "path",
-    label_column: str | None = "label",
-    root: str | os.PathLike | None = None,
-    classes: Sequence[str] | None = None,
-    name: str | None = None,
-    image_size: int | None = None,
-    in_memory: bool = False,
-    strict: bool = False,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    check: str = "sample",
-    progress: bool = True,
-) -> Domain:
-    """A CSV file or pandas DataFrame of image paths (and labels) as a lazy domain.
-
-    ``path_column`` holds the file paths, relative to ``root`` (default: the CSV's folder; the
-    current directory for a DataFrame) unless absolute. ``label_column`` holds class names or
-    integer ids (``None``: no labels); an empty cell leaves that sample unlabelled. Classes are
-    ``classes=[...]`` when given, else the sorted distinct labels (numerically when all are
-    integers). Other options as in :func:`from_folder`.
-    """
-    if isinstance(csv_or_dataframe, (str, os.PathLike)):
-        file = Path(csv_or_dataframe).expanduser()
-        if not file.is_file():
-            raise DataError(f"from_csv: '{file}' is not a file; pass a CSV path or a DataFrame.")
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-        get = {c: [r.get(c) for r in rows] for c in columns}
-        default_root = str(file.parent)
-        default_name = file.stem
-    elif hasattr(csv_or_dataframe, "columns") and hasattr(csv_or_dataframe, "__getitem__"):
-        df = csv_or_dataframe
-        columns = [str(c) for c in df.columns]
-        get = {c: df[c].tolist() for c in columns if c in (path_column, label_column)}
-        default_root = ""
-        default_name = "dataframe"
-    else:
-        raise DataError(
-            f"from_csv takes a CSV path or a pandas DataFrame, got {type(csv_or_dataframe).__name__}."
-        )
-    for col in (path_column, label_column):
-        if col is not None and col not in columns:
-            raise DataError(
-                f"from_csv: no column {col!r}; the columns are {columns}. Pass path_column= / "
-                "label_column= (label_column=None for unlabelled images)."
-            )
-    paths = [os.fspath(p) if p is not None else "" for p in get[path_column]]
-    labels = get[label_column] if label_column is not None else None
-    return _file_domain(
-        paths, labels, root=os.fspath(root) if root is not None else default_root,
-        classes=classes, name=name or default_name, image_size=image_size, in_memory=in_memory,
-        strict=strict, max_pixels=max_pixels, check=check, progress=progress, what="from_csv",
-    )  # fmt: skip

@@ -124,6 +124,11 @@ def fit(
     if transform is not None:
         options["augment"] = "custom"  # the pipeline itself is passed to the trainer
     config = FitConfig(backbone=name, epochs=epochs, **options)
+    if config.source_free and model_arg is None:
+        raise ConfigError(
+            "source_free=True adapts a trained model to unlabelled target data: pass "
+            "model=<an earlier Run or TransferModel>; without one it would train a random network."
+        )
     if isinstance(data, str):
         data = load_dataset(data, seed=config.seed)
     trainer = Trainer(data, config, model=model_arg, observers=observers, train_transform=transform)

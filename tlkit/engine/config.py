@@ -8,9 +8,11 @@ cannot be converted fails before any training with a :class:`ConfigError` naming
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,15 @@ AUGMENT_KINDS = ("auto", "photos", "digits", "colour", "none", "custom")
 SAMPLERS = ("shuffle", "balanced")
 #: Largest ``image_size`` accepted: beyond it a single image no longer fits a sensible batch.
 MAX_IMAGE_SIZE = 4096
+#: Largest ``seed``: every generator tlkit seeds (PyTorch's, NumPy's, Python's) accepts it.
+MAX_SEED = 2**32 - 1
+#: Largest ``target_batch_ratio``: FixMatch's mu is 7; far beyond, one step's target batch no
+#: longer fits in memory (the process is killed instead of failing with a message).
+MAX_TARGET_BATCH_RATIO = 64.0
+#: Backbones that read non-image inputs, by what they read (``Domain.backbone_kwargs`` keys).
+TENSOR_BACKBONES_FOR = {"in_features": ("mlp",), "vocab_size": ("text_bag", "text_cnn")}
+#: Set while a saved config is read back: a run saved under rules it met then still loads.
+_READING_SAVED = contextvars.ContextVar("tlkit_reading_saved_config", default=False)
 
 
 @dataclass
@@ -105,17 +116,23 @@ class FitConfig:
             "epochs": 1,
             "freeze_epochs": 0,
             "batch_size": 1,
-            "seed": 0,
             "checkpoint_every": 0,
             "log_every": 1,
             "eval_batch_size": 1,
         }
         for name, minimum in ints.items():
             setattr(self, name, opt.integer(name, getattr(self, name), minimum=minimum))
+        self.seed = opt.integer("seed", self.seed, minimum=0, maximum=MAX_SEED)
         for name in ("target_batch_ratio", "lr", "lr_spread"):
             setattr(self, name, opt.positive(name, getattr(self, name)))
         for name in ("weight_decay", "dropout"):
             setattr(self, name, opt.non_negative(name, getattr(self, name)))
+        if self.target_batch_ratio > MAX_TARGET_BATCH_RATIO:
+            raise ConfigError(
+                f"target_batch_ratio={self.target_batch_ratio:g} would read "
+                f"{self.target_batch_ratio:g} x batch_size target images per step; use at most "
+                f"{MAX_TARGET_BATCH_RATIO:g} (FixMatch's mu is 7)."
+            )
         self.warmup = opt.fraction("warmup", self.warmup, closed_top=False)  # of all steps
         if self.dropout >= 1:
             raise ConfigError(f"dropout={self.dropout} is a probability; use a value in [0, 1).")
@@ -165,6 +182,18 @@ class FitConfig:
             self.backbone_weights = os.fspath(self.backbone_weights)
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra={self.extra!r} must be a mapping.")
+        if not _READING_SAVED.get():
+            self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules between options, for a run about to train (a saved run's config is not
+        re-judged: it trained as it says)."""
+        if self.mode in ("auto", "fine_tune") and self.freeze_epochs > self.epochs:
+            raise ConfigError(
+                f"freeze_epochs={self.freeze_epochs} is more than epochs={self.epochs}: the "
+                "backbone would never be unfrozen. Use freeze_epochs < epochs, or "
+                "mode='feature_extraction' to train the head only."
+            )
 
     def _convert_training_options(self) -> None:
         """Early stopping, the kept epoch, class balance and the log folder."""
@@ -191,7 +220,41 @@ class FitConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown options {unknown}; known options: {sorted(known)}.")
-        return cls(**values)
+        token = _READING_SAVED.set(True)
+        try:
+            return cls(**values)
+        finally:
+            _READING_SAVED.reset(token)
+
+
+def count_option(name: str, value: Any, minimum: int) -> int:
+    """An integer option outside :class:`FitConfig` (``run.predict``'s ``batch_size``,
+    ``num_workers``), checked by the same rule and failing with a :class:`ConfigError`."""
+    try:
+        return opt.integer(name, value, minimum=minimum)
+    except StrategyOptionError as exc:
+        raise ConfigError(f"{name}={value!r} is not valid: it must be {exc.wanted}.") from None
+
+
+def check_backbone_fits(backbone: str, modality: str, needs: Mapping[str, Any]) -> None:
+    """Refuse a backbone name that cannot read the data, naming those that can. ``needs`` is
+    the data's :meth:`~tlkit.datasets.Domain.backbone_kwargs` (empty for images)."""
+    key = backbone.strip().lower().replace("-", "_")
+    tensor_names = [n for names in TENSOR_BACKBONES_FOR.values() for n in names]
+    fitting = next((names for k, names in TENSOR_BACKBONES_FOR.items() if k in needs), ())
+    if modality == "image":
+        if key in tensor_names:
+            raise ConfigError(
+                f"backbone '{backbone}' reads feature vectors or token ids, not images; use an "
+                "image backbone, e.g. 'small_cnn' or 'efficientnet_lite0' (tlkit backbones)."
+            )
+        return
+    if key not in fitting:
+        what = "feature vectors" if "in_features" in needs else "token ids"
+        names = " or ".join(repr(n) for n in fitting) or "a tensor backbone (an nn.Module)"
+        raise ConfigError(
+            f"backbone '{backbone}' cannot read this data ({what}, not images); use {names}."
+        )
 
 
 def _class_weight(value: Any) -> Any:

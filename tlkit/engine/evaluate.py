@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tlkit.datasets.domain import Domain
+from tlkit.datasets.unreadable import unreadable_error
 from tlkit.engine.device import autocast_for
 from tlkit.engine.metrics import classification_metrics, regression_metrics
 from tlkit.strategy_tools import batchnorm_layers
@@ -193,6 +194,8 @@ def metrics_from_outputs(
 ) -> dict:
     """Metrics against the domain's clean labels (the truth, also under label noise), of the
     samples at ``indices`` (all of them by default)."""
+    if outputs is None and len(domain):  # every file of the domain failed to decode
+        raise unreadable_error(domain)
     truth = domain.clean_labels if indices is None else domain.clean_labels[indices]
     if domain.task == "regression":
         return regression_metrics(outputs, truth)

@@ -34,6 +34,7 @@ import torch
 from tlkit.datasets import transforms as tv
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.datasets.loader import collate
+from tlkit.datasets.unreadable import unreadable_error
 from tlkit.engine import distributed
 from tlkit.engine.class_balance import balanced_order
 from tlkit.engine.config import FitConfig
@@ -394,8 +395,10 @@ class Feeder:
         if (with_target or self.source_free) and self.target is not None:
             t_order = self.target_order(epoch)[start * bt :]
             target = self._stream(self.target, t_order, bt, epoch, 1, "target" if cached else None)
+        read = False
         for _ in steps:
             x, idx = next(source)
+            read = read or len(idx) > 0
             batch = Batch(
                 y=self.source_labels[idx.to(self.device)], indices=idx, source_free=self.source_free
             )
@@ -416,6 +419,8 @@ class Feeder:
                 like = batch.target_cached if cached else batch.x_target
                 batch.cached, batch.x = (like[:0], None) if cached else (None, like[:0])
             yield batch
+        if len(steps) and not read and not self.source_free:  # every file failed to decode
+            raise unreadable_error(self.source.domain, tried=len(order))
 
     def _stream(
         self,

@@ -16,7 +16,7 @@ from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.backbones.target_scale import fit_target_scale
 from tlkit.datasets.domain import DataError, DomainPair
-from tlkit.engine.config import FitConfig
+from tlkit.engine.config import FitConfig, check_backbone_fits
 from tlkit.step import domain_context
 
 
@@ -26,6 +26,8 @@ def build_model(
     """``model`` if it is a ready TransferModel for this data; else one built from ``model`` (an
     ``nn.Module``) or ``config.backbone``, with a fresh head. Mismatches are explained."""
     out, task = data.num_classes, data.task
+    if model is None:
+        check_backbone_fits(config.backbone, data.modality, data.source.backbone_kwargs())
     if model is None or not isinstance(model, TransferModel):
         model = create_model(
             model if model is not None else config.backbone,

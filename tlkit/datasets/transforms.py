@@ -246,7 +246,8 @@ def pipelines(domain: Any, image_size: int | None = None, augment: Any = "auto")
 
 
 def _looks_like_v2(t: Any) -> bool:
-    return type(t).__module__.startswith("torchvision.transforms")
+    """An image transform: torchvision's, or one of this module's photo pipelines."""
+    return isinstance(t, DecodeAtSize) or type(t).__module__.startswith("torchvision.transforms")
 
 
 def check_transform(domain: Any, transform: Callable[[Any], Any], n: int = 2) -> torch.Tensor:

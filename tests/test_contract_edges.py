@@ -13,7 +13,7 @@ from torch import nn
 
 import tlkit
 from tlkit import registry
-from tlkit.errors import ConfigError, PluginError
+from tlkit.errors import CheckpointError, ConfigError, PluginError
 
 
 def strategy(name, family, **hooks):
@@ -125,9 +125,9 @@ def test_strategies_hear_the_end_of_a_run_that_failed_to_start(
 
     temp_strategy(Cleanup)
     tlkit.fit(tiny_task, epochs=1, checkpoint_dir=str(tmp_path), max_steps=1, **fast)
-    with pytest.raises(ConfigError, match="holds checkpoints of another run"):
+    with pytest.raises(CheckpointError, match="written by another run"):
         tlkit.fit(tiny_task, epochs=1, checkpoint_dir=str(tmp_path), regularize="test_cleanup",
-                  **{**fast, "seed": 5})  # fmt: skip
+                  resume=True, **{**fast, "seed": 5})  # fmt: skip
     assert ended == [True]
 
 

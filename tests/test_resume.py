@@ -128,11 +128,12 @@ def test_another_runs_checkpoint_is_refused(tiny_task, fast, tmp_path):
     other = tlkit.datasets.DomainPair(tiny_task.source_test, name="tiny")
     with pytest.raises(CheckpointError, match=r"differs in data \(.*source"):
         tlkit.fit(other, epochs=2, checkpoint_dir=str(tmp_path), resume=True, **fast)
-    with pytest.raises(ConfigError, match="holds checkpoints of another run"):
-        tlkit.fit(tiny_task, epochs=2, checkpoint_dir=str(tmp_path), **{**fast, "seed": 1})
-    # the same run started again may overwrite its own checkpoints (a re-run cell)
+    # a new run (not resuming) moves the other run's checkpoints aside instead of replacing them
+    tlkit.fit(tiny_task, epochs=2, checkpoint_dir=str(tmp_path), **{**fast, "seed": 1})
+    kept = torch.load(tmp_path / "previous" / "last.pt", weights_only=True)
+    assert kept["identity"]["seed"] == 0 and kept["state"]["step"] == 2
     again = tlkit.fit(tiny_task, epochs=2, checkpoint_dir=str(tmp_path), **fast)
-    assert not again.stopped_early
+    assert not again.stopped_early and (tmp_path / "previous-2" / "last.pt").exists()
 
 
 def test_a_second_run_on_a_locked_folder_gets_a_clear_error(tiny_task, fast, tmp_path):

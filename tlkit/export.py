@@ -15,6 +15,10 @@ deployment knows what the outputs mean::
     program = torch.export.load("model.pt2", extra_files={"tlkit.json": ""})
     logits = program.module()(images)           # (B, K)
 
+The program is serialised in memory and written through
+:func:`tlkit.engine.safe_write.write_atomically`: a full disk or a read-only folder raises a
+``SaveError`` ("no space left on device"), never aborts the process, and leaves no partial file.
+
 ONNX needs the ``[export]`` extra (``pip install "tlkit[export]"``: onnx, onnxscript,
 onnxruntime).
 """
@@ -22,6 +26,7 @@ onnxruntime).
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlkit.engine.safe_write import SaveError, save_error, write_atomically
 from tlkit.errors import ConfigError
 
 SUFFIXES = (".pt2", ".onnx")
@@ -114,8 +120,9 @@ def export_model(run: Any, path: str | Path) -> Path:
     with torch.no_grad():
         if path.suffix == ".pt2":
             program = torch.export.export(module, (example,), dynamic_shapes=(dims,))
-            torch.export.save(program, path, extra_files={"tlkit.json": info})
-            return path
+            buffer = io.BytesIO()  # torch's own file writer aborts the process on a full disk
+            torch.export.save(program, buffer, extra_files={"tlkit.json": info})
+            return _write(path, [(path, buffer.getbuffer())])
         try:
             import onnx  # noqa: F401
             import onnxscript  # noqa: F401
@@ -123,15 +130,34 @@ def export_model(run: Any, path: str | Path) -> Path:
             raise ConfigError(
                 "ONNX export needs the onnx and onnxscript packages: pip install 'tlkit[export]'."
             ) from None
-        torch.onnx.export(
+        program = torch.onnx.export(
             module,
             (example,),
-            str(path),
+            None,
             input_names=["input"],
             output_names=["output"],
             dynamic_shapes=(dims,),
             dynamo=True,
             verbose=False,
         )
-    Path(f"{path}.json").write_text(info)
+        proto = program.model_proto.SerializeToString()
+    sidecar = Path(f"{path}.json")
+    return _write(path, [(path, proto), (sidecar, info.encode())])
+
+
+def _write(path: Path, files: list[tuple[Path, Any]]) -> Path:
+    """Write each ``(file, bytes)`` atomically through :mod:`tlkit.engine.safe_write` (no
+    partial file on a full disk); when one fails, the ones already written are removed too."""
+    done: list[Path] = []
+    try:
+        for target, data in files:
+            done.append(write_atomically(target, lambda f, data=data: f.write(data)))
+    except SaveError as exc:
+        for written in done:
+            written.unlink(missing_ok=True)
+        raise save_error(
+            path,
+            exc.__cause__ or exc,
+            "The run is unchanged (run.model): export it again where there is space.",
+        ) from exc.__cause__
     return path

@@ -13,7 +13,7 @@ import torch
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, Domain, DomainPair
-from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
+from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_model
 from tlkit.engine.config import FitConfig
 from tlkit.engine.evaluate import batches_of, evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
@@ -244,7 +244,11 @@ class Run:
 
     # -- saving ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the model, its config and history (atomically) for :func:`tlkit.load`."""
+        """Write the model, its config and history (atomically) for :func:`tlkit.load`.
+
+        Never leaves a partial file. When ``path`` cannot be written (a full disk, a read-only
+        folder) the model goes to a new folder under the temporary directory instead, and the
+        error (a :class:`~tlkit.engine.safe_write.SaveError`, an ``OSError``) says where."""
         payload = {
             "config": self.config.to_dict(),
             "model_spec": self.spec,
@@ -253,7 +257,7 @@ class Run:
             "step_logs": self.step_logs,
             "best": self.best,
         }
-        return save_checkpoint(payload, path)
+        return save_model(payload, path)
 
     # -- display ---------------------------------------------------------------------------
     def plot(self, metrics: list[str] | None = None):

@@ -1,10 +1,14 @@
 """Checkpoint files that survive crashes and load safely, and the lock on a checkpoint folder.
 
-* Written atomically: the bytes go to a temporary file in the same folder, are flushed and
-  fsync'ed, then renamed over the target (``os.replace`` is atomic on POSIX and Windows) and the
-  folder is fsync'ed, so a crash or a kill mid-write leaves the previous checkpoint intact. A kill
-  can still leave the temporary file behind; :func:`remove_stale_temporaries` clears them when a
-  run takes the folder.
+* Written atomically (:func:`tlkit.engine.safe_write.write_atomically`): the bytes go to a
+  temporary file in the same folder, are fsync'ed, then renamed over the target and the folder is
+  fsync'ed, so a crash, a kill or a full disk mid-write leaves the previous checkpoint intact and
+  no partial file; a full disk is reported as "no space left on device". A kill can still leave
+  the temporary file behind; :func:`remove_stale_temporaries` clears them when a run takes the
+  folder.
+* Checked on every load: the archive's per-member CRC-32 must match (damaged bytes are refused,
+  naming the file), and :func:`first_non_finite` finds inf/NaN in weights, BatchNorm statistics
+  and optimiser moments, which are never written.
 * Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python values
   only, so loading one cannot run code. A file holding pickled objects is refused, and tlkit never
   suggests loading it unsafely.
@@ -19,11 +23,13 @@ import os
 import pickle
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tlkit.engine.safe_write import write_atomically, write_with_rescue
 from tlkit.errors import CheckpointError, ConfigError
 
 FORMAT = "tlkit-checkpoint"
@@ -32,36 +38,25 @@ LOCK_NAME = ".tlkit.lock"
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically, tagged with the tlkit format and version."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``payload`` to ``path`` atomically, tagged with the tlkit format and version; a
+    folder that cannot take it raises :class:`SaveError` in plain words and leaves no file."""
     data = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return path
+    return write_atomically(path, lambda f: torch.save(data, f))
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def save_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """:func:`save_checkpoint` for a finished model (``run.save``): a model with inf/NaN weights
+    is refused, and when ``path`` cannot be written (a full disk) the file goes to a new folder
+    under the temporary directory instead and the :class:`SaveError` names it."""
+    bad = first_non_finite(payload, ("model", "ema"))
+    if bad is not None:
+        raise CheckpointError(
+            f"the model to save to '{path}' holds non-finite values ({bad}): training diverged, "
+            "and a file of it would be of no use. Train again with a lower lr, or load a good "
+            "checkpoint (checkpoint_dir/best.pt) instead."
+        )
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return write_with_rescue(path, lambda f: torch.save(data, f), "the model")
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -92,6 +87,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path.")
+    verify_checksums(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -124,6 +120,64 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"understands ({VERSION}); upgrade tlkit."
         )
     return data
+
+
+def verify_checksums(path: Path) -> None:
+    """Refuse a checkpoint whose bytes changed after it was written: a PyTorch file is a zip
+    archive with a CRC-32 per member (pickle and every tensor's bytes), which ``torch.load``
+    does not check. Costs one read of the file."""
+    if not zipfile.is_zipfile(path):
+        return  # not an archive at all: torch.load says why
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        bad = f"{type(exc).__name__}: {exc}"
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint '{path}' is damaged: the bytes of '{bad}' inside it no longer match "
+            "their checksum (a failing disk or an incomplete copy). tlkit does not load it; use "
+            "another checkpoint (best.pt, last.pt, or one in previous/) or train again."
+        )
+
+
+#: The parts of a checkpoint that must be finite for it to be worth resuming from or loading.
+FINITE_PARTS = (
+    "model",
+    "extra_modules",
+    "ema",
+    "source_bn_stats",
+    "optimizer",
+    "adversary_optimizer",
+)
+
+
+def first_non_finite(ckpt: dict[str, Any], parts: tuple[str, ...] = FINITE_PARTS) -> str | None:
+    """The dotted name of the first floating-point tensor in ``parts`` holding inf/NaN (weights,
+    BatchNorm statistics, optimiser moments), or ``None``."""
+
+    def walk(value: Any, name: str) -> str | None:
+        if isinstance(value, torch.Tensor):
+            finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+            return None if finite else name
+        items = (
+            value.items()
+            if isinstance(value, dict)
+            else enumerate(value)
+            if isinstance(value, (list, tuple))
+            else ()
+        )
+        for key, item in items:
+            found = walk(item, f"{name}.{key}")
+            if found is not None:
+                return found
+        return None
+
+    for part in parts:
+        found = walk(ckpt.get(part), part)
+        if found is not None:
+            return found
+    return None
 
 
 def field(ckpt: dict, name: str, kind: type | tuple[type, ...], path: Any) -> Any:

@@ -5,9 +5,10 @@ thousand images they live in memory; for 100k photos they would not (100k x 1280
 a gigabyte, and more per held-out set), so beyond ``feature_ram_budget`` they go to a float16
 memory-mapped file under ``$TLKIT_CACHE/features`` (``~/.cache/tlkit/features``). The file is
 named by a key of everything that decides its contents -- the backbone's name and weights, the
-samples (their paths, or the bytes of an in-memory tensor), the preprocessing (image size and
-evaluation transform) -- so a second run on the same data and backbone reuses it instead of
-decoding every image again, and any change makes a new file. A file is used only once a
+samples' content (:mod:`tlkit.engine.fingerprint`: each file's name, size and modification time,
+or the bytes of an in-memory tensor), the preprocessing (image size and evaluation transform) --
+so a second run on the same data and backbone reuses it instead of decoding every image again,
+and any change, an image overwritten in place included, makes a new file. A file is used only once a
 ``.done`` marker says it was written to the end; a run killed half-way starts it again.
 """
 
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.datasets.domain import DataError, Domain
+from tlkit.datasets.domain import Domain
+from tlkit.engine import fingerprint
 
 
 def cache_root() -> Path:
@@ -44,20 +46,13 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def _sample_ids(domain: Domain) -> list[str]:
-    """What names the samples: file paths (shards: ``shard:key``), else each one's description."""
-    try:
-        return list(domain.paths or [])
-    except DataError:  # a dataset object's samples have no paths
-        return [domain.backing.describe(i) for i in range(len(domain))]
-
-
 def key_of(model: nn.Module, domain: Domain, image_size: int, precision: str = "fp32") -> str:
-    """What the features depend on: backbone (name and weights), samples, preprocessing, and the
-    precision they were computed in."""
+    """What the features depend on: backbone (name and weights), the samples' content (every
+    byte of an in-memory tensor; each file's name, size and modification time), preprocessing,
+    and the precision they were computed in."""
     backbone = model.backbone
     weights = _digest(*backbone.state_dict().values())
-    samples = _digest(*_sample_ids(domain)) if not domain.in_memory else _digest(domain.inputs)
+    samples = fingerprint.content_digest(domain, exact=True)
     from tlkit.datasets import transforms
 
     preprocessing = transforms.describe(transforms.eval_transform(image_size))

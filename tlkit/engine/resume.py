@@ -7,14 +7,18 @@ identity first, so a ``last.pt`` left by another run in the same folder is refus
 silently adopted. Options that only steer the rest of a run may change on resume (``epochs``,
 ``lr``, ``max_steps``, ``checkpoint_every``...): the new values apply from the resumed step on.
 
-Only finite checkpoints are written: when a weight or a BatchNorm statistic has become inf/NaN the
-save is refused, so the "last good checkpoint" is always good.
+Only finite checkpoints are written: when a weight, a BatchNorm statistic or an optimiser moment
+has become inf/NaN the save is refused, so the "last good checkpoint" is always good. A new run
+(not resuming) moves an earlier run's checkpoints into ``previous/`` instead of replacing them, and
+``resume=True`` on a folder without ``last.pt`` starts a new run, so restart loops work.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import sys
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,17 @@ import torch
 from torch import nn
 
 from tlkit.datasets.domain import DomainPair
-from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_checkpoint
+from tlkit.engine import fingerprint
+from tlkit.engine.checkpoint import (
+    field,
+    first_non_finite,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from tlkit.engine.config import FitConfig
 from tlkit.engine.optim import restore_optimizer
+from tlkit.engine.safe_write import SaveError, fsync_folder
 from tlkit.errors import CheckpointError, ConfigError, TrainingError
 
 #: Options that define a run: a checkpoint written with other values belongs to another run.
@@ -54,15 +66,14 @@ _PLAIN = (int, float, bool, str, type(None))
 
 
 def data_fingerprint(data: DomainPair) -> dict[str, Any]:
-    """Sizes and a hash of the training labels of each part of a task (images are not read)."""
+    """Sizes, a hash of the labels and a fingerprint of the content of each part of a task
+    (:mod:`tlkit.engine.fingerprint`: the bytes of in-memory tensors, the sizes and times of
+    files), so a run on other images with the same labels is another run."""
     out: dict[str, Any] = {"name": data.name, "task": data.task, "classes": list(data.classes)}
     for part in ("source", "source_test", "target", "target_test"):
         domain = getattr(data, part)
-        if domain is None:
-            continue
-        labels = domain.labels.detach().cpu().contiguous()
-        digest = hashlib.sha1(labels.numpy().tobytes()).hexdigest()[:16]
-        out[part] = f"{len(domain)} samples, labels {digest}"
+        if domain is not None:
+            out[part] = fingerprint.describe(domain)
     return out
 
 
@@ -70,6 +81,19 @@ def identity(config: FitConfig, data: DomainPair) -> dict[str, Any]:
     """What makes a run this run: its defining options and its data."""
     values = config.to_dict()
     return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data_fingerprint(data)}
+
+
+#: Each trainer's data fingerprint, read once per run (checkpoints are written every few steps).
+_DATA_PRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def run_identity(trainer: Any) -> dict[str, Any]:
+    """:func:`identity` of a trainer's run, its data fingerprinted once per trainer."""
+    data = _DATA_PRINTS.get(trainer)
+    if data is None:
+        data = _DATA_PRINTS[trainer] = data_fingerprint(trainer.data)
+    values = trainer.config.to_dict()
+    return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data}
 
 
 def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
@@ -158,24 +182,13 @@ def load_strategy_state(plugin: Any, state: dict[str, Any]) -> None:
             setattr(plugin, key, value)
 
 
-# -- finiteness -------------------------------------------------------------------------------
-def first_non_finite(states: dict[str, dict[str, Any]]) -> str | None:
-    """The name of the first floating-point tensor that holds inf/NaN, or ``None``."""
-    for owner, state in states.items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                if not bool(torch.isfinite(value).all()):
-                    return f"{owner}.{key}"
-    return None
-
-
 # -- writing ----------------------------------------------------------------------------------
 def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
     """Everything needed to rebuild the model and, with ``training_state``, to resume."""
     out: dict[str, Any] = {
         "config": trainer.config.to_dict(),
         "model_spec": trainer.model_spec(),
-        "identity": identity(trainer.config, trainer.data),
+        "identity": run_identity(trainer),
         "model": trainer.model.state_dict(),
         "history": trainer.history,
         "best": trainer.best,
@@ -204,25 +217,36 @@ def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
     return out
 
 
-def save(trainer: Any, name: str) -> Path:
-    """Write ``checkpoint_dir/name`` -- unless a weight or BatchNorm statistic is not finite:
-    then nothing is written and training stops, so the last checkpoint stays a good one."""
+def save(trainer: Any, name: str) -> Path | None:
+    """Write ``checkpoint_dir/name``; returns its path, or ``None`` when the disk refused it.
+
+    A weight, BatchNorm statistic or optimiser moment that is not finite writes nothing and
+    stops training, so the last checkpoint stays a good one. A write that fails (a full disk)
+    warns and lets training go on: the previous checkpoint is kept, and the trained model is
+    still returned at the end."""
     data = payload(trainer)
-    weights = {
-        "model": data["model"],
-        **{f"strategy '{k}'": v for k, v in data["extra_modules"].items()},
-    }
-    if data["ema"] is not None:
-        weights["ema"] = data["ema"]
-    bad = first_non_finite(weights)
+    bad = first_non_finite(data)
     if bad is not None:
         raise TrainingError(
-            f"the weights or BatchNorm statistics became non-finite ({bad}) by step "
-            f"{trainer.state.step}; training diverged, and no checkpoint was written from it. "
-            f"{note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
+            f"the weights, BatchNorm statistics or optimiser state became non-finite ({bad}) by "
+            f"step {trainer.state.step}; training diverged, and no checkpoint was written from "
+            f"it. {note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
             "precision='fp32'."
         )
-    return save_checkpoint(data, Path(trainer.config.checkpoint_dir) / name)
+    try:
+        return save_checkpoint(data, Path(trainer.config.checkpoint_dir) / name)
+    except SaveError as exc:
+        kept = (
+            f"the last good checkpoint is still {trainer.last_checkpoint}"
+            if trainer.last_checkpoint is not None
+            else "no checkpoint of this run is on disk yet"
+        )
+        warnings.warn(
+            f"{exc} Training goes on without it ({kept}); the trained model is returned at the "
+            "end.",
+            stacklevel=2,
+        )
+        return None
 
 
 def note(trainer: Any) -> str:
@@ -237,36 +261,64 @@ def note(trainer: Any) -> str:
     return f"The last good checkpoint is kept at {trainer.last_checkpoint}."
 
 
-def refuse_foreign(trainer: Any) -> None:
-    """A new run may overwrite the checkpoints of an earlier run of itself (a re-run cell),
-    never those of another run."""
-    last = Path(trainer.config.checkpoint_dir) / "last.pt"
-    if not last.exists():
-        return
+#: The files a run writes in its checkpoint folder; an earlier run's are moved aside, not lost.
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+
+def set_aside_earlier(trainer: Any) -> Path | None:
+    """Move an earlier run's checkpoints (this run's or another's) out of the way, into
+    ``previous/`` (``previous-2/``...) inside the folder, and say so in one line. A new run
+    never silently replaces a checkpoint. Returns the folder they went to."""
+    folder = Path(trainer.config.checkpoint_dir)
+    found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
+    if not found:
+        return None
+    aside, k = folder / "previous", 1
+    while aside.exists():
+        k += 1
+        aside = folder / f"previous-{k}"
     try:
-        check_identity(
-            load_checkpoint(last).get("identity"), identity(trainer.config, trainer.data), last
-        )
-    except CheckpointError as exc:
+        aside.mkdir()
+        for path in found:
+            os.replace(path, aside / path.name)
+    except OSError as exc:
         raise ConfigError(
-            f"checkpoint_dir '{trainer.config.checkpoint_dir}' holds checkpoints of another run, "
-            f"which this one would overwrite ({exc}). Give this run its own checkpoint_dir, delete "
-            "the old files, or pass resume=True to continue that run."
+            f"checkpoint_dir '{folder}' holds an earlier run's checkpoints, and they could not be "
+            f"moved to '{aside}' ({exc.strerror or exc}). Move or delete them, give this run its "
+            "own checkpoint_dir, or pass resume=True to continue that run."
         ) from None
+    fsync_folder(folder)
+    names = " and ".join(p.name for p in found)
+    print(
+        f"tlkit: checkpoint_dir '{folder}' held an earlier run's {names}; moved to '{aside}' "
+        "(pass resume=True to continue a run instead).",
+        file=sys.stderr,
+        flush=True,
+    )
+    return aside
 
 
 # -- resuming ---------------------------------------------------------------------------------
-def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any]:
+def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] | None:
     """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs); returns
-    ``(phase, optimizer state)`` for the trainer to load when it enters that phase."""
+    ``(phase, optimizer state)`` for the trainer to load when it enters that phase, or ``None``
+    when ``source`` is ``True`` and the folder has no ``last.pt`` yet (the run starts fresh)."""
     if source is True:
         if not trainer.config.checkpoint_dir:
             raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
         path = Path(trainer.config.checkpoint_dir) / "last.pt"
+        if not path.exists():  # a restart loop's first start: nothing to resume yet
+            print(
+                f"tlkit: resume=True, but '{path}' holds no checkpoint yet: starting a new run.",
+                file=sys.stderr,
+                flush=True,
+            )
+            set_aside_earlier(trainer)
+            return None
     else:
         path = Path(os.fspath(source))
     ckpt = read_training_checkpoint(path, trainer.device)
-    check_identity(ckpt.get("identity"), identity(trainer.config, trainer.data), path)
+    check_identity(ckpt.get("identity"), run_identity(trainer), path)
     ema = trainer.ema.module if trainer.ema is not None else None
     restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
     if trainer.domain_stats is not None:
@@ -317,6 +369,13 @@ def read_training_checkpoint(path: str | Path, device: torch.device) -> dict[str
     field(ckpt, "model", dict, path)
     field(ckpt, "history", list, path)
     field(ckpt, "best", dict, path)
+    bad = first_non_finite(ckpt)
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds non-finite values ({bad}): the run that wrote it had "
+            "diverged. Resume from an earlier checkpoint (e.g. one in previous/) or start afresh "
+            "with a lower lr."
+        )
     return ckpt
 
 

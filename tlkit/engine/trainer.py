@@ -323,7 +323,7 @@ class Trainer:
         if resume_from:
             self._pending_optimizer = resume.restore(self, resume_from)
         elif self.config.checkpoint_dir and self.is_main:
-            resume.refuse_foreign(self)
+            resume.set_aside_earlier(self)
         hooks.notify(self.pm, "tlkit_on_fit_start", trainer=self)
 
     # -- phases: frozen backbone, then unfrozen -------------------------------------------
@@ -653,7 +653,7 @@ class Trainer:
     def _save(self, name: str) -> None:
         if self.config.checkpoint_dir and self.is_main:
             path = resume.save(self, name)
-            if name == "last.pt":
+            if name == "last.pt" and path is not None:
                 self.last_checkpoint = path
 
     def checkpoint_payload(self, *, training_state: bool = True) -> dict[str, Any]:

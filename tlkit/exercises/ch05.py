@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tlkit.exercises._core import exercise, instance, require, require_run
@@ -45,8 +46,9 @@ def _thresholds(answer: Any, *, runs: Any, pool: Any) -> None:
             abs(float(row["admitted"]) - share) < 2e-3,
             f"τ = {tau}: 'admitted' is the share of the pool whose top probability is >= τ",
         )
+        given = float(row["right"])
         require(
-            abs(float(row["right"]) - right) < 2e-3,
+            (math.isnan(given) and math.isnan(right)) or abs(given - right) < 2e-3,
             f"τ = {tau}: 'right' is the share of the admitted images whose guess matches "
             "pool.clean_labels",
         )
@@ -55,7 +57,7 @@ def _thresholds(answer: Any, *, runs: Any, pool: Any) -> None:
 @exercise(
     "5.2",
     "Another labelled set",
-    needs=("labelled", "test"),
+    needs=("labelled",),
     solution="""
 other = replace(tlkit.datasets.few_labels(digits, k=5, seed=1), target_test=None, source_test=None)
 plain = tlkit.fit(replace(other, target=None), "small_cnn", **settings)
@@ -65,7 +67,7 @@ print(f"labelled set of seed 1: supervised only {plain.evaluate(test)['accuracy'
       f"threshold τ=0.95 {pseudo.evaluate(test)['accuracy']:.1%}")
 """,
 )
-def _other_set(answer: Any, *, labelled: Any, test: Any) -> None:
+def _other_set(answer: Any, *, labelled: Any) -> None:
     import torch
 
     require(
@@ -82,18 +84,18 @@ def _other_set(answer: Any, *, labelled: Any, test: Any) -> None:
         "threshold" in str(pseudo.config.pseudo_label),
         "train the second with pseudo_label='threshold'",
     )
-    a, b = plain.data.source, pseudo.data.source
+    def images(domain: Any) -> Any:
+        return domain.images[domain.labelled_mask]
+
+    a, b = images(plain.data.source), images(pseudo.data.source)
     require(
-        torch.equal(a.labelled_mask, b.labelled_mask),
+        a.shape == b.shape and torch.equal(a, b),
         "give both runs the same labelled set, so that only the pool differs",
     )
+    chapter = images(labelled)
     require(
-        not torch.equal(a.labelled_mask, labelled.labelled_mask),
+        a.shape != chapter.shape or not torch.equal(a, chapter),
         "this is the chapter's labelled set: draw another one (few_labels with another seed)",
-    )
-    require(
-        pseudo.evaluate(test)["accuracy"] > plain.evaluate(test)["accuracy"] - 0.02,
-        "train both with the chapter's settings (at τ = 0.95 the pool rarely hurts)",
     )
 
 

@@ -119,7 +119,7 @@ def _coral(answer: Any) -> None:
     )
     expected = ((torch.cov(fs.T) - torch.cov(ft.T)) ** 2).sum() / (4 * 5 * 5)
     if not torch.allclose(value.detach().float(), expected, rtol=1e-4, atol=1e-7):
-        ratio = float(value) / float(expected)
+        ratio = float(value.detach()) / float(expected)
         require(
             not (0.7 < ratio < 1.4),
             "nearly: covariances use the unbiased estimate (divide by n - 1, as torch.cov)",

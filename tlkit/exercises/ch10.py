@@ -41,7 +41,7 @@ os.environ["TLKIT_CACHE"] = str(work / "cache")
 seen = []
 
 def probe_model():
-    model = tlkit.backbones.create_model("efficientnet_lite0", 4)
+    model = tlkit.backbones.create_model("efficientnet_lite0", task.num_classes)
     model.backbone.register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])))
     return model
 

@@ -204,6 +204,9 @@ def empty_hub(tmp_path, monkeypatch):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    from tlkit.backbones import offline
+
+    monkeypatch.setattr(offline, "reachable", lambda *a, **k: True)  # so the download is tried
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 

@@ -2,8 +2,9 @@
 
 Weights come from the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``, where
 torchvision itself puts them) and are loaded with ``weights_only=True``; when the file is not
-there, torchvision downloads it. Offline without the file, :class:`BackboneError` gives the exact
-path and URL -- a pretrained request never silently becomes a random init.
+there, it is downloaded once (:func:`~tlkit.backbones.offline.download_once`: no retries, no
+attempt when offline). Without the file, :class:`BackboneError` gives the exact path and URL -- a
+pretrained request never silently becomes a random init.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tlkit.backbones import (
     auto_groups,
     dummy_forward,
 )
+from tlkit.backbones.offline import download_once
 
 # Old DenseNet checkpoints name layers 'norm.1'; torchvision renames them on load, as we do.
 _DENSENET_KEY = re.compile(
@@ -69,16 +71,12 @@ def load_pretrained_state_dict(name: str, weights: Any) -> dict[str, torch.Tenso
                 f"{weights.url}, or pass pretrained=False to train from a random init."
             ) from exc
     else:
-        try:
-            state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-        except Exception as exc:  # URLError, OSError, hash RuntimeError, HTTP errors...
-            raise BackboneError(
-                f"pretrained weights for {name!r} are not available offline: {path!r} does not "
-                f"exist and downloading {weights.url} failed ({type(exc).__name__}: {exc}). "
-                f"Download that URL where you have network and put the file at {path!r} "
-                "(the torch hub cache; set TORCH_HOME to move it), or pass pretrained=False to "
-                "train from a random init. 'efficientnet_lite0' has ImageNet weights offline."
-            ) from exc
+        state = download_once(
+            f"pretrained weights for {name!r}",
+            weights.url,
+            path,
+            lambda: weights.get_state_dict(progress=True, check_hash=True, weights_only=True),
+        )
     return {_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
 
 

@@ -306,8 +306,30 @@ def test_check_accepts_the_solution_and_rejects_a_wrong_answer(exercise_id, case
     assert not rejected.passed and rejected.attempted
     assert rejected.hint and not rejected.hint.startswith("could not check"), rejected.hint
     assert str(rejected) == f"✗ {exercise_id}: {rejected.hint}"
-    if key is not None:
-        assert key not in rejected.hint
+    for shown in key_values(namespace["answer"]) + ([key] if key else []):
+        assert shown not in rejected.hint, f"{exercise_id}: the hint gives away {shown!r}"
+    for line in ex.solution(exercise_id).splitlines():
+        assert len(line.strip()) < 25 or line.strip() not in rejected.hint
+
+
+def key_values(answer) -> list[str]:
+    """How a numeric answer would be printed (a hint must not show it)."""
+    if isinstance(answer, pd.Series):
+        values = list(answer.to_numpy().ravel())
+    elif isinstance(answer, torch.Tensor):
+        values = answer.flatten().tolist()
+    elif isinstance(answer, tuple | list) and all(isinstance(v, int | float) for v in answer):
+        values = list(answer)
+    elif isinstance(answer, int | float) and not isinstance(answer, bool):
+        values = [answer]
+    else:
+        return []
+    shown = []
+    for v in values:
+        v = float(v)
+        if v not in (0.0, 1.0) and math.isfinite(v):
+            shown += [f"{v:.3f}", f"{v:.1%}"]
+    return shown
 
 
 def test_missing_context_and_unknown_ids_say_what_to_pass():

@@ -377,7 +377,7 @@ def test_regression_head_learns_brightness(fast):
     run = tlkit.fit(DomainPair(train, test), epochs=6, mode="full", **fast)
     baseline = (test.labels - train.labels.mean()).abs().mean().item()
     assert run.last["source_mae"] < 0.5 * baseline
-    assert set(run.evaluate(test)) == {"mae", "rmse"}
+    assert set(run.evaluate(test)) == {"mae", "rmse", "r2", "baseline_mae", "baseline_rmse"}
 
 
 def test_two_stage_regression_then_classification(tiny_task, fast):

@@ -183,12 +183,12 @@ def test_fit_on_a_folder_holds_out_a_split_and_prints_its_metrics(small_folder, 
             "--image-size", "16", "--set", "progress=false", "--save", str(saved)]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "held out 20%" in out and "source_test_accuracy" in out
+    assert "held out 20%" in out and "source_accuracy" in out
     run = tlkit.load(saved)
-    assert "source_test_accuracy" in run.last
+    assert "source_accuracy" in run.last
     assert main([*argv, "--val-split", "0"]) == 0
     out = capsys.readouterr().out
-    assert "source_test_accuracy" not in out and "held out" not in out
+    assert "source_accuracy" not in out and "held out" not in out
     assert main([*argv, "--val-split", "1.5"]) == 2
     assert "--val-split" in _one_error(capsys)
 
@@ -203,7 +203,7 @@ def test_fit_on_a_csv(small_folder, tmp_path, capsys):
     argv = ["fit", "--data", str(manifest), "--backbone", "small_cnn", "--epochs", "1",
             "--image-size", "16", "--set", "progress=false"]  # fmt: skip
     assert main(argv) == 0
-    assert "source_test_accuracy" in capsys.readouterr().out
+    assert "source_accuracy" in capsys.readouterr().out
 
 
 def test_evaluate_and_predict_take_folders_and_name_missing_paths(

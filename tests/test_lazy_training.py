@@ -42,8 +42,10 @@ def test_a_photo_folder_trains_evaluates_predicts_and_exports(photo_task, photo_
         "probability",
         "top_labels",
         "top_probabilities",
+        "error",
     ]
     assert len(table) == 24 and table["path"].str.endswith((".jpg", ".png")).all()
+    assert (table["error"] == "").all()
     assert (table["label"] == "c").mean() > 0.9 and table["top_labels"].map(len).eq(2).all()
     again = tlkit.load(run.save(tmp_path / "run.pt"))
     assert (

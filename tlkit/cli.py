@@ -20,17 +20,22 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tlkit.cli_inputs import (
+    DEFAULT_VAL_SPLIT,
+    evaluation_data,
+    parse_set,
+    remove_lock,
+    training_data,
+    val_split,
+)
 from tlkit.errors import ConfigError
-
-
-def _parse_value(text: str) -> Any:
-    """``--set key=value`` values: YAML scalars (numbers, booleans, null, lists)."""
-    return yaml.safe_load(text)
+from tlkit.prediction_table import flat_lists
 
 
 def _load_config(path: str | None) -> dict[str, Any]:
@@ -98,10 +103,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.adapt:
         options["adapt"] = args.adapt.split(",")
     for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects key=value, got '{item}'.")
-        options[key.strip()] = _parse_value(value)
+        key, value = parse_set(item)
+        options[key] = value
+    args.checkpoint_dir = options.get("checkpoint_dir")  # for the line printed on Ctrl-C
     data = options.pop("data", None)
     if not data:
         raise ConfigError(
@@ -110,14 +114,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     _writable_output(args.save, "--save")
     _writable_output(args.plot, "--plot", _plot_formats())
-    if isinstance(data, str) and Path(data).is_dir():
-        data = tlkit.datasets.from_folder(data)  # lazy: decoded by DataLoader workers
+    split = val_split(args.val_split)
+    seed = tlkit.FitConfig(seed=options.get("seed", 0)).seed  # checked before any data is read
+    data, held_out = training_data(data, split, seed)  # a folder or CSV: lazy, with a split
+    if held_out:
+        print(held_out)
     backbone = options.pop("backbone", "efficientnet_lite0")
     start = time.perf_counter()
     run = tlkit.fit(data, backbone, resume=True if args.resume else None, **options)
     seconds = time.perf_counter() - start
     row = {"epochs": len(run.history)}
-    row.update({k: v for k, v in run.last.items() if k.endswith(("accuracy", "mae", "rmse"))})
+    row.update(
+        {k: v for k, v in run.last.items() if k.endswith(("loss", "accuracy", "mae", "rmse"))}
+    )
     row["seconds"] = seconds
     print(format_table([row]))
     if args.save:
@@ -139,8 +148,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import tlkit
 
     run = tlkit.load(args.checkpoint)
-    task = tlkit.datasets.load(args.data)
-    results = run.evaluate(task)
+    data = evaluation_data(args.data)
+    files = isinstance(data, tlkit.datasets.Domain) and not data.in_memory
+    results = run.evaluate(data, num_workers=2 if files else 0)
+    if "accuracy" in results or "mae" in results:  # one domain: a folder or CSV
+        results = {data.name: results}
     for name, metrics in results.items():
         shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
         print(name, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
@@ -175,6 +187,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         num_workers=args.workers,
     )
+    failed = int((table["error"] != "").sum()) if "error" in table.columns else 0
     if args.out and args.out.endswith(".parquet"):
         try:
             table.to_parquet(args.out)
@@ -183,19 +196,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "Parquet output needs pyarrow: pip install pyarrow, or use .csv."
             ) from None
     elif args.out:
-        table.to_csv(args.out, index=False)
+        flat_lists(table).to_csv(args.out, index=False)
     else:
         print(table.drop(columns=[c for c in table.columns if c.startswith("top_")]).to_string())
     if args.out:
-        print(f"{len(table)} predictions written to {args.out}")
+        print(f"{len(table) - failed} predictions written to {args.out}")
+    if failed:
+        s = "" if failed == 1 else "s"
+        print(f"{failed} file{s} could not be read: listed with the reason in the 'error' column")
     return 0
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    import tlkit
+    from tlkit.backbones.offline import format_backbones
 
-    for name in tlkit.backbones.list_backbones():
-        print(name)
+    print(format_backbones())  # which names work offline, and what the others download
     return 0
 
 
@@ -211,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     fit = sub.add_parser("fit", help="train on a bundled dataset, a task pair or an image folder")
-    fit.add_argument("--data", help="dataset/pair name (`tlkit datasets`) or an ImageFolder path")
+    fit.add_argument(
+        "--data", help="dataset/pair name (`tlkit datasets`), an ImageFolder path or a CSV"
+    )
     fit.add_argument("--backbone", help="backbone name (`tlkit backbones`)")
     fit.add_argument("--config", help="YAML/JSON file of fit options")
     fit.add_argument("--epochs", type=int)
@@ -229,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other fit option")
     fit.add_argument("--save", help="write the trained run here (load with tlkit.load)")
     fit.add_argument("--plot", help="save learning curves to this image file")
+    fit.add_argument(
+        "--val-split",
+        dest="val_split",
+        default=DEFAULT_VAL_SPLIT,
+        help="for a folder or CSV: the share held out (stratified, seeded) to report metrics "
+        f"on (default {DEFAULT_VAL_SPLIT}; 0: none)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     demo = sub.add_parser(
@@ -244,12 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a saved run on a dataset's test sets")
     ev.add_argument("checkpoint")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", required=True, help="dataset name, image folder or CSV")
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict a folder or image files with a saved run")
     pr.add_argument("checkpoint", help="a file saved with run.save / --save")
-    pr.add_argument("data", nargs="+", help="a folder of images, or image files")
+    pr.add_argument("data", nargs="+", help="a folder of images, a CSV of paths, or image files")
     pr.add_argument("--out", help="write a table here (.csv, or .parquet with pyarrow)")
     pr.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     pr.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
@@ -263,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=_cmd_datasets)
 
     for name, func, text in (
-        ("backbones", _cmd_backbones, "list backbone names"),
+        ("backbones", _cmd_backbones, "list backbones and which work offline"),
         ("strategies", _cmd_strategies, "list installed strategies"),
     ):
         sub.add_parser(name, help=text).set_defaults(func=func)
@@ -271,14 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; a problem the user can fix prints ``tlkit: error: ...`` and returns 2."""
+    """Run the command; a problem the user can fix prints ``tlkit: error: ...`` and returns 2;
+    Ctrl-C prints one line (where the last checkpoint is) and returns 130."""
     args = build_parser().parse_args(argv)
     from tlkit.backbones import BackboneError
     from tlkit.datasets import DataError
     from tlkit.errors import CheckpointError, PluginError, TrainingError
 
+    console = argv is None  # the `tlkit` command itself, not a call from Python
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if console:  # one line per warning, without the library file that raised it
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except (
         DataError,
         BackboneError,
@@ -289,6 +318,27 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"tlkit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tlkit: {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    print(f"tlkit: warning: {message}", file=sys.stderr)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line printed on Ctrl-C: where the work done so far is kept, if anywhere."""
+    if args.func is not _cmd_fit:
+        return "interrupted"
+    folder = getattr(args, "checkpoint_dir", None)
+    remove_lock(folder)
+    last = Path(folder) / "last.pt" if folder else None
+    if last is not None and last.is_file():
+        return f"interrupted; last checkpoint at {last} (continue with --resume)"
+    if folder:
+        return f"interrupted before the first checkpoint in {folder}; nothing was kept"
+    return "interrupted; nothing was kept (pass --checkpoint-dir DIR to keep progress)"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import torch
 
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
-from tlkit.datasets.domain import DataError, Domain, DomainPair
+from tlkit.datasets.domain import DataError, DataWarning, Domain, DomainPair
 from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_model
-from tlkit.engine.config import FitConfig
+from tlkit.engine.config import FitConfig, count_option
 from tlkit.engine.evaluate import batches_of, evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
+from tlkit.prediction_table import prediction_domain, prediction_table, unread
 
 
 class Run:
@@ -161,24 +163,42 @@ class Run:
 
         * Images (or a tensor domain's rows) as a tensor: class ids ``(N,)`` (regression: the
           outputs ``(N, D)``), as a tensor.
-        * A :class:`Domain`, a folder of images, one image path or a list of paths: a
-          ``pandas.DataFrame`` with one row per readable sample -- ``path`` (``index`` for
-          in-memory samples), ``label`` (the class name), ``class_id``, ``probability``, and the
-          ``top_k`` classes and probabilities (``top_labels``, ``top_probabilities``); for
-          regression, ``prediction``. Files are decoded in ``num_workers`` DataLoader workers, with
-          a progress bar; a file that cannot be read is skipped with a warning naming it.
+        * A :class:`Domain`, a folder of images, a CSV of paths (column ``path``), one image path
+          or a list of paths: a ``pandas.DataFrame`` with one row per sample -- ``path``
+          (``index`` for in-memory samples), ``label`` (the class name), ``class_id``,
+          ``probability``, and the ``top_k`` classes and probabilities (``top_labels``,
+          ``top_probabilities``, lists); for regression, ``prediction``. Files are decoded in
+          ``num_workers`` DataLoader workers, with a progress bar; files get an ``error``
+          column, empty where the file was read and the reason where it was not (that row has
+          no prediction), and one warning names the unreadable files.
         """
+        batch_size = count_option("batch_size", batch_size, minimum=1)
+        top_k = count_option("top_k", top_k, minimum=1)
+        num_workers = count_option("num_workers", num_workers, minimum=0)
         if isinstance(data, torch.Tensor):
             outputs = self.predict_outputs(data, batch_size=batch_size)
             return outputs.argmax(dim=1) if self.task == "classification" else outputs
-        domain = _as_domain(data)
+        domain = prediction_domain(data)
         resize = self.spec.get("resize", "crop")
-        p = predict(
-            self.model,
-            _progress(domain, batch_size, self.image_size, num_workers, progress, resize),
-            batch_size=batch_size,
+        with warnings.catch_warnings():  # one warning below names every unreadable file
+            warnings.simplefilter("ignore", DataWarning)
+            p = predict(
+                self.model,
+                _progress(domain, batch_size, self.image_size, num_workers, progress, resize),
+                batch_size=batch_size,
+            )
+        failures = unread(domain, p.indices)
+        if failures:
+            _, first, why = failures[0]
+            warnings.warn(
+                f"{len(failures)} of {len(domain)} files could not be read and have no "
+                f"prediction (e.g. '{first}': {why}); their rows say why in the 'error' column.",
+                DataWarning,
+                stacklevel=2,
+            )
+        return prediction_table(
+            domain, p.outputs, p.indices, self.task, self.classes, top_k, failures
         )
-        return _prediction_table(domain, p.outputs, p.indices, self.task, self.classes, top_k)
 
     def predict_proba(
         self, images: torch.Tensor | Domain, *, batch_size: int = 256
@@ -355,25 +375,6 @@ def _as_inputs(images: torch.Tensor | Domain) -> torch.Tensor | Domain:
     return imgs.unsqueeze(1) if imgs.ndim == 3 and imgs.dtype == torch.uint8 else imgs
 
 
-def _as_domain(data: Any) -> Domain:
-    """A Domain from a Domain, a folder, an image path or a list of image paths."""
-    from tlkit.datasets import from_folder, from_paths
-
-    if isinstance(data, Domain):
-        return data
-    if isinstance(data, (str, Path)):
-        p = Path(data).expanduser()
-        if p.is_dir():
-            return from_folder(p, labels=False, progress=False)
-        return from_paths([p], name=p.name, progress=False)
-    if isinstance(data, (list, tuple)):
-        return from_paths(list(data), progress=False)
-    raise DataError(
-        f"predict() takes images as a tensor, a Domain, a folder, an image path or a list of "
-        f"paths; got {type(data).__name__}."
-    )
-
-
 def _progress(
     domain: Domain, batch_size: int, image_size: int | None, workers: int, show: bool, resize: str
 ):
@@ -385,37 +386,6 @@ def _progress(
 
     total = -(-len(domain) // batch_size)
     return tqdm(batches, total=total, desc="predict", unit="batch", disable=None)  # not in logs
-
-
-def _prediction_table(domain, outputs, indices, task, classes, top_k):
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        raise DataError("predictions as a table need pandas: pip install pandas") from None
-    try:
-        paths = None if domain.in_memory else domain.paths
-    except DataError:  # a dataset object's samples have no paths
-        paths = None
-    where = {"path": [paths[i] for i in indices.tolist()]} if paths else {"index": indices.tolist()}
-    if outputs is None:
-        outputs = torch.empty(0, len(classes) or 1)
-    if task == "regression":
-        values = outputs.squeeze(1).tolist() if outputs.shape[1] == 1 else outputs.tolist()
-        return pd.DataFrame({**where, "prediction": values})
-    probs = outputs.softmax(dim=1)
-    k = max(1, min(top_k, probs.shape[1]))
-    top_p, top_i = probs.topk(k, dim=1)
-    names = list(classes) or [str(i) for i in range(probs.shape[1])]
-    return pd.DataFrame(
-        {
-            **where,
-            "label": [names[i] for i in top_i[:, 0].tolist()],
-            "class_id": top_i[:, 0].tolist(),
-            "probability": top_p[:, 0].tolist(),
-            "top_labels": [[names[i] for i in row] for row in top_i.tolist()],
-            "top_probabilities": top_p.tolist(),
-        }
-    )
 
 
 def load(path: str | Path, *, model: TransferModel | None = None, device: str = "cpu") -> Run:

@@ -15,13 +15,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import write_photo_folder
 
 import tlkit
 from tlkit.cli import main
 from tlkit.datasets import DataError, DomainPair
 from tlkit.errors import ConfigError
-
-from conftest import write_photo_folder
 
 
 def _one_error(capsys, max_lines: int = 2) -> str:
@@ -69,6 +68,13 @@ def test_set_python_tag_runs_no_code(capsys, monkeypatch):
     assert "--set lr=" in err and "tag" in err
 
 
+def test_config_file_that_is_not_yaml(tmp_path, capsys):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("data: digits\nlr: [1\nepochs: 2\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    assert "exp.yaml" in _one_error(capsys)
+
+
 def test_seed_beyond_the_generators_range(capsys):
     argv = ["fit", "--data", "digits", "--backbone", "small_cnn", "--epochs", "1"]
     assert main([*argv, "--seed", "1180591620717411303424"]) == 2
@@ -76,6 +82,8 @@ def test_seed_beyond_the_generators_range(capsys):
     assert "seed" in err and str(2**32 - 1) in err
     with pytest.raises(ConfigError, match="seed"):
         tlkit.FitConfig(seed=2**40)
+    assert main(["demo", "--quick", "--seed", str(2**70)]) == 2
+    assert "seed" in _one_error(capsys)
 
 
 def test_predict_batch_size_and_workers_are_checked(saved_run, small_folder, capsys):

@@ -47,7 +47,13 @@ def _load_config(path: str | None) -> dict[str, Any]:
     try:
         values = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file '{p}' is not valid YAML/JSON: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"config file '{p}' is not valid YAML/JSON{line}: {problem}; fix it, or pass options "
+            "with --set key=value."
+        ) from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{p}' must hold a mapping of option: value.")
     return values
@@ -138,9 +144,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import tlkit
     from tlkit.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, labels_per_class=args.labels_per_class, seed=args.seed)
+    seed = tlkit.FitConfig(seed=args.seed).seed  # the rule every run's seed follows
+    run_demo(args.out, quick=args.quick, labels_per_class=args.labels_per_class, seed=seed)
     return 0
 
 
@@ -208,7 +216,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from tlkit.backbones.offline import format_backbones
+    from tlkit.backbones.availability import format_backbones
 
     print(format_backbones())  # which names work offline, and what the others download
     return 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tlkit.backbones import BackboneError, create_backbone, offline
-from tlkit.backbones.offline import backbone_availability, format_backbones
+from tlkit.backbones.availability import backbone_availability, format_backbones
 
 RESNET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 

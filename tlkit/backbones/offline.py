@@ -1,10 +1,10 @@
-"""Which backbones work offline, and one quick, honest attempt for those that need a download.
+"""Pretrained weights that need a download: one quick, honest attempt, never a retry loop.
 
 Most of tlkit runs without a network: EfficientNet-Lite0's ImageNet weights ship with an
 installed package, ``small_cnn`` and the tabular/text backbones start from a random init, and
-``weights=<file>`` loads a local checkpoint. torchvision's and timm's pretrained weights are
-downloaded on first use, then read from their cache. A download is attempted once -- never
-retried -- and not at all when the environment says offline (``TLKIT_OFFLINE=1`` or
+``weights=<file>`` loads a local checkpoint (:mod:`tlkit.backbones.availability` lists which name
+needs what). torchvision's and timm's pretrained weights are downloaded on first use, then read
+from their cache. A download is attempted once -- never retried -- and not at all when the environment says offline (``TLKIT_OFFLINE=1`` or
 ``HF_HUB_OFFLINE=1``) or the weights' host does not answer within :data:`PROBE_TIMEOUT`
 seconds; the :class:`BackboneError` then names the file to fetch and where to put it.
 """
@@ -15,11 +15,10 @@ import functools
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from tlkit.backbones import TENSOR_BACKBONES, TORCHVISION_EXAMPLES, BackboneError
+from tlkit.backbones import BackboneError
 
 T = TypeVar("T")
 #: Environment variables that, set to a true value, mean "do not touch the network".
@@ -122,59 +121,3 @@ def timm_cached_file(name: str) -> str | None:
     if url and os.path.isfile(_hub_checkpoint(url)):
         return _hub_checkpoint(url)
     return None
-
-
-# -- the listing -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BackboneAvailability:
-    """A backbone name, whether it builds offline now, and where its weights come from."""
-
-    name: str
-    offline: bool
-    weights: str
-
-
-def backbone_availability() -> list[BackboneAvailability]:
-    """Every listed backbone (:func:`~tlkit.backbones.list_backbones`) with its offline status
-    on this machine; torchvision names count as offline once their weights are cached."""
-    out = [
-        BackboneAvailability("efficientnet_lite0", True, "ImageNet, bundled with the package"),
-        BackboneAvailability("small_cnn", True, "none (random init)"),
-    ]
-    for name in TORCHVISION_EXAMPLES:
-        out.append(_torchvision(name))
-    out.append(
-        BackboneAvailability(
-            "timm:<name>", False, "download from the Hugging Face Hub on first use, then cached"
-        )
-    )
-    for name in TENSOR_BACKBONES:
-        out.append(BackboneAvailability(name, True, "none (random init)"))
-    out.append(BackboneAvailability("any name + weights=FILE", True, "your local checkpoint"))
-    return out
-
-
-def _torchvision(name: str) -> BackboneAvailability:
-    from tlkit.backbones.torchvision_models import cached_weights_path, default_weights
-
-    weights = default_weights(name)
-    if weights is None:
-        return BackboneAvailability(name, True, "none (random init)")
-    path = cached_weights_path(weights)
-    if os.path.isfile(path):
-        return BackboneAvailability(name, True, f"ImageNet, cached at {path}")
-    return BackboneAvailability(name, False, f"ImageNet: download {weights.url} (to {path})")
-
-
-def format_backbones(rows: list[BackboneAvailability] | None = None) -> str:
-    """The ``tlkit backbones`` listing: name, ``offline yes/no``, where the weights come from."""
-    rows = backbone_availability() if rows is None else rows
-    width = max(len(r.name) for r in rows) + 2
-    lines = [f"{'backbone':<{width}}offline  weights"]
-    lines += [f"{r.name:<{width}}{'yes' if r.offline else 'no':<9}{r.weights}" for r in rows]
-    lines.append(
-        "Any torchvision classification model name also works (weights downloaded on first use); "
-        "offline, set TLKIT_OFFLINE=1 to fail at once instead of trying the network."
-    )
-    return "\n".join(lines)
-

@@ -62,7 +62,9 @@ class L2SP:
         return None
 
     @tlkit.hookimpl
-    def tlkit_extra_losses(self, step: Step) -> dict[str, torch.Tensor]:
+    def tlkit_extra_losses(self, step: Step) -> dict[str, torch.Tensor] | None:
+        if not (self.alpha or self.beta):
+            return None  # both weights 0: no penalty (a constant term would train nothing)
         model = step.model
         device = next(model.head.parameters()).device
         to_start = torch.zeros((), device=device)

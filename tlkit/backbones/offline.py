@@ -6,7 +6,8 @@ installed package, ``small_cnn`` and the tabular/text backbones start from a ran
 needs what). torchvision's and timm's pretrained weights are downloaded on first use, then read
 from their cache. A download is attempted once -- never retried -- and not at all when the
 environment says offline (``TLKIT_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) or the weights' host does
-not answer within :data:`PROBE_TIMEOUT` seconds; the :class:`BackboneError` then names the file to fetch and where to put it.
+not answer within :data:`PROBE_TIMEOUT` seconds; the :class:`BackboneError` then names the file to
+fetch and where to put it.
 """
 
 from __future__ import annotations

@@ -85,6 +85,22 @@ def test_poisoned_optimizer_state_stops_the_run_and_names_the_good_checkpoint(
     assert saved["state"]["step"] == 2 and non_finite(saved) == []
 
 
+def test_non_finite_checkpoints_are_neither_resumed_nor_saved(tiny_task, fast, tmp_path):
+    opts = dict(epochs=2, checkpoint_dir=str(tmp_path), **fast)
+    run = tlkit.fit(tiny_task, max_steps=2, **opts)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    next(iter(ckpt["optimizer"]["state"].values()))["exp_avg_sq"].fill_(float("nan"))
+    save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "version")},
+                    tmp_path / "last.pt")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"non-finite values \(optimizer\..*exp_avg_sq\)"):
+        tlkit.fit(tiny_task, resume=True, **opts)
+    with torch.no_grad():
+        next(run.model.parameters()).fill_(float("inf"))
+    with pytest.raises(CheckpointError, match="non-finite values"):
+        run.save(tmp_path / "run.pt")
+    assert not (tmp_path / "run.pt").exists()
+
+
 # -- 2. run identity covers the data's content ------------------------------------------------
 def test_resuming_on_other_image_content_is_refused(fast, tmp_path):
     g = torch.Generator().manual_seed(0)
@@ -251,6 +267,27 @@ def test_run_save_into_a_read_only_folder_is_explained(tiny_task, fast, tmp_path
     with pytest.raises(OSError, match="read-only file system") as err:
         run.save(tmp_path / "run.pt")
     assert str(tmp_path / "run.pt") in str(err.value)
+
+
+def test_a_full_disk_at_the_start_fails_before_training(tiny_task, fast, tmp_path, monkeypatch):
+    from tlkit.engine import checkpoint
+
+    class FullFile:
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):
+            self.f.close()
+
+    monkeypatch.setattr(checkpoint, "open", lambda *a, **k: FullFile(open(*a, **k)), raising=False)
+    with pytest.raises(tlkit.ConfigError, match="cannot be written \\(no space left on device"):
+        tlkit.fit(tiny_task, epochs=1, checkpoint_dir=str(tmp_path), **fast)
 
 
 @pytest.mark.parametrize("suffix", [".pt2", ".onnx"])

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from tlkit.engine.safe_write import write_atomically, write_with_rescue
+from tlkit.engine.safe_write import plain_reason, write_atomically, write_with_rescue
 from tlkit.errors import CheckpointError, ConfigError
 
 FORMAT = "tlkit-checkpoint"
@@ -252,11 +252,18 @@ class FolderLock:
                 f"checkpoint_dir '{self.folder}' is in use by another run ({holder}). Wait for "
                 "it to finish, stop it, or give this run its own checkpoint_dir."
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        f.flush()
         self._file = f
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            f.flush()
+        except OSError as exc:  # a full disk: fail now, before anything is trained
+            self.release()
+            raise ConfigError(
+                f"checkpoint_dir '{self.folder}' cannot be written ({plain_reason(exc)}); free "
+                "some space or choose another folder."
+            ) from None
         return self
 
     def release(self) -> None:
@@ -264,7 +271,10 @@ class FolderLock:
             try:
                 _unlock_file(self._file)
             finally:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError:  # the holder's name could not be flushed (a full disk)
+                    pass
                 self._file = None
 
     def __enter__(self) -> FolderLock:

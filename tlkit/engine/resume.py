@@ -308,12 +308,14 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] |
             raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
         path = Path(trainer.config.checkpoint_dir) / "last.pt"
         if not path.exists():  # a restart loop's first start: nothing to resume yet
-            print(
-                f"tlkit: resume=True, but '{path}' holds no checkpoint yet: starting a new run.",
-                file=sys.stderr,
-                flush=True,
-            )
-            set_aside_earlier(trainer)
+            if trainer.is_main:
+                print(
+                    f"tlkit: resume=True, but '{path.parent}' holds no checkpoint yet: starting "
+                    "a new run.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                set_aside_earlier(trainer)
             return None
     else:
         path = Path(os.fspath(source))

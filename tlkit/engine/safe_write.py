@@ -32,6 +32,16 @@ _PLAIN = {
 }
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Files are created as ``open()`` would create them (``mkstemp`` alone gives 0600).
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 class SaveError(CheckpointError, OSError):
     """A file could not be written (full disk, read-only folder...). Nothing partial was left
     behind, and the message says where what was being saved is kept."""
@@ -97,6 +107,8 @@ def write_atomically(path: str | os.PathLike, produce: Callable[[Any], Any]) -> 
     sink = _Sink(fd)
     try:
         try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else _FILE_MODE)
             produce(sink)
             os.fsync(fd)
         finally:

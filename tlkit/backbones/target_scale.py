@@ -29,7 +29,7 @@ class TargetScale(nn.Module):
         return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
 
     def standardise(self, y: torch.Tensor) -> torch.Tensor:
-        """Values in the target's units -> standardised, in ``y``'s shape (``(B,)`` or ``(B, D)``)."""
+        """Values in the target's units -> standardised, in ``y``'s shape ``(B,)`` / ``(B, D)``."""
         flat = y.float().reshape(len(y), -1)
         return ((flat - self.mean) / self.std).reshape(y.shape)
 

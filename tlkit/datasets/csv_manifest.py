@@ -188,9 +188,8 @@ def from_csv(
     elif hasattr(csv_or_dataframe, "columns") and hasattr(csv_or_dataframe, "__getitem__"):
         table = _read_frame(csv_or_dataframe, (path_column, label_column))
     else:
-        raise DataError(
-            f"from_csv takes a CSV path or a pandas DataFrame, got {type(csv_or_dataframe).__name__}."
-        )
+        kind = type(csv_or_dataframe).__name__
+        raise DataError(f"from_csv takes a CSV path or a pandas DataFrame, got {kind}.")
     for col in (path_column, label_column):
         if col is not None and col not in table.columns:
             raise DataError(

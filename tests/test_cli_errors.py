@@ -201,7 +201,7 @@ def test_fit_on_a_folder_holds_out_a_split_and_prints_its_metrics(small_folder, 
     assert "--val-split" in _one_error(capsys)
 
 
-def test_fit_on_a_csv(small_folder, tmp_path, capsys):
+def test_fit_and_predict_on_a_csv(small_folder, saved_run, tmp_path, capsys):
     manifest = tmp_path / "photos.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.writer(f)
@@ -212,6 +212,11 @@ def test_fit_on_a_csv(small_folder, tmp_path, capsys):
             "--image-size", "16", "--set", "progress=false"]  # fmt: skip
     assert main(argv) == 0
     assert "source_accuracy" in capsys.readouterr().out
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(saved_run), str(manifest), "--out", str(out_csv)]) == 0
+    assert "24 predictions written" in capsys.readouterr().out
+    with open(out_csv, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 24
 
 
 def test_evaluate_and_predict_take_folders_and_name_missing_paths(

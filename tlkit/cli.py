@@ -5,12 +5,16 @@
     tlkit fit --config experiment.yaml --set lr=3e-4 --set batch_size=32
     tlkit evaluate run.pt --data synth-digits->digits
     tlkit fit --data shop_photos/ --image-size 224 --save run.pt   # a folder of your own photos
+    tlkit fit --data labels.csv --val-split 0.1 --save run.pt       # a CSV of path,label rows
+    tlkit evaluate run.pt --data shop_photos/
     tlkit predict run.pt new_photos/ --out predictions.csv
     tlkit datasets pack photos/ shards/                            # WebDataset tar shards
     tlkit datasets | tlkit backbones | tlkit strategies
 
 A config file (YAML or JSON) holds ``data``, ``backbone``, ``epochs`` and any ``tlkit.fit`` option;
-command-line flags override it.
+command-line flags override it. On a folder or CSV, ``fit`` holds out a stratified, seeded share
+(``--val-split``, 20% by default) and reports its metrics. Bad input prints one
+``tlkit: error: ...`` line and exits 2; Ctrl-C prints where the last checkpoint is and exits 130.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
-from tlkit.plots import source_to_target_grid
 from tlkit_strategies.adapt.fda import FDA, fourier_transfer, low_frequency_mask, match_target
 from tlkit_strategies.adapt.pixelda import (
     Discriminator,
@@ -21,6 +20,7 @@ from torch import nn
 
 import tlkit
 from tlkit.datasets import Domain, DomainPair
+from tlkit.plots import source_to_target_grid
 
 matplotlib.use("Agg")
 

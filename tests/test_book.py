@@ -240,7 +240,7 @@ def test_prose_renders_the_same_in_every_front_end(path):
     nb = load(path)
     for cell in nb["cells"]:
         assert "{glue" not in source(cell), f"{path.name}: glue in {source(cell)[:60]!r}"
-    for i, text in prose_cells(nb):
+    for i, _text in prose_cells(nb):
         meta = nb["cells"][i].get("metadata", {})
         assert "remove-input" in meta.get("tags", []), f"{path.name} cell {i}: tag remove-input"
         assert meta.get("jupyter", {}).get("source_hidden") is True, f"{path.name} cell {i}"

@@ -202,6 +202,7 @@ def load_weights(module: torch.nn.Module, state: Any, what: str, path: Any) -> N
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint '{path}': the {what} weights are damaged.")
     mine = module.state_dict()
+    state = _unscaled_regression_head(state, mine)
     missing = [k for k in mine if k not in state]
     unexpected = [k for k in state if k not in mine]
     mismatched = [
@@ -225,6 +226,22 @@ def load_weights(module: torch.nn.Module, state: Any, what: str, path: Any) -> N
             + "). Load it with the backbone, number of classes and strategies it was trained with."
         )
     module.load_state_dict(state)
+
+
+_SCALE_BUFFERS = ("scale.mean", "scale.std", "scale.fitted")
+
+
+def _unscaled_regression_head(state: dict, mine: dict) -> dict:
+    """A regression run saved before heads scaled their targets learned raw targets: give its
+    head the identity scale (mean 0, std 1, fitted) so it loads and predicts as it did."""
+    absent = [k for k in mine if k not in state]
+    if not absent or not all(k.endswith(_SCALE_BUFFERS) for k in absent):
+        return state
+    filled = dict(state)
+    for key in absent:
+        value = mine[key]
+        filled[key] = torch.ones_like(value) if key.endswith(("std", "fitted")) else torch.zeros_like(value)
+    return filled
 
 
 class FolderLock:

@@ -73,14 +73,6 @@ from tlkit import options
 from tlkit_strategies.adapt.fda import check_images, match_target
 
 
-def source_to_target_grid(*args, **kwargs):
-    """:func:`tlkit.plots.source_to_target_grid` (imported when called: loading the strategy must
-    not import pyplot)."""
-    from tlkit.plots import source_to_target_grid as grid
-
-    return grid(*args, **kwargs)
-
-
 class ResidualBlock(nn.Module):
     """``x + BN(conv(ReLU(BN(conv(x)))))``: ``(B, w, H, W) -> (B, w, H, W)``."""
 
@@ -342,5 +334,8 @@ class PixelDA:
 
     @torch.no_grad()
     def plot(self, images: torch.Tensor, n: int = 8, seed: int = 0, **kwargs):
-        """:func:`source_to_target_grid` of this strategy's generator (see there)."""
+        """:func:`tlkit.plots.source_to_target_grid` of this strategy's generator (see there;
+        imported when called: loading the strategy must not import pyplot)."""
+        from tlkit.plots import source_to_target_grid
+
         return source_to_target_grid(self, images, n=n, seed=seed, **kwargs)

@@ -228,14 +228,14 @@ def load_weights(module: torch.nn.Module, state: Any, what: str, path: Any) -> N
     module.load_state_dict(state)
 
 
-_SCALE_BUFFERS = ("scale.mean", "scale.std", "scale.fitted")
+_HEAD_SCALE_KEYS = ("scale.mean", "scale.std", "scale.fitted")
 
 
 def _unscaled_regression_head(state: dict, mine: dict) -> dict:
     """A regression run saved before heads scaled their targets learned raw targets: give its
     head the identity scale (mean 0, std 1, fitted) so it loads and predicts as it did."""
     absent = [k for k in mine if k not in state]
-    if not absent or not all(k.endswith(_SCALE_BUFFERS) for k in absent):
+    if not absent or not all(k.endswith(_HEAD_SCALE_KEYS) for k in absent):
         return state
     filled = dict(state)
     for key in absent:

@@ -233,8 +233,12 @@ def test_validate_and_monitor_pick_the_best_epoch_of_an_adaptation_run(dash):
     assert "score_info_max" not in dash.monitor.options
     dash.adapt.value = ("coral",)
     dash.validate.value = ("info_max",)
-    # ticking a validator offers its score, and selects it while monitor was "auto"
-    assert dash.monitor.value == "score_info_max"
+    # ticking a validator offers its score, and never selects it by itself: the user picks
+    assert "score_info_max" in dash.monitor.options and dash.monitor.value == "auto"
+    dash.monitor.value = "score_info_max"
+    dash.validate.value = ()
+    assert dash.monitor.value == "auto"  # a score that is no longer offered falls back to auto
+    dash.validate.value = ("info_max",)
     dash.monitor.value = "source_accuracy"
     dash.validate.value = ("info_max", "entropy")
     assert dash.monitor.value == "source_accuracy"  # a choice the user made is kept

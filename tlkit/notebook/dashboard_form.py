@@ -218,17 +218,14 @@ class _Form:
         self._update_monitor()
 
     def _update_monitor(self) -> None:
-        """Offer the held-out metrics and the ticked validators' scores; ticking a validator
-        while monitor is ``auto`` selects its score (else adaptation runs would keep the epoch
-        with the best *source* accuracy)."""
+        """Offer the held-out metrics and the ticked validators' scores. Ticking a validator
+        never selects its score: which metric keeps ``best.pt`` is the user's choice (a
+        validator's favourite epoch can be the worst one, as chapter 6 shows for SND)."""
         scores = [f"score_{v}" for v in self.validate.value]
         options = ["auto", "source_accuracy", "target_accuracy", "train_loss", *scores]
         old = self.monitor.value
         self.monitor.options = options
-        if old in options and not (old == "auto" and scores):
-            self.monitor.value = old
-        else:
-            self.monitor.value = scores[0] if scores else "auto"
+        self.monitor.value = old if old in options else "auto"
 
     def options(self) -> dict[str, Any]:
         """The FitConfig options the form currently describes (plus the constructor's extras)."""

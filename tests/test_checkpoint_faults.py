@@ -59,6 +59,7 @@ def test_a_diverging_run_writes_no_checkpoint_with_non_finite_optimizer_state(
         assert non_finite(torch.load(path, weights_only=True)) == [], path
     message = str(err.value)
     assert f"The last good checkpoint is kept at {tmp_path / 'last.pt'}" in message
+    assert "Try a lower lr" in message
 
 
 def test_poisoned_optimizer_state_stops_the_run_and_names_the_good_checkpoint(

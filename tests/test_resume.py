@@ -171,21 +171,6 @@ def all_finite(path: Path) -> bool:
     return all(torch.isfinite(v).all() for s in states for v in s.values() if v.is_floating_point())
 
 
-def test_a_diverging_run_leaves_only_finite_checkpoints(tiny_task, fast, tmp_path):
-    with pytest.raises(TrainingError, match="Try a lower lr"):
-        tlkit.fit(
-            tiny_task,
-            epochs=3,
-            checkpoint_dir=str(tmp_path),
-            checkpoint_every=1,
-            log_every=1,
-            adapt="dann",
-            **{**fast, "lr": 1e6},
-        )
-    written = sorted(tmp_path.glob("*.pt"))
-    assert written and all(all_finite(p) for p in written)
-
-
 def test_non_finite_batchnorm_statistics_are_never_saved(tiny_task, fast, tmp_path):
     class Poison:  # the loss stays finite (training mode normalises with batch statistics)
         @tlkit.hookimpl

@@ -10,7 +10,7 @@ Directives (usable from MyST pages as ```` ```{tlkit-hooks} ```` etc.):
   argument that selects each family.
 
 ``render_hooks_rst()`` and ``render_strategies_rst()`` return the reStructuredText the directives
-insert; ``tests/test_book.py`` checks them against ``tlkit.hookspecs`` directly.
+insert; ``tests/book/test_book.py`` checks them against ``tlkit.hookspecs`` directly.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ pipeline whose first step decides the output geometry (``RandomResizedCrop``, ``
 
 PNG and other formats, and JPEGs whose crop is too small to shrink, take the full-resolution
 path. Against full decoding followed by the same antialiased resize the difference is about one
-grey level (``tests/test_decode_reduced.py`` holds it under 3/255 on camera-size JPEGs).
+grey level (``tests/datasets/test_decode_reduced.py`` holds it under 3/255 on camera-size JPEGs).
 """
 
 from __future__ import annotations

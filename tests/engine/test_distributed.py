@@ -53,7 +53,7 @@ def test_ddp_two_cpu_processes_train_in_lockstep(tmp_path):
             "29517",
             str(script),
             str(tmp_path),
-            os.path.dirname(__file__),
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         ],
         capture_output=True,
         text=True,

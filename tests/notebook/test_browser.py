@@ -5,15 +5,15 @@ end renders the widgets, that clicks reach the kernel while a background thread 
 layout holds in a normal window, or what ends up in the saved notebook. One JupyterLab server on
 127.0.0.1 (a free port, a token, config dirs in a temp folder, no network) serves both tests:
 
-* the dashboard (``tests/browser/dashboard.ipynb``) at 1100 px with the file browser open and at
+* the dashboard (``tests/notebook/browser/dashboard.ipynb``) at 1100 px with the file browser open and at
   1600 px: no horizontal scrollbar or cut button inside the form, hints before a run and images at
   their natural size after, Train / live curves / Stop, and the per-epoch table in the notebook
   file JupyterLab saves;
-* the annotation assistant (``tests/browser/annotate.ipynb``): *Ask next* trains in the background
+* the annotation assistant (``tests/notebook/browser/annotate.ipynb``): *Ask next* trains in the background
   (the status says so and the kernel answers meanwhile), a label click and *Undo*, a previewed
   bulk accept and its *Undo*.
 
-Screenshots go to ``$TLKIT_TEST_ARTIFACTS`` (default ``tests/artifacts/``, git-ignored). It uses the
+Screenshots go to ``$TLKIT_TEST_ARTIFACTS`` (default ``tests/notebook/artifacts/``, git-ignored). It uses the
 system Chromium (``playwright install`` downloads are not needed); it is skipped only when no
 Chromium is installed.
 """

@@ -19,7 +19,7 @@ import tlkit
 from tlkit.engine.checkpoint import FolderLock, save_checkpoint
 from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 FINE_TUNE = dict(mode="fine_tune", freeze_epochs=1, epochs=3, adapt="dann", ema=0.9)
 
 

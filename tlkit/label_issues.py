@@ -473,16 +473,6 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int = 0) -> torch.T
     return fold
 
 
-def __getattr__(name: str) -> Any:
-    if name == "cross_validated_suspicious_labels":
-        raise ImportError(  # not AttributeError: its message would be lost in 'from x import'
-            "cross_validated_suspicious_labels moved to tlkit.cross_validation (it trains models, "
-            "which tlkit.label_issues must not import): use "
-            "'from tlkit.cross_validation import cross_validated_suspicious_labels'."
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "DEFAULT_PRUNE",
     "METHODS",

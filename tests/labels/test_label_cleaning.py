@@ -176,8 +176,6 @@ def test_bad_inputs_fail_with_the_fix():
     issues = SuspiciousLabels.from_probabilities(P, Y, method="small_loss")
     with pytest.raises(ValueError, match="confident_learning"):
         issues.noise_matrix  # noqa: B018
-    with pytest.raises(ImportError, match="tlkit.cross_validation"):  # it moved: say where
-        exec("from tlkit.label_issues import cross_validated_suspicious_labels", {})
     assert set(PRUNE) == {"by_pair", "by_class", "both", "off_diagonal", "argmax"}
 
 

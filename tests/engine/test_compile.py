@@ -11,6 +11,7 @@ compile.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -42,4 +43,6 @@ def test_a_torch_without_the_hook_guard_setting_is_warned_about(monkeypatch):
     monkeypatch.setattr(torch, "_dynamo", SimpleNamespace(config=SimpleNamespace()))
     with pytest.warns(UserWarning, match="skip_nnmodule_hook_guards"):
         compile_hook_guards(True)
-    compile_hook_guards(False)  # no warning without compile
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning without compile
+        compile_hook_guards(False)

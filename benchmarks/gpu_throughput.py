@@ -12,7 +12,7 @@ same synthetic in-memory data (uint8 images of the right size, made with
 ``tlkit.datasets.from_arrays`` and copied to the GPU before the clock starts, as tlkit keeps data
 smaller than 2 GiB there; labels cycle over 10 classes):
 
-* ``tlkit``: ``tlkit.Trainer(data, FitConfig(..., max_steps=warm-up + measured steps))`` -- the
+* ``tlkit``: ``tlkit.Trainer(data, config=FitConfig(..., max_steps=warm-up + measured steps))`` -- the
   engine path ``tlkit.fit`` takes (hooks, schedule, logging, loss bookkeeping included);
 * ``hand``: a hand-written loop with the same settings (the model's ``prepare`` on the batch,
   ``channels_last`` inputs, autocast, ``torch.compile`` of backbone + head, AdamW).
@@ -266,7 +266,7 @@ def run_tlkit(s: Settings, data, base: nn.Module, config: dict[str, Any]) -> dic
         seed=0,
         **config,
     )
-    trainer = tlkit.Trainer(data, cfg, model=copy.deepcopy(base), observers=[clock])
+    trainer = tlkit.Trainer(data, config=cfg, model=copy.deepcopy(base), observers=[clock])
     run = trainer.fit()
     loss = run.step_logs[-1]["loss"] if run.step_logs else float("nan")
     seconds = clock.t1 - clock.t0

@@ -14,36 +14,109 @@ from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
 from tlkit.engine import trainer as engine
 from tlkit.engine.config import FitConfig
+from tlkit.engine.lr_finder import LRFinder, find_lr
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
 
 _OPTIONS = {f.name for f in dataclasses.fields(FitConfig)}
 
 
-class Trainer(engine.Trainer):
-    """Runs one fit: ``Trainer(data, config).fit()`` returns a :class:`tlkit.Run`.
+DEFAULT_BACKBONE = "efficientnet_lite0"
 
-    The engine's training loop (:class:`tlkit.engine.trainer.Trainer`: see it for the arguments)
-    with the result object on top. ``model`` may also be an earlier :class:`Run`, whose model is
-    copied (the run keeps its own) -- e.g. to adapt it source-free.
+
+class Trainer(engine.Trainer):
+    """Runs one fit: ``tlkit.Trainer(data, "small_cnn", epochs=3).fit()`` returns a :class:`Run`.
+
+    It takes what :func:`fit` takes (``resume`` goes to :meth:`fit`), so a trainer can be built,
+    inspected (``trainer.config``, ``trainer.strategies``) and then run. ``config=`` gives a ready
+    :class:`FitConfig` instead of ``backbone``, ``epochs`` and options. ``model`` may also be an
+    earlier :class:`Run`, whose model is copied (the run keeps its own) -- e.g. to adapt it
+    source-free. The training loop itself is :class:`tlkit.engine.trainer.Trainer`.
     """
 
     def __init__(
-        self, data: Any, config: FitConfig | None = None, *, model: Any = None, **kw: Any
+        self,
+        data: DomainPair | Domain | str,
+        backbone: str | nn.Module = DEFAULT_BACKBONE,
+        *,
+        epochs: int = 5,
+        model: TransferModel | Run | None = None,
+        config: FitConfig | None = None,
+        observers: tuple[Any, ...] | list[Any] = (),
+        classes: list[str] | None = None,
+        train_transform: Any = None,
+        **options: Any,
     ) -> None:
+        if isinstance(backbone, FitConfig):
+            raise ConfigError(
+                "tlkit.Trainer(data, backbone, ...) takes the backbone second, as tlkit.fit "
+                "does; pass a FitConfig as config=."
+            )
+        if config is None:
+            config, model, transform = _configure(backbone, epochs, model, options)
+            train_transform = transform if transform is not None else train_transform
+        elif options or backbone is not DEFAULT_BACKBONE or epochs != 5:
+            raise ConfigError("pass either config= or backbone, epochs and options, not both.")
+        if isinstance(data, str):
+            data = load_dataset(data, seed=config.seed)
         if isinstance(model, Run):
-            kw.setdefault("classes", model.classes or None)
+            classes = classes or model.classes or None
             model = copy.deepcopy(model.model)
-        super().__init__(data, config, model=model, **kw)
+        self.lr_finder: LRFinder | None = None
+        if config.lr == "find":  # sweep on a copy first, then train with the pick
+            self.lr_finder = find_lr(
+                data, config, model=model, classes=classes, train_transform=train_transform
+            )
+            print(self.lr_finder.describe())
+            config = dataclasses.replace(config, lr=self.lr_finder.suggestion)
+        super().__init__(
+            data,
+            config,
+            model=model,
+            classes=classes,
+            observers=observers,
+            train_transform=train_transform,
+        )
 
     def fit(self, resume: str | Path | bool | None = None) -> Run:
         """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``)."""
         return Run.from_trainer(self.train(resume))
 
 
+def _configure(
+    backbone: str | nn.Module, epochs: int, model: Any, options: dict[str, Any]
+) -> tuple[FitConfig, Any, Any]:
+    """``(config, model, train_transform)`` of :func:`fit`'s arguments: a module passed as the
+    backbone becomes the model, a ``transforms.v2`` pipeline passed as ``augment`` the
+    trainer's ``train_transform``."""
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown fit() options {unknown}; known options: {sorted(_OPTIONS)}.")
+    if isinstance(backbone, nn.Module) and model is None:
+        model_arg: Any = backbone
+        name = getattr(backbone, "name", "custom")
+    else:
+        model_arg = model
+        net = model.model if isinstance(model, Run) else model  # a finished run to adapt further
+        name = net.backbone.name if net is not None else backbone
+    if not isinstance(name, str):
+        raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
+    options = dict(options)
+    transform = options.pop("augment", None) if callable(options.get("augment")) else None
+    if transform is not None:
+        options["augment"] = "custom"  # the pipeline itself is passed to the trainer
+    config = FitConfig(backbone=name, epochs=epochs, **options)
+    if config.source_free and model_arg is None:
+        raise ConfigError(
+            "source_free=True adapts a trained model to unlabelled target data: pass "
+            "model=<an earlier Run or TransferModel>; without one it would train a random network."
+        )
+    return config, model_arg, transform
+
+
 def fit(
     data: DomainPair | Domain | str,
-    backbone: str | nn.Module = "efficientnet_lite0",
+    backbone: str | nn.Module = DEFAULT_BACKBONE,
     *,
     epochs: int = 5,
     model: TransferModel | None = None,
@@ -72,7 +145,8 @@ def fit(
               The default ``"auto"`` is ``"fine_tune"`` for a pretrained backbone and
               ``"full"`` for one without pretrained weights (a frozen random backbone
               teaches the head nothing).
-            * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``),
+            * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``; ``"find"``
+              runs :func:`lr_find` first, trains with its pick and prints it in one line),
               ``batch_size``, ``target_batch_ratio`` (unlabelled images per step, as a multiple
               of ``batch_size``; FixMatch's mu), ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
               ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
@@ -108,31 +182,52 @@ def fit(
               per epoch), and TensorBoard scalars when ``tensorboard`` is installed
               (``pip install tensorboard``); without it, the CSV alone.
     """
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown fit() options {unknown}; known options: {sorted(_OPTIONS)}.")
-    if isinstance(backbone, nn.Module) and model is None:
-        model_arg: Any = backbone
-        name = getattr(backbone, "name", "custom")
-    else:
-        model_arg = model
-        net = model.model if isinstance(model, Run) else model  # a finished run to adapt further
-        name = net.backbone.name if net is not None else backbone
-    if not isinstance(name, str):
-        raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
-    transform = options.pop("augment", None) if callable(options.get("augment")) else None
-    if transform is not None:
-        options["augment"] = "custom"  # the pipeline itself is passed to the trainer
-    config = FitConfig(backbone=name, epochs=epochs, **options)
-    if config.source_free and model_arg is None:
-        raise ConfigError(
-            "source_free=True adapts a trained model to unlabelled target data: pass "
-            "model=<an earlier Run or TransferModel>; without one it would train a random network."
-        )
+    trainer = Trainer(data, backbone, epochs=epochs, model=model, observers=observers, **options)
+    run = trainer.fit(resume=resume)
+    run.lr_finder = trainer.lr_finder  # what lr="find" swept (None for a given lr)
+    return run
+
+
+def lr_find(
+    data: DomainPair | Domain | str,
+    backbone: str | nn.Module = DEFAULT_BACKBONE,
+    *,
+    model: TransferModel | Run | None = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    method: str = "valley",
+    **options: Any,
+) -> LRFinder:
+    """Find a learning rate for ``fit(data, backbone, **options)`` (fastai's ``lr_find``).
+
+    Trains a copy of the model for up to ``num_it`` steps while the rate grows exponentially
+    from ``start_lr`` to ``end_lr``, stops when the loss runs away, and picks a rate: ``method``
+    is ``"valley"`` (the middle of the longest fall; robust) or ``"steep"`` (the steepest
+    fall). The model passed, the optimiser and the global random state are left as they were.
+    Returns an :class:`~tlkit.engine.lr_finder.LRFinder`: ``.suggestion``, ``.lrs``,
+    ``.losses`` (smoothed) and ``.plot()``. ``fit(..., lr="find")`` runs it and trains with
+    ``.suggestion``.
+    """
+    options.pop("lr", None)  # the sweep sets every rate
+    epochs = options.pop("epochs", 5)
+    config, model_arg, transform = _configure(backbone, epochs, model, options)
     if isinstance(data, str):
         data = load_dataset(data, seed=config.seed)
-    trainer = Trainer(data, config, model=model_arg, observers=observers, train_transform=transform)
-    return trainer.fit(resume=resume)
+    classes = None
+    if isinstance(model_arg, Run):
+        classes, model_arg = model_arg.classes or None, model_arg.model
+    return find_lr(
+        data,
+        config,
+        model=model_arg,
+        classes=classes,
+        train_transform=transform,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_it=num_it,
+        method=method,
+    )
 
 
 def fit_two_stage(
@@ -166,4 +261,4 @@ def fit_two_stage(
     return second
 
 
-__all__ = ["fit", "fit_two_stage", "load"]
+__all__ = ["fit", "fit_two_stage", "load", "lr_find"]

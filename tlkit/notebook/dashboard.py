@@ -9,22 +9,23 @@ code between runs. Design choices:
   up without any change here. Strategy families are lists of checkboxes (a multi-select list
   needs Ctrl-click to deselect, which nobody guesses).
 * The form's fields carry the names of :func:`tlkit.fit`'s options and start from its defaults
-  (``mode="auto"``), so an error message naming ``image_size`` or ``adapt`` names a field.
+  (``mode="auto"``), and its values are judged by the rules :func:`tlkit.fit` and the CLI use
+  (:class:`tlkit.FitConfig`, :mod:`tlkit.engine.rules`): one mistake, one message, naming a field.
 * Setup (data, model, strategy checks) runs in the click handler, so a bad option or an
   impossible combination is reported in the widget at once -- as a message, not a traceback.
   Training then runs in a background thread: the notebook stays usable, and *Stop* asks the
-  trainer to end at the next batch boundary (``trainer.request_stop()``).
+  trainer to end at the next batch boundary (``trainer.request_stop()``). The form folds away
+  while a run trains, so that it and the curves fit one screen.
 * Each run checkpoints into its own folder under *runs folder* (a field): by default a
   temporary folder deleted when the dashboard goes away, so nothing is left behind unasked.
+  *Export* writes into a new folder beside the notebook, which the status line names.
 * A per-epoch table (epoch, losses, metrics, time) is a plain HTML output below the widget,
   updated in place: it stays in the saved notebook, as fastai's does, when widget state does not.
-* Figures are drawn without pyplot (see :mod:`tlkit.notebook.live`), safe from the thread, and
-  shown at their natural size with a hint before the first run.
 
-This module holds the dashboard's layout, training thread, status and tables. The form (the
-fields and :class:`CheckList`) is in :mod:`tlkit.notebook.dashboard_form` and the figure areas in
-:mod:`tlkit.notebook.dashboard_figures`: two halves :class:`Dashboard` inherits, kept apart so
-that each file reads on its own. Their public names are importable from here too.
+The parts are small objects with their own modules: :class:`~.dashboard_form.Form` (the fields),
+:class:`~.dashboard_figures.FigureAreas` (the tabs), :class:`~.dashboard_progress.RunObserver`
+(progress and ETA), :mod:`~.dashboard_runs` (run records and tables) and
+:mod:`~.dashboard_export` (files).
 """
 
 from __future__ import annotations
@@ -35,188 +36,34 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from tlkit.datasets.domain import DomainPair
-from tlkit.engine.config import ConfigError, FitConfig
-from tlkit.hookspecs import hookimpl
+from tlkit.engine.config import FitConfig, check_known_options
+from tlkit.engine.rules import refuse_without_target, strategy_names
 from tlkit.notebook import live
-from tlkit.notebook.dashboard_figures import (  # noqa: F401 (re-exported: their historical home)
-    _Figure,
-    _FigureAreas,
-    png_size,
-    project,
-)
-from tlkit.notebook.dashboard_form import (  # noqa: F401 (re-exported: their historical home)
-    CheckList,
-    _as_list,
-    _Form,
-    backbone_names,
-    strategy_names,
+from tlkit.notebook.dashboard_export import GRID_KEY, default_export_folder, export_runs
+from tlkit.notebook.dashboard_figures import FigureAreas, png_size, project
+from tlkit.notebook.dashboard_form import FIELDS, CheckList, Form
+from tlkit.notebook.dashboard_progress import RunObserver, progress_text
+from tlkit.notebook.dashboard_runs import (
+    RunRecord,
+    comparison_html,
+    epoch_table_html,
+    epochs_html,
+    error_html,
+    format_seconds,
 )
 
-_FIT_FIELDS = set(FitConfig.__dataclass_fields__)
-#: Seconds between two updates of the progress text (each update is a message to the browser).
-_PROGRESS_INTERVAL = 0.25
-
-_TABLE_CSS = (
-    "<style>.tlkit-table{border-collapse:collapse;font-size:12px;margin:2px 0}"
-    ".tlkit-table th,.tlkit-table td{border:1px solid #ccc;padding:2px 6px;white-space:nowrap;"
-    "text-align:right}.tlkit-table th{background:#f3f3f3}.tlkit-table td.l{text-align:left}"
-    ".tlkit-table caption{text-align:left;font-weight:bold;padding:2px 0}</style>"
+#: The advice that ends a "needs a target" message in the form: which fields to change.
+FORM_NO_TARGET_FIX = (
+    "Pick a pair in dataset (a name with '->', such as 'synth-digits->digits'), or untick them."
 )
 
 
-def error_html(exc: BaseException) -> str:
-    """A one-line, escaped error message (the widget's replacement for a traceback)."""
-    return (
-        "<div class='tlkit-error' style='color:#b00020;white-space:pre-wrap'>"
-        f"<b>{escape(type(exc).__name__)}:</b> {escape(str(exc))}</div>"
-    )
-
-
-def format_seconds(seconds: float) -> str:
-    """``0:42``, ``12:05``, ``1:02:03``."""
-    s = int(round(max(0.0, seconds)))
-    h, m = divmod(s, 3600)
-    m, s = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def progress_text(step: int, total: int, elapsed: float, first_step: int = 0) -> str:
-    """``step 120/600 · 0:12 elapsed · ETA 0:48``: the numbers beside the progress bar."""
-    text = f"step {step}/{total} · {format_seconds(elapsed)} elapsed"
-    done = step - first_step
-    if 0 < done and step < total:
-        text += f" · ETA {format_seconds(elapsed / done * (total - step))}"
-    return text
-
-
-@dataclass
-class RunRecord:
-    """One run started from the dashboard: what was asked, what came out, where it was saved."""
-
-    number: int
-    dataset: str
-    options: dict[str, Any]
-    checkpoint_dir: Path
-    run: Any = None
-    error: str | None = None
-    seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        strategies = [
-            str(v)
-            for k in ("loss", "pseudo_label", "adapt", "regularize")
-            for v in _as_list(self.options.get(k))
-            if v not in (None, "auto")
-        ]
-        what = "+".join(strategies) or "source only"
-        return f"#{self.number} {self.options.get('backbone')} {what}"
-
-    @property
-    def best_checkpoint(self) -> Path | None:
-        path = self.checkpoint_dir / "best.pt"
-        return path if path.exists() else None
-
-    @property
-    def stopped(self) -> bool:
-        return bool(self.run is not None and self.run.stopped_early)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
-    return str(value)
-
-
-def epoch_table_html(record: RunRecord) -> str:
-    """One run's per-epoch table: epoch, loss terms, held-out metrics and scores, seconds."""
-    rows = record.history
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys and k not in ("epoch", "step", "lr")]
-    head = ["epoch", *keys, "time"]
-    body = []
-    for i, row in enumerate(rows):
-        secs = record.epoch_seconds[i] if i < len(record.epoch_seconds) else None
-        cells = [str(row["epoch"]), *(_fmt(row[k]) if k in row else "" for k in keys)]
-        cells.append(format_seconds(secs) if secs is not None else "")
-        body.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-    caption = f"{record.label} on {record.dataset}"
-    if not rows:
-        caption += " · waiting for the first epoch"
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (
-        f"<table class='tlkit-table tlkit-epochs'><caption>{escape(caption)}</caption>"
-        f"<tr>{header}</tr>{''.join(body)}</table>"
-    )
-
-
-class _Observer:
-    """Feeds the dashboard's progress, status, epoch table and confusion matrix from the
-    trainer (only through its documented attributes)."""
-
-    def __init__(self, dashboard: Dashboard, record: RunRecord) -> None:
-        self.d, self.record = dashboard, record
-        self._start = self._epoch_start = time.perf_counter()
-        self._first_step = 0
-        self._shown = 0.0
-
-    def _progress(self, trainer: Any, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._shown < _PROGRESS_INTERVAL:
-            return
-        self._shown = now
-        s = trainer.state
-        self.d.progress.value = s.step
-        self.d.progress_text.value = progress_text(
-            s.step, s.total_steps, now - self._start, self._first_step
-        )
-
-    @hookimpl
-    def tlkit_on_fit_start(self, trainer: Any) -> None:
-        self._start = self._epoch_start = time.perf_counter()
-        self._first_step = trainer.state.step
-        self.d.progress.max = max(1, trainer.state.total_steps)
-        self._progress(trainer, force=True)
-
-    @hookimpl
-    def tlkit_on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
-        self._progress(trainer)
-        if logs:
-            self.d._status(trainer, logs)
-
-    @hookimpl
-    def tlkit_on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        self.record.epoch_seconds.append(now - self._epoch_start)
-        self._epoch_start = now
-        self.record.history = list(trainer.history)
-        self._progress(trainer, force=True)
-        self.d._status(trainer, metrics, ended=epoch)
-        self.d._show_epochs()
-        self.d._draw_confusion(trainer)
-
-    @hookimpl
-    def tlkit_on_fit_end(self, trainer: Any) -> None:
-        self.d._draw_translations(trainer)
-        self.record.history = list(trainer.history)
-        s = trainer.state
-        self.d.progress.value = s.step
-        elapsed = format_seconds(time.perf_counter() - self._start)
-        how = " · stopped" if s.stopped_early else ""
-        self.d.progress_text.value = f"step {s.step}/{s.total_steps} · {elapsed} elapsed{how}"
-
-
-class Dashboard(_Form, _FigureAreas):
+class Dashboard:
     """The training dashboard; display it as the last expression of a cell.
 
     Args:
@@ -224,8 +71,9 @@ class Dashboard(_Form, _FigureAreas):
         dataset: the task selected at first (default: the first of ``data``, else
             ``"synth-digits->digits"``).
         backbone, epochs, lr, batch_size, image_size (0 = the backbone's default), mode, loss,
-        pseudo_label, adapt, regularize, validate, monitor, seed: the form's initial values
-            (:func:`tlkit.fit`'s defaults where it has one).
+        pseudo_label, adapt, regularize, validate, monitor, patience, restore_best,
+        class_weight, log_dir, seed: the form's initial values (:func:`tlkit.fit`'s defaults
+            where it has one). With ``log_dir`` each run logs into its ``run-N`` subfolder.
         checkpoint_root: the *runs folder*, where each run's checkpoint folder goes. Default: a
             temporary folder, deleted with the dashboard (type a folder in the form to keep runs).
         redraw_interval: seconds between two redraws of the curves within an epoch.
@@ -234,6 +82,7 @@ class Dashboard(_Form, _FigureAreas):
 
     Every button is also a method -- :meth:`train`, :meth:`stop`, :meth:`refresh`,
     :meth:`refresh_embedding`, :meth:`export` -- and :meth:`wait` joins the training thread.
+    The fields are attributes (``dash.lr.value = "3e-4"``, ``dash.adapt.value = ("dann",)``).
     """
 
     def __init__(
@@ -243,8 +92,8 @@ class Dashboard(_Form, _FigureAreas):
         dataset: str | None = None,
         backbone: str = "small_cnn",
         epochs: int = 5,
-        lr: float = 1e-3,
-        batch_size: int = 64,
+        lr: float | str = 1e-3,
+        batch_size: int | str = 64,
         image_size: int = 0,
         mode: str = "auto",
         loss: str = "auto",
@@ -253,14 +102,16 @@ class Dashboard(_Form, _FigureAreas):
         regularize: Sequence[str] = (),
         validate: Sequence[str] = (),
         monitor: str = "auto",
+        patience: int | None = None,
+        restore_best: bool = False,
+        class_weight: str | None = None,
+        log_dir: str | Path | None = None,
         seed: int = 0,
         checkpoint_root: str | Path | None = None,
         redraw_interval: float = 1.0,
         **fit_options: Any,
     ) -> None:
-        unknown = sorted(set(fit_options) - _FIT_FIELDS)
-        if unknown:
-            raise ConfigError(f"unknown options {unknown}; known: {sorted(_FIT_FIELDS)}.")
+        check_known_options(fit_options)
         self.data = dict(data or {})
         self.fit_options = {"progress": False, **fit_options}
         self._temp_root: Path | None = None
@@ -274,12 +125,21 @@ class Dashboard(_Form, _FigureAreas):
         self.runs: list[RunRecord] = []
         self.run: Any = None
         self.last_error: BaseException | None = None
+        self.last_export: Path | None = None
         self._trainer: Any = None
         self._thread: threading.Thread | None = None
         self._active = False
         self._tasks: dict[tuple[str, int], DomainPair] = {}
         self._task: DomainPair | None = None
         self._table_id: str | None = None
+        self.form = Form(list(self.data), self.fit_options, self._temp_root)
+        self.figures = FigureAreas()
+        for name in FIELDS:  # the fields and figure areas are the dashboard's attributes
+            setattr(self, name, getattr(self.form, name))
+        for name in ("curves", "confusion", "embedding", "embedding_method", "embedding_button",
+                     "translations", "compare_table", "compare_plot", "export_button",
+                     "export_note"):  # fmt: skip
+            setattr(self, name, getattr(self.figures, name))
         self._build_widgets()
         self.runs_folder.value = str(checkpoint_root or self._temp_root)
         self.refresh()
@@ -296,18 +156,21 @@ class Dashboard(_Form, _FigureAreas):
             adapt=tuple(adapt),
             regularize=tuple(regularize),
             validate=tuple(validate),
+            patience=patience,
+            restore_best=bool(restore_best),
+            class_weight=class_weight or "",
+            log_dir=str(log_dir or ""),
             seed=seed,
         )
         for name, value in initial.items():
-            self._initial(getattr(self, name), name, value)
-        self._update_monitor()
-        self._initial(self.monitor, "monitor", monitor)
+            self.form.set_initial(name, value)
+        self.form.update_monitor()
+        self.form.set_initial("monitor", monitor)
 
     # -- widgets -------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         import ipywidgets as w
 
-        form = self._build_form()  # the fields (dashboard_form)
         self.train_button = w.Button(description="Train", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
@@ -316,31 +179,21 @@ class Dashboard(_Form, _FigureAreas):
         self.progress_text = w.HTML("")
         self.status = w.HTML("ready: pick the options and press Train")
         self.error = w.HTML("")
-        tabs = self._build_figure_tabs()  # the figure areas (dashboard_figures)
         self.train_button.on_click(lambda _: self.train())
         self.stop_button.on_click(lambda _: self.stop())
         self.refresh_button.on_click(lambda _: self.refresh())
+        self.embedding_button.on_click(lambda _: self._guard(self.refresh_embedding))
+        self.export_button.on_click(lambda _: self._guard(self.export))
 
         buttons = w.HBox([self.train_button, self.stop_button, self.refresh_button])
         progress = w.HBox(
             [self.progress, self.progress_text],
             layout=w.Layout(flex_flow="row wrap", align_items="center", grid_gap="8px"),
         )
-        self.widget = w.VBox(
-            [
-                form,
-                w.VBox([self.runs_folder, self.runs_note]),
-                buttons,
-                progress,
-                self.status,
-                self.error,
-                tabs,
-            ]
-        )
-        self.form = form
+        parts = [self.form.section, buttons, progress, self.status, self.error, self.figures.tabs]
+        self.widget = w.VBox(parts)
         for name, obj in (
             ("widget", self.widget),
-            ("form", form),
             ("progress", self.progress),
             ("progress-text", self.progress_text),
             ("status", self.status),
@@ -361,6 +214,30 @@ class Dashboard(_Form, _FigureAreas):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- the form ------------------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """The fit() options the form currently describes (plus the constructor's extras)."""
+        return self.form.options()
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """The runs folder the form currently names."""
+        return self.form.checkpoint_root
+
+    def refresh(self) -> None:
+        """Re-read datasets, backbones and strategies (e.g. after ``tlkit.register`` in a cell)."""
+        self.form.refresh()
+
+    def check_form(self, task: DomainPair, options: Mapping[str, Any]) -> None:
+        """The engine's rule on target data, with advice in the form's words (the other rules
+        are checked where the engine checks them, when the run is built)."""
+        selected = {
+            k: strategy_names(options.get(k)) for k in ("pseudo_label", "adapt", "validate")
+        }
+        refuse_without_target(
+            selected, self.dataset.value, task.target is not None, FORM_NO_TARGET_FIX
+        )
 
     # -- errors and status ---------------------------------------------------------------------
     def _show_error(self, exc: BaseException) -> None:
@@ -415,6 +292,9 @@ class Dashboard(_Form, _FigureAreas):
         folder = self.checkpoint_root / f"run-{number}"
         try:
             config = FitConfig(**{**options, "checkpoint_dir": str(folder)})
+            if config.log_dir is not None:
+                config.log_dir = str(Path(config.log_dir) / f"run-{number}")
+            options = {k: getattr(config, k) for k in options}  # the values as converted
             task = self._load_task(self.dataset.value, config.seed)
             self.check_form(task, options)
             record = RunRecord(number, self.dataset.value, options, folder)
@@ -425,6 +305,7 @@ class Dashboard(_Form, _FigureAreas):
         self.runs.append(record)
         self._task, self._trainer = task, trainer
         self._set_running(True)
+        self.form.collapse(f"{record.label}, lr {options['lr']}, {options['epochs']} epochs")
         self.status.value = f"run #{number}: starting…"
         self.progress_text.value = ""
         self._show_epochs()
@@ -440,7 +321,29 @@ class Dashboard(_Form, _FigureAreas):
         self._live = live.LiveCurves(
             live.WidgetSink(self.curves), min_interval=self.redraw_interval
         )
-        return Trainer(task, config, observers=[_Observer(self, record), self._live])
+
+        def epoch_ended(trainer: Any) -> None:
+            self._show_epochs()
+            self.figures.draw_confusion(trainer)
+
+        def fit_ended(trainer: Any) -> None:
+            png = self.figures.draw_translations(trainer)
+            if png:
+                record.extra[GRID_KEY] = png
+
+        observer = RunObserver(
+            record,
+            self.progress,
+            self.progress_text,
+            on_status=self._status,
+            on_epoch=epoch_ended,
+            on_end=fit_ended,
+        )
+        return Trainer(task, config=config, observers=[observer, self._live])
+
+    def _draw_translations(self, trainer: Any) -> None:
+        """Draw the source -> target grid of ``trainer`` (its strategies' previews), if any."""
+        self.figures.draw_translations(trainer)
 
     def _train_thread(self, trainer: Any, record: RunRecord) -> None:
         start = time.perf_counter()
@@ -465,10 +368,11 @@ class Dashboard(_Form, _FigureAreas):
         self.stop_button.disabled = not running
 
     def _finished(self, record: RunRecord) -> None:
-        self._update_comparison()
+        self.figures.show_comparison(self.runs)
         self._show_epochs()
         run = record.run
         if run is None:
+            self.form.expand()  # the fields are what to change next
             self.status.value = f"run #{record.number} failed (see the message below)"
             return
         done = "stopped" if run.stopped_early else "done"
@@ -504,16 +408,32 @@ class Dashboard(_Form, _FigureAreas):
         if self._temp_root is not None:
             self._cleanup()
 
+    # -- figures and files ---------------------------------------------------------------------
+    def refresh_embedding(self) -> None:
+        """Project source and target features of the current model to 2-d (PCA or t-SNE)."""
+        owner = self._trainer if self.running else self.run
+        model = getattr(owner, "model", None)
+        if model is None or self._task is None:
+            raise RuntimeError("train a model first; the embedding shows its features.")
+        self.figures.draw_embedding(model, self._task, owner)
+
+    def export(self, folder: str | Path | None = None) -> list[Path]:
+        """Write every run's history as CSV (one row per run and epoch), the figures on screen
+        and each pixel-level run's source -> target grid as PNG files into ``folder`` (default:
+        a new ``tlkit-export-<date>-<time>`` folder in the working directory, which is the
+        notebook's folder in JupyterLab). The status line names the folder."""
+        out = Path(folder) if folder is not None else default_export_folder()
+        written = export_runs(self.runs, out, self.figures.pngs(self.runs))
+        self.last_export = out.resolve()
+        names = ", ".join(p.name for p in written)
+        self.export_note.value = f"<span>saved {escape(names)}</span>"
+        self.status.value = escape(f"exported {len(written)} files to {self.last_export}")
+        return written
+
     # -- the epoch table -----------------------------------------------------------------------
     def epochs_html(self) -> str:
         """Every run's per-epoch table, newest first (what the output below the widget shows)."""
-        if not self.runs:
-            return (
-                "<div class='tlkit-epochs-none' style='color:#777'><i>tlkit dashboard: "
-                "per-epoch results appear here once a run is trained.</i></div>"
-            )
-        tables = "".join(epoch_table_html(r) for r in reversed(self.runs))
-        return f"{_TABLE_CSS}<div class='tlkit-epochs-all'>{tables}</div>"
+        return epochs_html(self.runs)
 
     def _show_epochs(self) -> None:
         if self._table_id is None:
@@ -522,53 +442,6 @@ class Dashboard(_Form, _FigureAreas):
 
         update_display(HTML(self.epochs_html()), display_id=self._table_id)
 
-    # -- the run comparison (its figure: dashboard_figures) ------------------------------------
-    def _update_comparison(self) -> None:
-        self.compare_table.value = comparison_html(self.runs)
-        fig = self._comparison_figure()
-        if fig is not None:
-            self.compare_plot.show(live.figure_png(fig))
-
-
-def comparison_html(records: list[RunRecord]) -> str:
-    """The runs side by side: options, epochs, held-out metrics, best epoch, where saved."""
-    if not records:
-        return "<i>no runs yet</i>"
-    metric_keys: list[str] = []
-    for r in records:
-        if r.run is not None:
-            metric_keys += [k for k in live.held_out_keys(r.run.history) if k not in metric_keys]
-    head = ["run", "dataset", "epochs", "status", *metric_keys, "best", "seconds", "saved in"]
-    rows = []
-    for r in records:
-        run = r.run
-        last = run.last if run is not None else {}
-        if run is None:
-            status = f"failed: {r.error}" if r.error else "running"
-        else:
-            status = "stopped" if run.stopped_early else "done"
-        best = run.best if run is not None else {}
-        best_text = (
-            f"{best['metric']}={best['value']:.3f} @ {best['epoch']}" if best.get("epoch") else ""
-        )
-        epochs = f"{len(run.history)}/{r.options.get('epochs')}" if run is not None else ""
-        cells = [r.label, r.dataset, epochs, status]
-        cells += [f"{last[k]:.3f}" if k in last else "" for k in metric_keys]
-        cells += [best_text, f"{r.seconds:.1f}", str(r.checkpoint_dir)]
-        left = {0, 1, 3, len(cells) - 1}
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td class='l'>{escape(str(c))}</td>"
-                if i in left
-                else f"<td>{escape(str(c))}</td>"
-                for i, c in enumerate(cells)
-            )
-            + "</tr>"
-        )
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    return f"{_TABLE_CSS}<table class='tlkit-table tlkit-runs'><tr>{header}</tr>{''.join(rows)}</table>"
-
 
 __all__ = [
     "CheckList",
@@ -576,6 +449,7 @@ __all__ = [
     "RunRecord",
     "comparison_html",
     "epoch_table_html",
+    "png_size",
+    "progress_text",
     "project",
-    "strategy_names",
 ]

@@ -14,7 +14,8 @@ import torch
 from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets.domain import DataError, DataWarning, Domain, DomainPair
-from tlkit.engine.checkpoint import field, load_checkpoint, load_weights, save_model
+from tlkit.engine import checkpoint
+from tlkit.engine.checkpoint import load_weights
 from tlkit.engine.config import FitConfig, count_option
 from tlkit.engine.evaluate import batches_of, evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
@@ -164,7 +165,8 @@ class Run:
         * Images (or a tensor domain's rows) as a tensor: class ids ``(N,)`` (regression: the
           outputs ``(N, D)``), as a tensor.
         * A :class:`Domain`, a folder of images, a CSV of paths (column ``path``), one image path
-          or a list of paths: a ``pandas.DataFrame`` with one row per sample -- ``path``
+          or a list of paths -- for a text model (trained on a :class:`tlkit.Tokenizer`'s
+          domain) a list of raw strings: a ``pandas.DataFrame`` with one row per sample -- ``path``
           (``index`` for in-memory samples), ``label`` (the class name), ``class_id``,
           ``probability``, and the ``top_k`` classes and probabilities (``top_labels``,
           ``top_probabilities``, lists); for regression, ``prediction``. Files are decoded in
@@ -178,7 +180,7 @@ class Run:
         if isinstance(data, torch.Tensor):
             outputs = self.predict_outputs(data, batch_size=batch_size)
             return outputs.argmax(dim=1) if self.task == "classification" else outputs
-        domain = prediction_domain(data)
+        domain = prediction_domain(data, getattr(self.model.backbone, "tokenizer", None))
         resize = self.spec.get("resize", "crop")
         with warnings.catch_warnings():  # one warning below names every unreadable file
             warnings.simplefilter("ignore", DataWarning)
@@ -269,15 +271,15 @@ class Run:
         Never leaves a partial file. When ``path`` cannot be written (a full disk, a read-only
         folder) the model goes to a new folder under the temporary directory instead, and the
         error (a :class:`~tlkit.engine.safe_write.SaveError`, an ``OSError``) says where."""
-        payload = {
-            "config": self.config.to_dict(),
-            "model_spec": self.spec,
-            "model": self.model.state_dict(),
-            "history": self.history,
-            "step_logs": self.step_logs,
-            "best": self.best,
-        }
-        return save_model(payload, path)
+        data = checkpoint.payload(
+            config=self.config,
+            spec=self.spec,
+            model=self.model,
+            history=self.history,
+            best=self.best,
+            step_logs=self.step_logs,
+        )
+        return checkpoint.write(data, path, rescue="the model")
 
     # -- display ---------------------------------------------------------------------------
     def plot(self, metrics: list[str] | None = None):
@@ -394,12 +396,10 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
     The architecture is rebuilt from the backbone name stored in the file; for a custom
     ``nn.Module`` backbone pass ``model=`` built the same way.
     """
-    ckpt = load_checkpoint(path, map_location=device)
+    ckpt = checkpoint.read(path, map_location=device)
     spec = ckpt.get("model_spec") or {}
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"checkpoint '{path}': its model description is damaged.")
     try:
-        config = FitConfig.from_dict(field(ckpt, "config", dict, path))
+        config = FitConfig.from_dict(ckpt["config"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint '{path}' has no usable config ({exc}).") from None
     if model is None:
@@ -424,11 +424,8 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
             ) from None
     # with EMA on, the averaged weights are the model the history measured (and Run.save keeps)
     weights = ckpt.get("ema") if isinstance(ckpt.get("ema"), dict) else None
-    load_weights(model, weights or field(ckpt, "model", dict, path), "model", path)
-    history, best = field(ckpt, "history", list, path), ckpt.get("best") or {}
-    step_logs = ckpt.get("step_logs") or []
-    if not isinstance(best, dict) or not isinstance(step_logs, list):
-        raise CheckpointError(f"checkpoint '{path}': its history is damaged.")
+    load_weights(model, weights or ckpt["model"], "model", path)
+    history, best, step_logs = ckpt["history"], ckpt["best"], ckpt.get("step_logs") or []
     return Run(
         model.to(device),
         config,

@@ -1,5 +1,10 @@
 """Checkpoint files that survive crashes and load safely, and the lock on a checkpoint folder.
 
+One layout, one writer, one reader: :func:`payload` builds what a file holds (the model part that
+``run.save`` writes; with a :class:`ResumeState`, what ``last.pt`` / ``best.pt`` add to resume),
+:func:`write` is the only way a checkpoint reaches disk and :func:`read` the only way one comes
+back (``tlkit.load`` and resuming alike), so a file from either path is checked the same way.
+
 * Written atomically (:func:`tlkit.engine.safe_write.write_atomically`): the bytes go to a
   temporary file in the same folder, are fsync'ed, then renamed over the target and the folder is
   fsync'ed, so a crash, a kill or a full disk mid-write leaves the previous checkpoint intact and
@@ -24,11 +29,15 @@ import pickle
 import socket
 import tempfile
 import zipfile
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from tlkit.engine.config import FitConfig
 from tlkit.engine.safe_write import plain_reason, write_atomically, write_with_rescue
 from tlkit.errors import CheckpointError, ConfigError
 
@@ -37,26 +46,106 @@ VERSION = 1
 LOCK_NAME = ".tlkit.lock"
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically, tagged with the tlkit format and version; a
-    folder that cannot take it raises :class:`SaveError` in plain words and leaves no file."""
-    data = {"format": FORMAT, "version": VERSION, **payload}
-    return write_atomically(path, lambda f: torch.save(data, f))
+# -- the payload: what a checkpoint holds ------------------------------------------------------
+@dataclass
+class ResumeState:
+    """What a training checkpoint (``last.pt``, ``best.pt``) holds besides the model: enough to
+    resume the run exactly. A ``run.save`` file is the same payload without it."""
+
+    identity: dict[str, Any]  # the run's defining options and data (resume refuses another run's)
+    position: dict[str, int]  # epoch, step, step_in_epoch
+    logs: dict[str, Any]  # StepLog.state_dict(): step logs, the running epoch sums and weights
+    extra_modules: dict[str, nn.Module] = dataclass_field(default_factory=dict)
+    strategy_state: dict[str, Any] = dataclass_field(default_factory=dict)
+    early_stopping: dict[str, Any] | None = None  # patience count, kept weights
+    ema: Any = None  # an object with state_dict(): the averaged weights
+    source_bn_stats: Any = None  # domain_bn="separate": the source passes' BatchNorm statistics
+    optimizer: Any = None
+    optimizer_phase: str | None = None
+    adversary_optimizer: Any = None
+    scaler: Any = None
 
 
-def save_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """:func:`save_checkpoint` for a finished model (``run.save``): a model with inf/NaN weights
-    is refused, and when ``path`` cannot be written (a full disk) the file goes to a new folder
-    under the temporary directory instead and the :class:`SaveError` names it."""
-    bad = first_non_finite(payload, ("model", "ema"))
-    if bad is not None:
-        raise CheckpointError(
-            f"the model to save to '{path}' holds non-finite values ({bad}): training diverged, "
-            "and a file of it would be of no use. Train again with a lower lr, or load a good "
-            "checkpoint (checkpoint_dir/best.pt) instead."
+def _state(obj: Any) -> Any:
+    return obj.state_dict() if obj is not None else None
+
+
+def payload(
+    *,
+    config: FitConfig,
+    spec: dict[str, Any],
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    step_logs: list[dict[str, float]],
+    resume: ResumeState | None = None,
+) -> dict[str, Any]:
+    """The one layout of a tlkit checkpoint: the model part every file holds (what
+    :func:`tlkit.load` needs), plus with ``resume`` the training state :func:`read` checks."""
+    out: dict[str, Any] = {
+        "config": config.to_dict(),
+        "model_spec": spec,
+        "model": model.state_dict(),
+        "history": history,
+        "best": best,
+        "step_logs": step_logs,
+    }
+    if resume is not None:
+        out.update(resume.logs)
+        out.update(
+            identity=resume.identity,
+            state=dict(resume.position),
+            extra_modules={k: m.state_dict() for k, m in resume.extra_modules.items()},
+            strategy_state=resume.strategy_state,
+            early_stopping=resume.early_stopping,
+            ema=_state(resume.ema),
+            source_bn_stats=_state(resume.source_bn_stats),
+            optimizer=_state(resume.optimizer),
+            optimizer_phase=resume.optimizer_phase,
+            adversary_optimizer=_state(resume.adversary_optimizer),
+            scaler=_state(resume.scaler),
         )
-    data = {"format": FORMAT, "version": VERSION, **payload}
-    return write_with_rescue(path, lambda f: torch.save(data, f), "the model")
+    return out
+
+
+# -- writing -----------------------------------------------------------------------------------
+class NonFiniteError(CheckpointError):
+    """A payload holding inf/NaN was not written; ``part`` names the first such tensor."""
+
+    def __init__(self, path: Any, part: str) -> None:
+        self.part = part
+        super().__init__(
+            f"the checkpoint to write to '{path}' holds non-finite values ({part}): training "
+            "diverged, and a file of it would be of no use. Train again with a lower lr, or load a "
+            "good checkpoint (checkpoint_dir/best.pt) instead."
+        )
+
+
+def write(data: dict[str, Any], path: str | os.PathLike, *, rescue: str | None = None) -> Path:
+    """Write a :func:`payload` to ``path``: the one writer of ``run.save``, ``last.pt`` and
+    ``best.pt``. A payload with inf/NaN weights, buffers or optimiser moments raises
+    :class:`NonFiniteError` and writes nothing; the write is atomic (no partial file, the previous
+    file kept). A folder that cannot take it raises :class:`SaveError` in plain words; with
+    ``rescue`` (what is saved, e.g. ``"the model"``) the file goes to a new folder under the
+    temporary directory instead and the error names it."""
+    bad = first_non_finite(data)
+    if bad is not None:
+        raise NonFiniteError(path, bad)
+    if rescue is None:
+        return save_checkpoint(data, path)
+    tagged = _tagged(data)
+    return write_with_rescue(path, lambda f: torch.save(tagged, f), rescue)
+
+
+def _tagged(data: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, **data}
+
+
+def save_checkpoint(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """The file layer of :func:`write`: ``data`` tagged with the tlkit format and version,
+    written atomically, with no check of its contents."""
+    tagged = _tagged(data)
+    return write_atomically(path, lambda f: torch.save(tagged, f))
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -82,8 +171,49 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+# -- reading -----------------------------------------------------------------------------------
+def read(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, training: bool = False
+) -> dict[str, Any]:
+    """Read and check a tlkit checkpoint: the one reader of :func:`tlkit.load` and of resuming.
+
+    The bytes must match their checksums, the file must load with ``weights_only=True`` and
+    carry the tlkit tag, the model part of the :func:`payload` must be well-formed, and every
+    weight, buffer and optimiser moment must be finite. ``training=True`` (resuming) also needs
+    the training state: a ``run.save`` file is refused. Every failure names the file."""
+    ckpt = load_checkpoint(path, map_location)
+    if training and "state" not in ckpt:
+        raise CheckpointError(
+            f"'{path}' holds a finished model (saved with run.save), not a training state; "
+            "resume from checkpoint_dir/last.pt, or load it with tlkit.load()."
+        )
+    for name, kind in (("config", dict), ("model", dict), ("history", list), ("best", dict)):
+        field(ckpt, name, kind, path)
+    for name, kind in (("model_spec", dict), ("step_logs", list)):
+        if name in ckpt:  # files written before these were kept lack them
+            field(ckpt, name, kind, path)
+    if training:
+        state = field(ckpt, "state", dict, path)
+        for key in ("epoch", "step", "step_in_epoch"):
+            if not isinstance(state.get(key), int) or state[key] < 0:
+                raise CheckpointError(
+                    f"checkpoint '{path}': its training position ('{key}') is damaged; use "
+                    "another checkpoint."
+                )
+        field(ckpt, "extra_modules", dict, path)
+    bad = first_non_finite(ckpt)
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds non-finite values ({bad}): the run that wrote it had "
+            "diverged. Use an earlier checkpoint (best.pt, or one in previous/) or train again "
+            "with a lower lr."
+        )
+    return ckpt
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a tlkit checkpoint with ``weights_only=True``; every failure names the file and fix."""
+    """The file layer of :func:`read`: the checksums, ``weights_only=True`` and the tlkit tag,
+    with no check of the contents. Every failure names the file and the fix."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path.")

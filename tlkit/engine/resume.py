@@ -26,14 +26,8 @@ import torch
 from torch import nn
 
 from tlkit.datasets.domain import DomainPair
-from tlkit.engine import fingerprint
-from tlkit.engine.checkpoint import (
-    field,
-    first_non_finite,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-)
+from tlkit.engine import checkpoint, fingerprint
+from tlkit.engine.checkpoint import load_weights
 from tlkit.engine.config import FitConfig
 from tlkit.engine.optim import restore_optimizer
 from tlkit.engine.safe_write import SaveError, fsync_folder
@@ -184,37 +178,42 @@ def load_strategy_state(plugin: Any, state: dict[str, Any]) -> None:
 
 # -- writing ----------------------------------------------------------------------------------
 def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
-    """Everything needed to rebuild the model and, with ``training_state``, to resume."""
-    out: dict[str, Any] = {
-        "config": trainer.config.to_dict(),
-        "model_spec": trainer.model_spec(),
-        "identity": run_identity(trainer),
-        "model": trainer.model.state_dict(),
-        "history": trainer.history,
-        "best": trainer.best,
-        "extra_modules": {k: m.state_dict() for k, m in trainer.extra_modules.items()},
-        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
-        "strategy_state": {k: strategy_state(p) for k, p in trainer.strategies.items()},
-        # domain_bn="separate": the source passes' BatchNorm statistics (the model has the target's)
-        "source_bn_stats": (
-            trainer.domain_stats.state_dict() if trainer.domain_stats is not None else None
-        ),
-        **trainer.logs.state_dict(),
-    }
-    if training_state:
-        out["early_stopping"] = trainer.stopping.state_dict()  # patience count, kept weights
-        state = trainer.state
-        out["state"] = {
+    """A trainer's checkpoint (:func:`tlkit.engine.checkpoint.payload`): its model part, and
+    with ``training_state`` everything needed to resume."""
+    model = trainer.ema.module if trainer.ema is not None and not training_state else trainer.model
+    logs = trainer.logs.state_dict()
+    return checkpoint.payload(
+        config=trainer.config,
+        spec=trainer.model_spec(),
+        model=model,
+        history=trainer.history,
+        best=trainer.best,
+        step_logs=logs["step_logs"],
+        resume=resume_state(trainer, logs) if training_state else None,
+    )
+
+
+def resume_state(trainer: Any, logs: dict[str, Any]) -> checkpoint.ResumeState:
+    """What a trainer's ``last.pt`` / ``best.pt`` hold besides its model."""
+    state = trainer.state
+    return checkpoint.ResumeState(
+        identity=run_identity(trainer),
+        position={
             "epoch": state.epoch,
             "step": state.step,
             "step_in_epoch": state.step_in_epoch,
-        }
-        out["optimizer"] = trainer.optimizer.state_dict() if trainer.optimizer else None
-        out["optimizer_phase"] = trainer.phase
-        adversary = trainer.adversary_optimizer
-        out["adversary_optimizer"] = adversary.state_dict() if adversary is not None else None
-        out["scaler"] = trainer.scaler.state_dict() if trainer.scaler else None
-    return out
+        },
+        logs=logs,
+        extra_modules=dict(trainer.extra_modules),
+        strategy_state={k: strategy_state(p) for k, p in trainer.strategies.items()},
+        early_stopping=trainer.stopping.state_dict(),
+        ema=trainer.ema,
+        source_bn_stats=trainer.domain_stats,
+        optimizer=trainer.optimizer or None,
+        optimizer_phase=trainer.phase,
+        adversary_optimizer=trainer.adversary_optimizer,
+        scaler=trainer.scaler or None,
+    )
 
 
 def save(trainer: Any, name: str) -> Path | None:
@@ -224,17 +223,15 @@ def save(trainer: Any, name: str) -> Path | None:
     stops training, so the last checkpoint stays a good one. A write that fails (a full disk)
     warns and lets training go on: the previous checkpoint is kept, and the trained model is
     still returned at the end."""
-    data = payload(trainer)
-    bad = first_non_finite(data)
-    if bad is not None:
+    try:
+        return checkpoint.write(payload(trainer), Path(trainer.config.checkpoint_dir) / name)
+    except checkpoint.NonFiniteError as exc:
         raise TrainingError(
-            f"the weights, BatchNorm statistics or optimiser state became non-finite ({bad}) by "
-            f"step {trainer.state.step}; training diverged, and no checkpoint was written from "
+            f"the weights, BatchNorm statistics or optimiser state became non-finite ({exc.part}) "
+            f"by step {trainer.state.step}; training diverged, and no checkpoint was written from "
             f"it. {note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
             "precision='fp32'."
-        )
-    try:
-        return save_checkpoint(data, Path(trainer.config.checkpoint_dir) / name)
+        ) from None
     except SaveError as exc:
         kept = (
             f"the last good checkpoint is still {trainer.last_checkpoint}"
@@ -319,7 +316,7 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] |
             return None
     else:
         path = Path(os.fspath(source))
-    ckpt = read_training_checkpoint(path, trainer.device)
+    ckpt = checkpoint.read(path, trainer.device, training=True)
     check_identity(ckpt.get("identity"), run_identity(trainer), path)
     ema = trainer.ema.module if trainer.ema is not None else None
     restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
@@ -353,34 +350,6 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] |
     return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
 
 
-def read_training_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
-    """Load ``path`` and check that it is a training state (not a finished model)."""
-    ckpt = load_checkpoint(path, map_location=device)
-    if "state" not in ckpt:
-        raise CheckpointError(
-            f"'{path}' holds a finished model (saved with run.save), not a training state; "
-            "resume from checkpoint_dir/last.pt, or load it with tlkit.load()."
-        )
-    state = field(ckpt, "state", dict, path)
-    for key in ("epoch", "step", "step_in_epoch"):
-        if not isinstance(state.get(key), int) or state[key] < 0:
-            raise CheckpointError(
-                f"checkpoint '{path}': its training position ('{key}') is damaged; use another "
-                "checkpoint."
-            )
-    field(ckpt, "model", dict, path)
-    field(ckpt, "history", list, path)
-    field(ckpt, "best", dict, path)
-    bad = first_non_finite(ckpt)
-    if bad is not None:
-        raise CheckpointError(
-            f"checkpoint '{path}' holds non-finite values ({bad}): the run that wrote it had "
-            "diverged. Resume from an earlier checkpoint (e.g. one in previous/) or start afresh "
-            "with a lower lr."
-        )
-    return ckpt
-
-
 def restore_weights(
     ckpt: dict[str, Any],
     path: Any,
@@ -389,7 +358,7 @@ def restore_weights(
     ema_module: nn.Module | None,
 ) -> None:
     load_weights(model, ckpt["model"], "model", path)
-    saved_modules = field(ckpt, "extra_modules", dict, path)
+    saved_modules = ckpt["extra_modules"]
     for name, module in extra_modules.items():
         if name not in saved_modules:
             raise CheckpointError(

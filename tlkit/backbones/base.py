@@ -25,6 +25,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class BackboneError(ValueError):
+    """A backbone could not be built or loaded; the message says why and what to do."""
+
+
 class Backbone(nn.Module):
     """A feature extractor with the facts the engine needs about it.
 
@@ -65,6 +69,8 @@ class Backbone(nn.Module):
         self.modality = modality
         #: keyword arguments that rebuild this architecture with its factory (checkpoints)
         self.build_kwargs: dict = {}
+        #: the :class:`tlkit.Tokenizer` that made a text backbone's ids (None otherwise)
+        self.tokenizer = None
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self._groups = list(groups) if groups else [body]

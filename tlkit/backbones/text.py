@@ -8,10 +8,15 @@
 
 Both need ``vocab_size`` (the id range of the tokeniser; ``tlkit.datasets.text.VOCAB_SIZE`` for
 the bundled tasks, and ``domain.backbone_kwargs()`` gives it). No pretrained weights: pretrain on
-a related labelled task (``docstrings-pretrain``) and fine-tune -- the two-stage recipe.
+a related labelled task (``docstrings-pretrain``) and fine-tune -- the two-stage recipe. The
+recurrent encoders ``text_lstm`` / ``text_gru`` are in :mod:`tlkit.backbones.recurrent`; the
+tokenizer a backbone was built with (:class:`tlkit.Tokenizer`) stays on it as ``.tokenizer``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +29,7 @@ def _check_tokens(x: torch.Tensor, vocab_size: int, who: str) -> torch.Tensor:
     if x.ndim != 2 or x.is_floating_point():
         raise ValueError(
             f"{who} expects int64 token ids (B, L), got {x.dtype} {tuple(x.shape)}; tokenise "
-            "text with tlkit.datasets.text.tokenize."
+            "text with tlkit.Tokenizer (tok.encode(texts), or tok.domain(texts, labels))."
         )
     return x.long()
 
@@ -99,12 +104,33 @@ def _check_vocab(name: str, vocab_size: object, pretrained: object) -> None:
         )
 
 
+def attach_tokenizer(backbone: Backbone, tokenizer: Any) -> None:
+    """Keep the tokenizer that made the backbone's ids (a :class:`~tlkit.tokenizer.Tokenizer`
+    or its ``to_dict()``) on the backbone and in its rebuild arguments, so a saved run
+    predicts raw strings after ``tlkit.load``."""
+    from tlkit.backbones import BackboneError
+    from tlkit.tokenizer import Tokenizer
+
+    if tokenizer is None:
+        return
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_dict(tokenizer)
+    vocab = backbone.build_kwargs.get("vocab_size")
+    if isinstance(vocab, int) and tok.vocab_size > vocab:
+        raise BackboneError(
+            f"{backbone.name}: the tokenizer gives ids up to {tok.vocab_size - 1} but the "
+            f"embedding has vocab_size={vocab} rows; build it with vocab_size={tok.vocab_size}."
+        )
+    backbone.tokenizer = tok
+    backbone.build_kwargs["tokenizer"] = tok.to_dict()
+
+
 def text_bag(
     *,
     vocab_size: int | None = None,
     embed_dim: int = 64,
     hidden: int = 128,
     padding_id: int = 0,
+    tokenizer: Mapping[str, Any] | None = None,
     pretrained: bool | str = "auto",
     input_size: int | None = None,
 ) -> Backbone:
@@ -117,6 +143,7 @@ def text_bag(
     )  # fmt: skip
     backbone.build_kwargs = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden": hidden,
                              "padding_id": padding_id}  # fmt: skip
+    attach_tokenizer(backbone, tokenizer)
     return backbone
 
 
@@ -126,6 +153,7 @@ def text_cnn(
     embed_dim: int = 64,
     channels: int = 64,
     padding_id: int = 0,
+    tokenizer: Mapping[str, Any] | None = None,
     pretrained: bool | str = "auto",
     input_size: int | None = None,
 ) -> Backbone:
@@ -138,4 +166,5 @@ def text_cnn(
     )  # fmt: skip
     backbone.build_kwargs = {"vocab_size": vocab_size, "embed_dim": embed_dim,
                              "channels": channels, "padding_id": padding_id}  # fmt: skip
+    attach_tokenizer(backbone, tokenizer)
     return backbone

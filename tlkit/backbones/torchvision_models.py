@@ -26,9 +26,9 @@ from tlkit.backbones import (
     Backbone,
     BackboneError,
     auto_groups,
-    dummy_forward,
 )
 from tlkit.backbones.offline import download_once
+from tlkit.backbones.wrapping import dummy_forward
 
 # Old DenseNet checkpoints name layers 'norm.1'; torchvision renames them on load, as we do.
 _DENSENET_KEY = re.compile(

@@ -192,6 +192,17 @@ def cases(digits, small_run, few, tmp_path_factory):
         lambda step: {"coral": ((torch.cov(step.features.T) - torch.cov(step.target_features.T)) ** 2).sum()}),
         None)
 
+    # chapter 6b: two small images, target logits, a validator strategy
+    g6 = torch.Generator().manual_seed(0)
+    xs, xt = torch.rand(3, 16, 16, generator=g6), torch.rand(3, 16, 16, generator=g6)
+    logits6 = torch.randn(50, 10, generator=g6) * 3
+    entropy6 = -(logits6.softmax(1) * logits6.log_softmax(1)).sum(1).mean()
+    out["6b.1"] = ({"xs": xs, "xt": xt}, {"xs": xs, "xt": xt}, xs.clone(), None)
+    out["6b.2"] = ({"logits": logits6}, {"logits": logits6}, float(-entropy6), None)
+    out["6b.3"] = ({}, {}, strategy("validator", "tlkit_target_scores")(
+        lambda trainer, logits, features: {"confidence": -float(logits.softmax(1).max(1).values.mean())}),
+        None)
+
     # chapter 7: fake learners (the checks read their curves and previews)
     labelled = [10, 15, 20]
     margin = pd.Series([0.5, 0.6, 0.7], index=labelled)
@@ -277,7 +288,7 @@ IDS = list(ex.list())
 
 def test_every_chapter_has_three_exercises_or_more():
     chapters = {i.split(".")[0] for i in IDS}
-    assert chapters == {*map(str, range(1, 11)), "S"}
+    assert chapters == {*map(str, range(1, 11)), "6b", "S"}
     for chapter in chapters:
         assert len(ex.list(chapter)) >= 3, chapter
 
@@ -295,7 +306,7 @@ def test_check_accepts_the_solution_and_rejects_a_wrong_answer(exercise_id, case
     monkeypatch.setenv("TLKIT_CACHE", str(Path(namespace.get("work", "/nonexistent")) / "cache"))
     namespace = dict(namespace)
     exec(compile(ex.solution(exercise_id), f"<solution {exercise_id}>", "exec"), namespace)
-    for name in ("my_mae", "my_threshold", "my_coral", "my_label_smoothing"):
+    for name in ("my_mae", "my_threshold", "my_coral", "my_confidence", "my_label_smoothing"):
         if name in {s.name for s in tlkit.strategies()}:
             tlkit.unregister(name)
     right = ex.check(exercise_id, namespace["answer"], **context)
@@ -344,3 +355,49 @@ def test_solution_is_source_text_shown_as_code():
     assert isinstance(text, str) and "answer =" in text
     assert text._repr_markdown_().startswith("**Solution 6.1**\n\n```python\n")
     compile(text, "<solution>", "exec")
+
+
+def test_fda_check_names_each_near_miss():
+    """6b.1's hints tell apart the usual slips: the whole amplitude swapped, the target's
+    phase kept, a batch instead of one image."""
+    from tlkit_strategies.adapt.fda import fourier_transfer
+
+    g = torch.Generator().manual_seed(1)
+    xs, xt = torch.rand(3, 16, 16, generator=g), torch.rand(3, 16, 16, generator=g)
+    fs, ft = torch.fft.fft2(xs), torch.fft.fft2(xt)
+    swapped_all = torch.fft.ifft2(torch.polar(ft.abs(), fs.angle())).real.clamp(0, 1)
+    target_phase = torch.fft.ifft2(torch.polar(fs.abs(), ft.angle())).real.clamp(0, 1)
+    assert ex.check("6b.1", fourier_transfer(xs[None], xt[None], 0.1)[0], xs=xs, xt=xt).passed
+    assert "whole amplitude" in ex.check("6b.1", swapped_all, xs=xs, xt=xt).hint
+    assert "phase" in ex.check("6b.1", target_phase, xs=xs, xt=xt).hint
+    assert "shape" in ex.check("6b.1", xs[None], xs=xs, xt=xt).hint
+
+
+def test_info_max_check_tells_entropy_and_sign_apart():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(30, 4, generator=g) * 2
+    p = logits.softmax(1)
+    h_mean = float(-(p.mean(0) * p.mean(0).log()).sum())
+    h_each = float(-(p * p.log()).sum(1).mean())
+    assert ex.check("6b.2", h_mean - h_each, logits=logits).passed
+    assert "entropy score" in ex.check("6b.2", -h_each, logits=logits).hint
+    assert "sign" in ex.check("6b.2", h_each - h_mean, logits=logits).hint
+    assert "nats" in ex.check("6b.2", (h_mean - h_each) / math.log(2), logits=logits).hint
+
+
+def test_validator_check_runs_the_hook_as_the_trainer_calls_it():
+    """A validator may name any of trainer, logits and features, or take **kwargs; the score
+    it returns is compared, whatever the score's name prefix."""
+
+    class OnlyLogits:
+        name, family = "only_logits", "validator"
+
+        def tlkit_target_scores(self, logits):
+            return {"score_confidence": float(logits.softmax(1).max(1).values.mean())}
+
+    class Unknown(OnlyLogits):
+        def tlkit_target_scores(self, trainer, outputs):
+            return {"confidence": 1.0}
+
+    assert ex.check("6b.3", OnlyLogits).passed
+    assert "no outputs" in ex.check("6b.3", Unknown).hint

@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from tlkit.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10  # noqa: F401
+from tlkit.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch06b, ch07, ch08, ch09, ch10  # noqa: F401
 from tlkit.exercises import strategies as _strategies  # noqa: F401
 from tlkit.exercises._core import EXERCISES, Check, Exercise, Solution, Wrong
 
@@ -27,7 +27,7 @@ __all__ = ["Check", "Solution", "check", "list", "solution"]
 
 def list(chapter: str | int | None = None) -> dict[str, str]:  # noqa: A001 - the API's name
     """The exercises' ids and titles, ``{"6.1": "Proxy A-distance", ...}``; ``chapter``
-    (``6`` or ``"S"``) keeps one chapter's."""
+    (``6``, ``"6b"`` or ``"S"``) keeps one chapter's."""
     prefix = None if chapter is None else f"{chapter}."
     return {
         id: ex.title for id, ex in EXERCISES.items() if prefix is None or id.startswith(prefix)

@@ -57,7 +57,7 @@ SEEDS = (0, 1, 2)
 NOISES = (("symmetric", 0.4), ("pairflip", 0.4))
 LOSSES = (
     ("cross-entropy", "cross_entropy"),
-    ("label smoothing (0.1)", "label_smoothing"),
+    ("label smoothing (0.1)", ("cross_entropy", {"label_smoothing": 0.1})),
     ("GCE (q=0.7)", "gce"),
     ("SCE (alpha=0.1, beta=1, A=-4)", "sce"),
     ("soft bootstrap (beta=0.95)", "bootstrap_soft"),

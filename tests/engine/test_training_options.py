@@ -111,9 +111,7 @@ def test_class_weight_list_and_dict_by_name_or_index():
         class_balance.resolve_weights([1.0, 2.0], task.source, torch.device("cpu"))
 
 
-@pytest.mark.parametrize(
-    "loss", ["cross_entropy", "gce", "sce", "label_smoothing", "bootstrap_soft", "bootstrap_hard"]
-)
+@pytest.mark.parametrize("loss", ["cross_entropy", "gce", "sce", "bootstrap_soft", "bootstrap_hard"])
 def test_class_weight_weights_every_builtin_loss(fast, loss):
     """The logged supervised loss of each step is the class-weighted mean of the loss's own
     per-sample losses, sum(w_y * l) / sum(w_y) -- ``F.cross_entropy(weight=w)``'s convention."""

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tlkit_strategies.losses.bootstrap import HardBootstrap, SoftBootstrap
+from tlkit_strategies.losses.cross_entropy import CrossEntropy
 from tlkit_strategies.losses.gce import GeneralizedCrossEntropy
-from tlkit_strategies.losses.label_smoothing import LabelSmoothing
 from tlkit_strategies.losses.sce import SymmetricCrossEntropy
 from tlkit_strategies.regularizers.l2sp import L2SP
 
@@ -25,7 +25,7 @@ from tlkit.cross_validation import cross_validated_suspicious_labels
 from tlkit.datasets import DataError, add_label_noise
 from tlkit.label_issues import SuspiciousLabels, confident_joint, stratified_folds
 
-LOSSES = ["label_smoothing", "gce", "sce", "bootstrap_soft", "bootstrap_hard"]
+LOSSES = ["gce", "sce", "bootstrap_soft", "bootstrap_hard"]
 
 LOGITS = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, -0.3], [-2.0, 3.0, 1.0], [0.0, 0.0, 4.0]])
 TARGETS = np.array([0, 2, 1, 0])
@@ -66,7 +66,7 @@ def loss_of(strategy, logits=LOGITS, targets=TARGETS) -> torch.Tensor:
             HardBootstrap(beta=0.8),
             -((0.8 * ONE_HOT + 0.2 * np.eye(3)[P.argmax(axis=1)]) * np.log(P)).sum(axis=1),
         ),
-        (LabelSmoothing(smoothing=0.1), -((0.9 * ONE_HOT + 0.1 / 3) * np.log(P)).sum(axis=1)),
+        (CrossEntropy(label_smoothing=0.1), -((0.9 * ONE_HOT + 0.1 / 3) * np.log(P)).sum(axis=1)),
     ],
     ids=["gce", "gce-mae", "sce", "sce-2", "bootstrap_soft", "bootstrap_hard", "label_smoothing"],
 )
@@ -83,7 +83,7 @@ def test_loss_matches_hand_computed_formula(strategy, expected):
         SymmetricCrossEntropy(),
         SoftBootstrap(),
         HardBootstrap(),
-        LabelSmoothing(),
+        CrossEntropy(label_smoothing=0.1),
     ],
     ids=lambda s: s.name,
 )
@@ -111,7 +111,7 @@ def test_limits_reduce_to_cross_entropy():
 def test_label_smoothing_equals_torch(eps):
     logits, targets = torch.tensor(LOGITS, dtype=torch.float32), torch.as_tensor(TARGETS)
     expected = F.cross_entropy(logits, targets, reduction="none", label_smoothing=eps)
-    torch.testing.assert_close(loss_of(LabelSmoothing(smoothing=eps)), expected)
+    torch.testing.assert_close(loss_of(CrossEntropy(label_smoothing=eps)), expected)
 
 
 def test_hard_bootstrap_follows_the_prediction():
@@ -130,7 +130,7 @@ def test_hard_bootstrap_follows_the_prediction():
         ("sce", {"A": 0.0}, "negative"),
         ("bootstrap_soft", {"beta": 1.2}, r"\[0, 1\]"),
         ("bootstrap_hard", {"beta": -0.1}, r"\[0, 1\]"),
-        ("label_smoothing", {"smoothing": 1.0}, r"\[0, 1\)"),
+        ("cross_entropy", {"label_smoothing": 1.0}, r"\[0, 1\)"),
         ("l2sp", {"alpha": -0.1}, "alpha must be"),
         ("l2sp", {"beta": float("nan")}, "beta must be"),
     ],

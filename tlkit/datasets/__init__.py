@@ -28,10 +28,11 @@ from .augment import colour_augment, strong_augment, weak_augment
 from .bundled import load, names
 from .csv_manifest import from_csv
 from .decode import DecodeError
-from .domain import UNLABELLED, DataError, DataWarning, Domain, DomainPair
+from .domain import UNLABELLED, DataError, DataWarning, Domain
 from .files import from_folder, from_paths
 from .loader import DomainDataset, KeySampler, StreamDataset, collate
 from .noise import add_label_noise, transition_matrix
+from .pair import DomainPair
 from .shards import from_shards, pack
 from .sources import from_arrays, from_tensors, from_torchvision
 from .splits import few_labels

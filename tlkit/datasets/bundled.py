@@ -38,6 +38,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,7 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .domain import DataError, Domain, DomainPair, check_image_size
+from .domain import DataError, Domain, check_image_size
+from .pair import DomainPair
 from .sources import _resize
 
 log = logging.getLogger(__name__)
@@ -258,7 +260,7 @@ def _text(task: str) -> Builder:
     from . import text
 
     return Builder(
-        lambda: "2-" + text.versions(task), lambda seed: text.build_docstrings(task, seed)
+        lambda: "3-" + text.versions(task), lambda seed: text.build_docstrings(task, seed)
     )
 
 
@@ -409,7 +411,8 @@ def load(
     Pair ``A->B``: A's splits are the source; B's train split is the ``target`` with its labels
     hidden (clean labels kept for evaluation), B's test split is ``target_test``. Both sides are
     brought to one image shape. ``image_size`` resizes every split (e.g. 96 for an ImageNet
-    backbone). ``seed`` drives both the random generation and the split.
+    backbone) and is the size ``fit`` trains them at unless its own ``image_size=`` differs.
+    ``seed`` drives both the random generation and the split.
     """
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {type(name).__name__}.")
@@ -439,4 +442,6 @@ def load(
     else:
         size = (max(s[1] for s in shapes), max(s[2] for s in shapes))
     splits = [_conform(d, size, channels) for d in splits]
+    if image_size is not None:  # the size asked for is the size fit() trains at
+        splits = [None if d is None else replace(d, image_size=image_size) for d in splits]
     return DomainPair(*splits, name="->".join(parts))

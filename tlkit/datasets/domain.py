@@ -1,4 +1,4 @@
-"""Domain and DomainPair: the two data shapes the engine trains on.
+"""Domain and DomainPair (:mod:`tlkit.datasets.pair`): the two data shapes the engine trains on.
 
 A :class:`Domain` is a set of samples from one distribution. The samples live in a *backing*
 (:mod:`tlkit.datasets.backing`):
@@ -25,13 +25,10 @@ test sets for both. Single-domain tasks are pairs without a target.
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from .backing import Backing, TensorBacking, check_files
@@ -44,42 +41,7 @@ from .errors import (  # noqa: F401 (re-exported: the historical home of these n
     check_image_size,
 )
 from .loader import DomainDataset, StreamDataset, materialize
-
-
-def _as_label_tensor(labels: Any, name: str, task: str) -> torch.Tensor:
-    """Labels as a tensor, with DataErrors for strings, objects, NaN and infinities."""
-    if isinstance(labels, torch.Tensor):
-        y = labels.detach().cpu()
-    else:
-        arr = np.asarray(labels)
-        if arr.dtype.kind in "USO":
-            sample = [str(v) for v in arr.reshape(-1)[:3]]
-            raise DataError(
-                f"Domain '{name}': labels must be numbers, got {arr.dtype} values such as "
-                f"{sample}. Class names go through tlkit.datasets.from_arrays(images, labels) / "
-                "from_tensors(...), which map names to class ids (or map them yourself and pass "
-                "classes=[...])."
-            )
-        if arr.dtype.kind == "b":
-            arr = arr.astype(np.int64)
-        y = torch.from_numpy(np.ascontiguousarray(arr))
-    if y.is_complex():
-        raise DataError(f"Domain '{name}': labels must be real numbers, got {y.dtype}.")
-    if y.is_floating_point():
-        bad = ~torch.isfinite(y)
-        if bad.any():
-            where = bad.reshape(len(y), -1).any(1).nonzero().flatten() if y.ndim else bad
-            pos = where[:5].tolist() if y.ndim else []
-            hint = (
-                "mark unlabelled samples with -1 (tlkit.datasets.UNLABELLED)"
-                if task == "classification"
-                else "drop those samples or fill the missing targets"
-            )
-            raise DataError(
-                f"Domain '{name}': {int(bad.sum())} label(s) are NaN or infinite (at positions "
-                f"{pos}); {hint}."
-            )
-    return y
+from .validate import as_label_tensor, check_images, check_inputs
 
 
 @dataclass(frozen=True, eq=False, init=False)
@@ -97,8 +59,8 @@ class Domain(torch.utils.data.Dataset):
         inputs: instead of ``images``, any in-memory per-sample tensor ``(N, ...)`` (float feature
             vectors, int64 token ids): a ``"tensor"`` domain.
         backing: instead of either, a :class:`~tlkit.datasets.backing.Backing` (files, shards...).
-        image_size: the default training size for lazily decoded images (``None``: the engine's
-            choice). In-memory images keep their own size.
+        image_size: the size these images train at unless ``fit(image_size=)`` says otherwise
+            (``None``: the backbone's input size, see :mod:`tlkit.datasets.sizing`).
         info: facts about the inputs that backbones need (``vocab_size``, ``padding_id``,
             ``feature_names``...), carried through subsets and splits.
 
@@ -136,9 +98,9 @@ class Domain(torch.utils.data.Dataset):
         if task not in ("classification", "regression"):
             raise DataError(f"task must be 'classification' or 'regression', got {task!r}.")
         if images is not None:
-            backing = TensorBacking(_check_images(images, self.name), "image")
+            backing = TensorBacking(check_images(images, self.name), "image")
         elif inputs is not None:
-            backing = TensorBacking(_check_inputs(inputs, self.name), "tensor")
+            backing = TensorBacking(check_inputs(inputs, self.name), "tensor")
         elif backing is None:
             raise DataError(
                 f"Domain '{self.name}' has no data: pass images (uint8 (N, C, H, W)), inputs "
@@ -160,7 +122,7 @@ class Domain(torch.utils.data.Dataset):
             if self.task != "classification":
                 raise DataError(f"Domain '{self.name}': regression needs targets; pass labels=...")
             labels = torch.full((n,), UNLABELLED, dtype=torch.long)
-        labels = _as_label_tensor(labels, self.name, self.task)
+        labels = as_label_tensor(labels, self.name, self.task)
         if self.task == "classification":
             if labels.is_floating_point() and not torch.equal(labels, labels.round()):
                 raise DataError(
@@ -184,7 +146,7 @@ class Domain(torch.utils.data.Dataset):
         if clean is None:
             clean = labels.clone()
         else:
-            clean = _as_label_tensor(clean, self.name, self.task).to(labels.dtype)
+            clean = as_label_tensor(clean, self.name, self.task).to(labels.dtype)
         if clean.shape != labels.shape:
             raise DataError(
                 f"Domain '{self.name}': clean_labels has shape {tuple(clean.shape)} but labels "
@@ -330,14 +292,18 @@ class Domain(torch.utils.data.Dataset):
     def backbone_kwargs(self) -> dict[str, Any]:
         """What a tensor backbone needs to read this domain: ``{"in_features": D}`` for float
         feature vectors (``mlp``), ``{"vocab_size": V, "padding_id": 0}`` for token ids
-        (``text_bag`` / ``text_cnn``); ``{}`` for images."""
+        (``text_bag`` / ``text_cnn`` / ``text_lstm`` / ``text_gru``), with ``"tokenizer"`` when
+        the ids came from a :class:`tlkit.Tokenizer`; ``{}`` for images."""
         if self.modality != "tensor":
             return {}
         x = self.backing.tensor
         if x.is_floating_point():
             return {"in_features": int(x[0].numel())}
         vocab = self.info.get("vocab_size") or int(x.max()) + 1
-        return {"vocab_size": int(vocab), "padding_id": int(self.info.get("padding_id", 0))}
+        out = {"vocab_size": int(vocab), "padding_id": int(self.info.get("padding_id", 0))}
+        if self.info.get("tokenizer") is not None:  # kept by the backbone, saved with the run
+            out["tokenizer"] = self.info["tokenizer"]
+        return out
 
     # -- derived domains (labels only: no image is read) --------------------------------------
     def subset(self, indices: Sequence[int] | torch.Tensor, name: str | None = None) -> Domain:
@@ -465,217 +431,10 @@ class Domain(torch.utils.data.Dataset):
         return check_files(self.backing, self.name, progress=progress, strict=strict)
 
 
-def _check_images(images: Any, name: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        arr = np.asarray(images)
-        if arr.dtype != np.uint8:
-            raise DataError(
-                f"Domain '{name}': images must be uint8 (0-255), got {arr.dtype}. Use "
-                "tlkit.datasets.from_arrays(...), which converts float images in [0, 1] and "
-                "16-bit images."
-            )
-        images = torch.from_numpy(np.ascontiguousarray(arr))
-    if images.dtype != torch.uint8:
-        raise DataError(
-            f"Domain '{name}': images must be uint8 (0-255), got {images.dtype}. "
-            "Use tlkit.datasets.from_arrays(...), which converts float images in [0, 1] and "
-            "16-bit images."
-        )
-    if images.ndim == 3:  # (N, H, W) grayscale
-        images = images.unsqueeze(1)
-    if images.ndim != 4:
-        raise DataError(
-            f"Domain '{name}': images must have shape (N, C, H, W) or (N, H, W), "
-            f"got {tuple(images.shape)}."
-        )
-    if images.shape[1] not in (1, 3):
-        raise DataError(
-            f"Domain '{name}': images must have 1 (grayscale) or 3 (RGB) channels, got "
-            f"{images.shape[1]} (shape {tuple(images.shape)}). Channels-last arrays "
-            "(N, H, W, C) go through tlkit.datasets.from_arrays(..., channels_last=True)."
-        )
-    return images.contiguous()
+def __getattr__(name: str) -> Any:
+    """``DomainPair`` lives in :mod:`tlkit.datasets.pair`; it is importable from here too."""
+    if name == "DomainPair":
+        from .pair import DomainPair
 
-
-def _check_inputs(inputs: Any, name: str) -> torch.Tensor:
-    x = inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else None
-    if x is None:
-        arr = np.asarray(inputs)
-        if arr.dtype.kind not in "biuf":
-            raise DataError(
-                f"Domain '{name}': inputs must be numeric (float features or integer token "
-                f"ids), got {arr.dtype}. Tokenise text first (tlkit.datasets.text.tokenize)."
-            )
-        x = torch.from_numpy(np.ascontiguousarray(arr))
-    if x.ndim < 1 or len(x) == 0:
-        raise DataError(f"Domain '{name}': inputs need shape (N, ...) with N >= 1, got {x.shape}.")
-    if x.is_floating_point():
-        if not torch.isfinite(x).all():
-            raise DataError(
-                f"Domain '{name}': inputs contain NaN or infinite values; impute or drop them "
-                "first (e.g. replace NaN by the column mean)."
-            )
-        if x.dtype == torch.float64:
-            x = x.float()
-    elif x.dtype == torch.bool:
-        x = x.float()
-    else:
-        x = x.long()
-    if x.ndim == 1:
-        x = x.unsqueeze(1)
-    return x.contiguous()
-
-
-@dataclass(frozen=True, eq=False)
-class DomainPair:
-    """One transfer task: labelled source, optional unlabelled target, and their test sets.
-
-    For domain adaptation ``target`` holds target-domain samples with hidden labels; for
-    semi-supervised learning it holds the unlabelled pool of the *same* domain; for plain
-    supervised fine-tuning it is ``None``. An unlabelled part built without class names (e.g.
-    ``from_folder(path, labels=False)``) takes the source's classes.
-    """
-
-    source: Domain
-    source_test: Domain | None = None
-    target: Domain | None = None
-    target_test: Domain | None = None
-    name: str = "task"
-    source_free: bool = False
-
-    @classmethod
-    def without_source(
-        cls,
-        target: Domain,
-        target_test: Domain | None = None,
-        *,
-        classes: Sequence[str] | None = None,
-        name: str | None = None,
-    ) -> DomainPair:
-        """A source-free task: only unlabelled target data (and optionally its test set), for
-        adapting a model trained elsewhere (``tlkit.fit(..., source_free=True)``). ``classes``
-        names the model's outputs when the target does not."""
-        if not isinstance(target, Domain):
-            raise DataError(
-                f"a source-free task needs the target as a Domain, got {type(target).__name__}."
-            )
-        if classes is not None and not target.classes:
-            target = target.with_classes(classes)
-        return cls(
-            source=target,
-            target=target,
-            target_test=target_test,
-            name=name or f"{target.name} (source-free)",
-            source_free=True,
-        )
-
-    def __post_init__(self) -> None:
-        src = self.source
-        if not isinstance(src, Domain):
-            raise DataError(
-                f"Task '{self.name}': source must be a tlkit.datasets.Domain, got "
-                f"{type(src).__name__}."
-            )
-        if len(src) == 0:
-            raise DataError(f"Task '{self.name}': the source domain is empty; it needs samples.")
-        if self.source_free and self.target is None:
-            raise DataError(f"Task '{self.name}': a source-free task needs a target.")
-        if src.task == "classification" and not self.source_free:
-            if src.num_labelled == 0:
-                raise DataError(
-                    f"Task '{self.name}': the source domain has no labelled samples; "
-                    "training needs at least one labelled sample per class."
-                )
-            present = src.labels[src.labelled_mask].unique()
-            if len(present) < 2:
-                c = int(present[0])
-                cname = src.classes[c] if c < len(src.classes) else str(c)
-                raise DataError(
-                    f"Task '{self.name}': every labelled source sample is of one class "
-                    f"('{cname}'); a classifier needs at least two classes, or it reaches loss 0 "
-                    "without learning anything. Add labelled samples of the other classes (for "
-                    "a folder: one sub-folder per class), or use task='regression'."
-                )
-        for part in ("source_test", "target", "target_test"):
-            d = getattr(self, part)
-            if d is None:
-                continue
-            if not isinstance(d, Domain):
-                raise DataError(
-                    f"Task '{self.name}': {part} must be a tlkit.datasets.Domain or None, got "
-                    f"{type(d).__name__}."
-                )
-            if len(d) == 0:
-                raise DataError(
-                    f"Task '{self.name}': the {part} split is empty. Pass None to leave it out, "
-                    "or give it samples."
-                )
-            if d.modality != src.modality:
-                raise DataError(
-                    f"Task '{self.name}': {part} holds {d.modality} inputs but the source holds "
-                    f"{src.modality} inputs; one network reads both, so they must be alike."
-                )
-            both = d.task == "classification" and src.task == "classification"
-            if both and not d.classes and d.num_labelled == 0 and not d.has_clean_labels:
-                d = d.with_classes(src.classes or [str(i) for i in range(src.num_classes)])
-                object.__setattr__(self, part, d)
-            if both and d.num_classes != src.num_classes:
-                raise DataError(
-                    f"Task '{self.name}': {part} has {d.num_classes} classes but the source has "
-                    f"{src.num_classes}; both domains must share one label set."
-                )
-
-    def __repr__(self) -> str:
-        parts = [f"source={self.source!r}"]
-        for part in ("source_test", "target", "target_test"):
-            d = getattr(self, part)
-            if d is not None:
-                parts.append(f"{part}={d!r}")
-        return f"DomainPair('{self.name}',\n  " + ",\n  ".join(parts) + ")"
-
-    @property
-    def task(self) -> str:
-        return self.source.task
-
-    @property
-    def num_classes(self) -> int:
-        return self.source.num_classes
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.source.classes
-
-    @property
-    def modality(self) -> str:
-        return self.source.modality
-
-    def eval_sets(self) -> dict[str, Domain]:
-        """The held-out sets the engine reports on each epoch, by metric prefix."""
-        sets = {}
-        if self.source_test is not None:
-            sets["source"] = self.source_test
-        if self.target_test is not None and self.target_test is not self.source_test:
-            sets["target"] = self.target_test
-        return sets
-
-
-def warn_sparse_classes(labels: torch.Tensor, name: str) -> None:
-    """Warn when most class ids 0..max are never used: a stray label (99 among 0..9) silently
-    builds a 100-class problem."""
-    known = labels[labels != UNLABELLED]
-    if not len(known):
-        return
-    k = int(known.max()) + 1
-    used = len(known.unique())
-    unused = k - used
-    if unused >= max(2, math.ceil(k / 2)):
-        top = int(known.max())
-        count = int((known == top).sum())
-        warnings.warn(
-            f"Domain '{name}': labels use only {used} of the {k} class ids 0..{k - 1} (the "
-            f"largest, {top}, appears {count} time(s)), so this is a {k}-class problem with "
-            f"{unused} empty classes. If {top} is a stray label, fix it; otherwise pass "
-            "classes=[...] naming every class to silence this warning.",
-            DataWarning,
-            stacklevel=3,
-        )
+        return DomainPair
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

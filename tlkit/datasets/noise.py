@@ -20,7 +20,8 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from .domain import DataError, Domain, DomainPair
+from .domain import DataError, Domain
+from .pair import DomainPair
 
 KINDS = ("symmetric", "pairflip")
 

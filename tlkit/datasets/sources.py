@@ -28,9 +28,9 @@ from .domain import (
     DataWarning,
     Domain,
     check_image_size,
-    warn_sparse_classes,
 )
 from .files import IMG_EXTENSIONS, from_folder, labels_from_values  # noqa: F401 (re-exported)
+from .validate import warn_sparse_classes
 
 _RANKS = "(N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}"
 

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import torch
 
-from .domain import DataError, DomainPair
+from .domain import DataError
+from .pair import DomainPair
 
 
 def few_labels(pair: DomainPair, k: int, seed: int = 0) -> DomainPair:

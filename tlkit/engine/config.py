@@ -59,7 +59,7 @@ class FitConfig:
     mode: str = "auto"  # fine_tune for a pretrained backbone, full for one trained from scratch
     epochs: int = 5
     freeze_epochs: int = 1
-    batch_size: int = 64
+    batch_size: int | str = "auto"  # 64, at most a quarter of the training set (batch_plan)
     target_batch_ratio: float = 1.0  # unlabelled target images per step = ratio * batch_size
     lr: float = 1e-3
     lr_spread: float = 10.0
@@ -115,7 +115,6 @@ class FitConfig:
         ints = {  # name: minimum
             "epochs": 1,
             "freeze_epochs": 0,
-            "batch_size": 1,
             "checkpoint_every": 0,
             "log_every": 1,
             "eval_batch_size": 1,
@@ -123,6 +122,8 @@ class FitConfig:
         for name, minimum in ints.items():
             setattr(self, name, opt.integer(name, getattr(self, name), minimum=minimum))
         self.seed = opt.integer("seed", self.seed, minimum=0, maximum=MAX_SEED)
+        if self.batch_size != "auto":
+            self.batch_size = opt.integer("batch_size", self.batch_size, minimum=1)
         for name in ("target_batch_ratio", "lr", "lr_spread"):
             setattr(self, name, opt.positive(name, getattr(self, name)))
         for name in ("weight_decay", "dropout"):

@@ -24,26 +24,23 @@ of the order (``DistributedSampler``'s split). The unlabelled target is drawn th
 from __future__ import annotations
 
 import math
-import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tlkit.datasets import sizing
 from tlkit.datasets import transforms as tv
-from tlkit.datasets.domain import DataError, Domain, DomainPair
-from tlkit.datasets.loader import collate
+from tlkit.datasets.domain import DataError, Domain
+from tlkit.datasets.pair import DomainPair
+from tlkit.datasets.sizing import DEFAULT_IMAGE_SIZE
 from tlkit.datasets.unreadable import unreadable_error
-from tlkit.engine import distributed
+from tlkit.engine import batch_plan, distributed
 from tlkit.engine.class_balance import balanced_order
 from tlkit.engine.config import FitConfig
-from tlkit.errors import PluginError
-
-#: Keep a whole dataset on the accelerator when it is smaller than this (bytes).
-ON_DEVICE_DATA_LIMIT = 2 * 1024**3
-#: The training size of file-backed images when neither the run nor the data sets one.
-DEFAULT_IMAGE_SIZE = 224
+from tlkit.engine.domain_feed import DomainFeed
 
 
 def as_pair(
@@ -74,12 +71,11 @@ def as_pair(
 
 
 def image_size(config: FitConfig, data: DomainPair, backbone: Any) -> int:
-    """The side per-sample pipelines make images: ``image_size=``, the data's own, the
-    backbone's input size, else :data:`DEFAULT_IMAGE_SIZE`."""
-    for size in (config.image_size, data.source.image_size, getattr(backbone, "input_size", None)):
-        if size:
-            return int(size)
-    return DEFAULT_IMAGE_SIZE
+    """The side a run trains at: ``image_size=``, the data's own, the backbone's input size,
+    else :data:`DEFAULT_IMAGE_SIZE` (:mod:`tlkit.datasets.sizing`)."""
+    if data.modality != "image":  # per-sample pipelines of non-image data ignore it
+        return config.image_size or getattr(backbone, "input_size", None) or DEFAULT_IMAGE_SIZE
+    return sizing.training_image_size(config.image_size, data, backbone)
 
 
 def resolve_augment(augment: Any, domain: Domain) -> Any:
@@ -94,12 +90,6 @@ def resolve_augment(augment: Any, domain: Domain) -> Any:
     if augment == "custom":  # a user's pipeline, given to the trainer; none here
         return False
     return augment
-
-
-def worker_count(config: FitConfig, lazy: bool) -> int:
-    if config.num_workers != "auto":
-        return int(config.num_workers)
-    return min(4, os.cpu_count() or 1) if lazy else 0
 
 
 @dataclass
@@ -126,129 +116,6 @@ class Batch:
         return no_source or no_target
 
 
-class _Keys(torch.utils.data.Sampler):
-    """``(index, seed)`` keys of one epoch; reset between epochs so that persistent workers
-    survive them (the sampler lives in the main process)."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[int, int]] = []
-
-    def set(self, indices: torch.Tensor, seed: int) -> None:
-        self.keys = [(int(i), seed) for i in indices.tolist()]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.keys)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-class DomainFeed:
-    """How one domain's samples reach the device: the in-memory fast path, or a DataLoader.
-
-    ``pipes`` are the domain's pipelines (:func:`tlkit.datasets.transforms.pipelines`): a
-    per-sample ``train`` transform sends training through a DataLoader, ``None`` indexes the
-    in-memory tensor. With ``strong`` the DataLoader also makes a strongly augmented view of each
-    sample (FixMatch's); on the fast path, weak and strong views are made batch-wise on the device
-    (:attr:`weak_view`, :attr:`strong_view`: the digit-safe ones).
-    """
-
-    def __init__(
-        self,
-        domain: Domain,
-        pipes: tv.Pipelines,
-        *,
-        strong: bool,
-        size: int,
-        device: torch.device,
-        config: FitConfig,
-    ) -> None:
-        from tlkit.datasets.augment import strong_augment, weak_augment
-
-        self.domain, self.device, self.config = domain, device, config
-        # how file-backed images are brought to size for evaluation (Run.predict does the same)
-        self.resize = "squash" if pipes.kind in ("digits", "colour") else "crop"
-        self.fast = pipes.train is None and domain.in_memory
-        self.eval_fast = pipes.eval is None and domain.in_memory
-        self.is_image = domain.modality == "image"
-        self.augment = pipes.batch_weak  # batch-wise training augmentation (digits), or None
-        self.weak_view = pipes.batch_weak or (weak_augment if self.is_image else None)
-        self.strong_view = pipes.batch_strong or (strong_augment if self.is_image else None)
-        self.memory = _to_device(domain.inputs, device) if domain.in_memory else None
-        transform = pipes.train
-        if strong and not self.fast:
-            transform = tv.Views(pipes.train, pipes.strong or tv.strong_transform(size))
-        self._train = domain.dataset(transform) if not self.fast else None
-        self._eval = domain.dataset(pipes.eval) if not self.eval_fast else None
-        self.workers = worker_count(config, lazy=not domain.in_memory)
-        self._loaders: dict[str, tuple[torch.utils.data.DataLoader, _Keys]] = {}
-
-    def view(self, kind: str, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """``Step.target_view``: the batch's weak or strong view, made for the data."""
-        if not self.fast:  # photos: the workers made the views
-            if kind == "weak":
-                return batch.x_target
-            if batch.x_target_strong is None:
-                raise PluginError(
-                    "a strategy asked for a strong view of file-backed images without declaring "
-                    "needs_strong_view = True."
-                )
-            return batch.x_target_strong
-        make = self.weak_view if kind == "weak" else self.strong_view
-        if make is None:
-            tv.require_images(self.domain, f"a {kind} view of the target batch")
-        return make(batch.x_target, generator)
-
-    # -- the in-memory fast path -----------------------------------------------------------
-    def fetch(self, indices: torch.Tensor) -> torch.Tensor:
-        batch = self.memory[indices.to(self.memory.device)].to(self.device, non_blocking=True)
-        return batch.float().div_(255) if self.is_image and batch.dtype == torch.uint8 else batch
-
-    # -- DataLoaders -----------------------------------------------------------------------
-    def _loader(self, which: str, batch_size: int) -> tuple[torch.utils.data.DataLoader, _Keys]:
-        if which not in self._loaders:
-            keys = _Keys()
-            workers = self.workers
-            loader = torch.utils.data.DataLoader(
-                self._train if which == "train" else self._eval,
-                batch_size=batch_size,
-                sampler=keys,
-                collate_fn=collate,
-                num_workers=workers,
-                pin_memory=self.device.type == "cuda",
-                persistent_workers=workers > 0,
-                prefetch_factor=self.config.prefetch_factor if workers > 0 else None,
-                generator=torch.Generator().manual_seed(self.config.seed),  # not the global one
-            )
-            self._loaders[which] = (loader, keys)
-        return self._loaders[which]
-
-    def load(
-        self, indices: torch.Tensor, seed: int, batch_size: int, which: str = "train"
-    ) -> Iterator[tuple[Any, torch.Tensor]]:
-        """``(x, indices)`` batches of the samples at ``indices``, in that order, decoded and
-        transformed in the workers; skipped files leave their batch smaller (or empty)."""
-        loader, keys = self._loader(which, batch_size)
-        keys.set(indices, seed)
-        for x, idx in loader:
-            yield _move(x, self.device), idx
-
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every sample once, in order, as evaluation inputs on the device."""
-        n = len(self.domain)
-        if self.eval_fast:
-            for start in range(0, n, batch_size):
-                idx = torch.arange(start, min(n, start + batch_size))
-                yield self.fetch(idx), idx
-            return
-        yield from self.load(torch.arange(n), 0, batch_size, which="eval")
-
-    @property
-    def skipped(self) -> int:
-        """Files of this domain that could not be read so far (training or evaluation)."""
-        return len({i for ds in (self._train, self._eval) if ds is not None for i in ds.skipped})
-
-
 def _rank_block(order: torch.Tensor, dist: distributed.DistInfo, n: int) -> torch.Tensor:
     """This rank's contiguous share of ``order`` (padded by wrapping to equal shares, as
     ``DistributedSampler`` does)."""
@@ -260,20 +127,6 @@ def _rank_block(order: torch.Tensor, dist: distributed.DistInfo, n: int) -> torc
             : per_rank * dist.world_size
         ]
     return order[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cpu":
-        return tensor
-    if tensor.numel() * tensor.element_size() < ON_DEVICE_DATA_LIMIT:
-        return tensor.to(device)
-    return tensor.pin_memory()
-
-
-def _move(x: Any, device: torch.device) -> Any:
-    if isinstance(x, tuple):
-        return tuple(_move(v, device) for v in x)
-    return None if x is None else x.to(device, non_blocking=True)
 
 
 class Feeder:
@@ -298,6 +151,9 @@ class Feeder:
             raise DataError("the source has no labelled samples to train on.")
         self.source_labels = src.labels.to(device)
         self.size = size
+        if config.progress and dist.rank == 0 and data.modality == "image":
+            why = sizing.size_reason(config.image_size, data)
+            print(sizing.size_line(size, why), file=sys.stderr)
         self.source = self._feed(src, train_transform, strong=False)
         self.target = (
             self._feed(data.target, train_transform, strong=strong_view, target=True)
@@ -309,13 +165,22 @@ class Feeder:
             for name, domain in data.eval_sets().items()
         }
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (rows, row_of)
-        self.target_batch_size = max(1, round(config.target_batch_ratio * config.batch_size))
-        if self.source_free:  # an epoch is one pass over the target
-            per_rank = math.ceil(len(data.target) / dist.world_size)
-            self.steps_per_epoch = max(1, per_rank // self.target_batch_size)
+        # every sample trains each epoch: the last batch is smaller (see tlkit.engine.batch_plan)
+        if self.source_free:  # an epoch is one pass over the target (its last batch refilled
+            per_rank = math.ceil(len(data.target) / dist.world_size)  # from the next pass)
+            self.batch_size = batch_plan.resolve_batch_size(config.batch_size, per_rank)
+            self.target_batch_size = self._target_batch_size()
+            self.sizes: list[int] = []
+            self.steps_per_epoch = max(1, math.ceil(per_rank / self.target_batch_size))
         else:
             per_rank = math.ceil(len(self.labelled) / dist.world_size)
-            self.steps_per_epoch = max(1, per_rank // config.batch_size)
+            self.batch_size = batch_plan.resolve_batch_size(config.batch_size, per_rank)
+            self.target_batch_size = self._target_batch_size()
+            self.sizes = batch_plan.batch_sizes(per_rank, self.batch_size)
+            self.steps_per_epoch = max(1, len(self.sizes))
+
+    def _target_batch_size(self) -> int:
+        return max(1, round(self.config.target_batch_ratio * self.batch_size))
 
     def _feed(
         self, domain: Domain, custom: Any, *, strong: bool, target: bool = False
@@ -335,7 +200,9 @@ class Feeder:
         so that each rank and worker reads its own shards), cut into one contiguous block per
         rank."""
         if self.config.sampler == "balanced":  # every class equally likely, in memory or files
-            order = balanced_order(self.source.domain.labels, self.labelled, self.config.seed, epoch)
+            order = balanced_order(
+                self.source.domain.labels, self.labelled, self.config.seed, epoch
+            )
             return _rank_block(order, self.dist, len(order))
         if self.source.fast:
             return self.labelled[self.epoch_order(epoch)]
@@ -383,18 +250,23 @@ class Feeder:
     ) -> Iterator[Batch]:
         """The batches of ``epoch`` from step ``start`` on (a resumed epoch skips the rest
         without reading it)."""
-        bs, bt = self.config.batch_size, self.target_batch_size
+        bt = self.target_batch_size
         steps = range(start, self.steps_per_epoch)
         if self.source_free:
             order = torch.empty(0, dtype=torch.long)
             source = iter(lambda: (None, order), None)  # an empty source batch every step
         else:
-            order = self.source_order(epoch)[start * bs : self.steps_per_epoch * bs]
-            source = self._stream(self.source, order, bs, epoch, 0, "source" if cached else None)
+            sizes = self.sizes[start:]
+            skip = sum(self.sizes[:start])
+            order = self.source_order(epoch)[skip : skip + sum(sizes)]
+            source = self._stream(self.source, order, sizes, epoch, 0, "source" if cached else None)
         target = None
         if (with_target or self.source_free) and self.target is not None:
             t_order = self.target_order(epoch)[start * bt :]
-            target = self._stream(self.target, t_order, bt, epoch, 1, "target" if cached else None)
+            t_sizes = [bt] * len(steps)
+            target = self._stream(
+                self.target, t_order, t_sizes, epoch, 1, "target" if cached else None
+            )
         read = False
         for _ in steps:
             x, idx = next(source)
@@ -426,12 +298,12 @@ class Feeder:
         self,
         feed: DomainFeed,
         order: torch.Tensor,
-        bs: int,
+        sizes: list[int],
         epoch: int,
         role: int,
         cache: str | None,
     ) -> Iterator[tuple[Any, torch.Tensor]]:
-        chunks = order.split(bs)
+        chunks = batch_plan.split(order, sizes)
         if cache is not None:
             rows, row_of = self.cache[cache]
             for idx in chunks:
@@ -442,7 +314,7 @@ class Feeder:
             for idx in chunks:
                 yield feed.fetch(idx), idx
         else:
-            yield from feed.load(order, self.epoch_seed(epoch, role), bs)
+            yield from feed.load(order, self.epoch_seed(epoch, role), sizes)
 
     # -- evaluation inputs and the feature cache -------------------------------------------
     def eval_batches(

@@ -16,6 +16,7 @@ from tlkit.backbones import create_model
 from tlkit.backbones.base import TransferModel
 from tlkit.backbones.target_scale import fit_target_scale
 from tlkit.datasets.domain import DataError, DomainPair
+from tlkit.datasets.sizing import requested_image_size
 from tlkit.engine.config import FitConfig, check_backbone_fits
 from tlkit.step import domain_context
 
@@ -36,7 +37,7 @@ def build_model(
             pretrained=config.pretrained,
             dropout=config.dropout,
             weights=config.backbone_weights,
-            input_size=config.image_size if data.modality == "image" else None,
+            input_size=requested_image_size(config.image_size, data),  # image_size=, or the data's
             **data.source.backbone_kwargs(),  # an MLP's width, a text encoder's vocabulary
         )
     if model.out_features != out:

@@ -147,7 +147,10 @@ def fit(
               teaches the head nothing).
             * ``lr`` (head rate; backbone groups get ``lr / lr_spread`` .. ``lr``; ``"find"``
               runs :func:`lr_find` first, trains with its pick and prints it in one line),
-              ``batch_size``, ``target_batch_ratio`` (unlabelled images per step, as a multiple
+              ``batch_size`` (default ``"auto"``: 64, at most a quarter of the training
+              samples, so that a small set still takes several steps an epoch; every sample
+              trains each epoch, the last batch smaller), ``target_batch_ratio``
+              (unlabelled images per step, as a multiple
               of ``batch_size``; FixMatch's mu), ``schedule`` ("cosine", "onecycle", "constant"), ``warmup``,
               ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
             * strategies: ``loss``, ``pseudo_label``, ``adapt``, ``regularize`` (names from

@@ -151,9 +151,7 @@ def eval_transform(size: int, resize: str = "crop") -> Callable[[torch.Tensor], 
     from tlkit.datasets import transforms
 
     if resize == "squash":
-        from torchvision.transforms import v2
-
-        return v2.Compose([v2.Resize((size, size), antialias=True), transforms.to_float()])
+        return transforms.squash_transform(size)
     return transforms.eval_transform(size)
 
 

@@ -13,13 +13,10 @@ from tlkit.backbones.base import TransferModel, make_head
 from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
 from tlkit.engine import trainer as engine
-from tlkit.engine.config import FitConfig
+from tlkit.engine.config import FitConfig, check_known_options
 from tlkit.engine.lr_finder import LRFinder, find_lr
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
-
-_OPTIONS = {f.name for f in dataclasses.fields(FitConfig)}
-
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -89,9 +86,7 @@ def _configure(
     """``(config, model, train_transform)`` of :func:`fit`'s arguments: a module passed as the
     backbone becomes the model, a ``transforms.v2`` pipeline passed as ``augment`` the
     trainer's ``train_transform``."""
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown fit() options {unknown}; known options: {sorted(_OPTIONS)}.")
+    check_known_options(options)
     if isinstance(backbone, nn.Module) and model is None:
         model_arg: Any = backbone
         name = getattr(backbone, "name", "custom")

@@ -101,7 +101,7 @@ def test_initial_values_must_be_offered(tiny_task):
         Dashboard(dataset="nosuch")
     with pytest.raises(ConfigError, match="adapt=.*no_such_method"):
         Dashboard(data={"tiny": tiny_task}, adapt=("no_such_method",))
-    with pytest.raises(ConfigError, match="unknown options"):
+    with pytest.raises(ConfigError, match=r"unknown fit\(\) options \['learning_rate'\]"):
         Dashboard(data={"tiny": tiny_task}, learning_rate=1.0)
     dash = Dashboard(data={"tiny": tiny_task}, backbone="timm:resnet10t")
     assert (
@@ -254,10 +254,9 @@ def test_validate_and_monitor_pick_the_best_epoch_of_an_adaptation_run(dash):
     dash.monitor.options = [*dash.monitor.options, "score_snd"]
     dash.monitor.value = "score_snd"
     dash.train_button.click()
-    assert (
-        "monitor=&#x27;score_snd&#x27;" in dash.error.value
-        and "tick it under validate" in dash.error.value
-    )
+    # the engine's rule, as fit() gives it: the metric is not one of this run's
+    assert "monitor=&#x27;score_snd&#x27; is not a metric of this run" in dash.error.value
+    assert "validate" in dash.error.value and dash.runs[-1].options["monitor"] == "score_entropy"
 
 
 def test_errors_speak_the_forms_language(tiny_task, tmp_path):
@@ -266,7 +265,7 @@ def test_errors_speak_the_forms_language(tiny_task, tmp_path):
     dash.adapt.value = ("dann",)
     dash.train_button.click()
     message = dash.error.value
-    assert "adapt=[&#x27;dann&#x27;]" in message and "src only" in message  # field + choice
+    assert "adapt=&#x27;dann&#x27; learns" in message and "src only" in message  # field + choice
     assert "dataset" in message and "untick" in message
     assert "tlkit.datasets" not in message  # no code advice in a form
     assert dash.runs == []
@@ -307,9 +306,9 @@ def test_run_shows_progress_numbers_final_metrics_and_natural_size_images(dash, 
 
 
 def test_progress_text_has_an_eta():
-    assert progress_text(30, 120, 15.0) == "step 30/120 · 0:15 elapsed · ETA 0:45"
-    assert progress_text(120, 120, 61.0) == "step 120/120 · 1:01 elapsed"
-    assert "ETA" not in progress_text(0, 120, 0.0)
+    assert progress_text(30, 120, 15.0, eta=45.0) == "step 30/120 · 0:15 elapsed · ETA 0:45"
+    assert progress_text(120, 120, 61.0, eta=0.0) == "step 120/120 · 1:01 elapsed"
+    assert "ETA" not in progress_text(3, 120, 2.0)  # no estimate yet
 
 
 def test_epoch_table_is_an_output_that_stays_in_the_notebook(dash):
@@ -341,7 +340,8 @@ def test_epoch_table_is_an_output_that_stays_in_the_notebook(dash):
     assert f"{run.history[-1]['source_accuracy']:.4f}" in text
 
 
-def test_compare_tab_exports_csv_and_png(dash, tmp_path):
+def test_compare_tab_exports_csv_and_png(dash, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the notebook's working directory
     with pytest.raises(RuntimeError, match="nothing to export"):
         dash.export(tmp_path / "early")
     dash.epochs.value = 1
@@ -354,7 +354,9 @@ def test_compare_tab_exports_csv_and_png(dash, tmp_path):
     assert "border" in html and "white-space:nowrap" in html
     dash.export_button.click()
     assert dash.error.value == "", dash.error.value
-    out = dash.checkpoint_root / "export"
+    out = dash.last_export
+    assert out.parent == tmp_path and out.name.startswith("tlkit-export-")  # beside the notebook
+    assert str(out) in dash.status.value  # the status line says where
     assert "histories.csv" in dash.export_note.value
     rows = list(csv.DictReader((out / "histories.csv").open()))
     assert [r["run"] for r in rows] == ["1", "2"] and "coral" in rows[1]["label"]

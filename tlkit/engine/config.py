@@ -217,15 +217,27 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FitConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown options {unknown}; known options: {sorted(known)}.")
+        check_known_options(values)
         token = _READING_SAVED.set(True)
         try:
             return cls(**values)
         finally:
             _READING_SAVED.reset(token)
+
+
+def check_known_options(names: Any) -> None:
+    """Refuse names that are not :class:`FitConfig` fields, with the closest known name (the
+    one check for :func:`tlkit.fit`, ``tlkit fit --set``, config files and the dashboard)."""
+    import difflib
+
+    known = sorted(f.name for f in dataclasses.fields(FitConfig))
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return
+    close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+    hints = [f"'{m[0]}' for '{u}'" for u, m in close.items() if m]
+    meant = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    raise ConfigError(f"unknown fit() options {unknown}{meant}; known options: {known}.")
 
 
 def count_option(name: str, value: Any, minimum: int) -> int:

@@ -12,13 +12,9 @@ from typing import Any
 
 from tlkit import registry
 from tlkit.datasets.domain import DomainPair
+from tlkit.engine import rules
 from tlkit.engine.config import FitConfig
 from tlkit.errors import ConfigError, PluginError
-
-_NO_TARGET_FIX = (
-    "Use a pair such as tlkit.datasets.load('synth-digits->digits'), or "
-    "tlkit.datasets.few_labels(task, k) for a semi-supervised task."
-)
 
 
 def select(
@@ -40,13 +36,9 @@ def select(
         raise ConfigError(
             f"pseudo_label= takes one strategy at a time, got {[n for n, _ in pseudo]}."
         )
-    for arg in ("pseudo_label", "adapt", "validate"):
-        names = [n for n, _ in registry.normalize_selection(getattr(config, arg))]
-        if names and data.target is None:
-            raise ConfigError(
-                f"{arg}={names[0] if len(names) == 1 else names!r} learns from unlabelled target "
-                f"data, but task '{data.name}' has no target. {_NO_TARGET_FIX}"
-            )
+    for arg in rules.TARGET_OPTIONS:  # one at a time, in this order
+        chosen = {arg: rules.strategy_names(getattr(config, arg))}
+        rules.refuse_without_target(chosen, data.name, data.target is not None)
     picked: list[tuple[registry.StrategyInfo, dict[str, Any]]] = []
     for family, selection in (
         ("loss", losses),
@@ -85,11 +77,9 @@ def check_fit(strategies: dict[str, Any], families: dict[str, str], data: Domain
         wants_target = getattr(plugin, "needs_target", False) or hasattr(
             plugin, "tlkit_target_scores"
         )
-        if wants_target and data.target is None:
-            raise ConfigError(
-                f"{registry.FAMILIES[families[name]]}='{name}' learns from unlabelled target data, "
-                f"but task '{data.name}' has no target. {_NO_TARGET_FIX}"
-            )
+        if wants_target:
+            chosen = {registry.FAMILIES[families[name]]: [name]}
+            rules.refuse_without_target(chosen, data.name, data.target is not None)
 
 
 def resolve_domain_bn(strategies: dict[str, Any]) -> str:

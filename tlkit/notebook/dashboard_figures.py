@@ -1,45 +1,43 @@
 """The dashboard's figure areas: learning curves, confusion matrix, embedding, run comparison
 and source -> target translations, each in its own tab.
 
-:class:`Dashboard <tlkit.notebook.dashboard.Dashboard>` inherits :class:`_FigureAreas`, which
-builds the tabs and draws into them; :class:`_Figure` is one image area (a hint until the first
-figure, then the PNG at its natural size). tlkit's figures are drawn without pyplot (see
+:class:`FigureAreas` builds the tabs and draws into them from what it is given (a trainer, a
+model, the run records); :class:`Figure` is one image area (a hint until the first figure, then
+the PNG at its natural size). tlkit's figures are drawn without pyplot (see
 :mod:`tlkit.notebook.live`); the source -> target grid is :func:`tlkit.plots.source_to_target_grid`
-of the strategies' previews. It is a module of its own so that :mod:`tlkit.notebook.dashboard` reads as the
-dashboard's layout and training loop; the public names stay importable from there.
+of the strategies' previews.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
+from collections.abc import Sequence
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from tlkit.datasets.domain import DomainPair
 from tlkit.hookspecs import SourcePreview
 from tlkit.notebook import live
+from tlkit.notebook.dashboard_runs import RunRecord, comparison_html
 from tlkit.notebook.embedding import embedding_features
 
 
-class _FigureAreas:
-    """The figure half of :class:`~tlkit.notebook.dashboard.Dashboard` (a mixin): the tabs below
-    the form and what draws into them. Reads the dashboard's ``runs``, ``run``, ``running``,
-    ``_trainer``, ``_task``, ``checkpoint_root`` and ``_guard``."""
+class FigureAreas:
+    """The tabs below the form and what draws into them. The buttons of the embedding and
+    compare tabs are created here and wired by the dashboard (they need its runs)."""
 
-    def _build_figure_tabs(self) -> Any:
-        """Create the figure areas, the run comparison and the export button; the tabs."""
+    def __init__(self) -> None:
         import ipywidgets as w
 
-        self.curves = _Figure(
+        self.curves = Figure(
             "Learning curves appear here while a run trains (press Train).", "curves"
         )
-        self.confusion = _Figure(
+        self.confusion = Figure(
             "The confusion matrix on the held-out set appears after each epoch.", "confusion"
         )
-        self.embedding = _Figure(
+        self.embedding = Figure(
             "After a run, press Refresh embedding to project source and target features to 2-d.",
             "embedding",
         )
@@ -49,20 +47,21 @@ class _FigureAreas:
         self.embedding_button = w.Button(
             description="Refresh embedding", icon="refresh", layout=w.Layout(width="auto")
         )
-        self.translations = _Figure(
+        self.translations = Figure(
             "Pixel-level adaptation (adapt 'pixelda' or 'fda') shows source images and their "
             "target-style versions here after a run.",
             "translations",
         )
         self.compare_table = w.HTML("<i>no finished runs yet</i>")
-        self.compare_plot = _Figure("One curve per run and metric, once a run has finished.")
+        self.compare_plot = Figure("One curve per run and metric, once a run has finished.")
         self.export_button = w.Button(
-            description="Export CSV + PNG", icon="download", layout=w.Layout(width="auto")
+            description="Export CSV + PNG",
+            icon="download",
+            tooltip="into a new tlkit-export-... folder beside the notebook",
+            layout=w.Layout(width="auto", min_width="max-content", flex="0 0 auto"),
         )
-        self.export_note = w.HTML()
-        self.embedding_button.on_click(lambda _: self._guard(self.refresh_embedding))
-        self.export_button.on_click(lambda _: self._guard(self.export))
-        tabs = w.Tab(
+        self.export_note = w.HTML(layout=w.Layout(min_width="0"))
+        self.tabs = w.Tab(
             children=[
                 self.curves.widget,
                 self.confusion.widget,
@@ -77,8 +76,11 @@ class _FigureAreas:
                 ),
                 w.VBox(
                     [
-                        w.Box([self.compare_table], layout=w.Layout(overflow="auto")),
-                        w.HBox([self.export_button, self.export_note]),
+                        self.compare_table,
+                        w.HBox(
+                            [self.export_button, self.export_note],
+                            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+                        ),
                         self.compare_plot.widget,
                     ]
                 ),
@@ -86,9 +88,8 @@ class _FigureAreas:
             ],
             titles=("curves", "confusion matrix", "embedding", "compare runs", "source → target"),
         )
-        return tabs
 
-    def _draw_confusion(self, trainer: Any) -> None:
+    def draw_confusion(self, trainer: Any) -> None:
         """From ``trainer.eval_results`` (the engine evaluated the epoch already): target test
         set when it is labelled, else source test set."""
         if trainer.task != "classification":
@@ -106,12 +107,12 @@ class _FigureAreas:
                 self.confusion.show(live.figure_png(fig))
                 return
 
-    def _draw_translations(self, trainer: Any) -> None:
+    def draw_translations(self, trainer: Any) -> bytes | None:
         """Source images next to their target-style versions, for runs with a strategy that
         previews its transform of the source batch (:class:`tlkit.hookspecs.SourcePreview`:
-        PixelDA's generator, FDA's spectrum swap, a third party's)."""
+        PixelDA's generator, FDA's spectrum swap, a third party's); the PNG, or None."""
         if not any(isinstance(p, SourcePreview) for p in trainer.strategies.values()):
-            return
+            return None
         import matplotlib.pyplot as plt
 
         from tlkit.plots import source_to_target_grid
@@ -120,77 +121,57 @@ class _FigureAreas:
             fig = source_to_target_grid(trainer, trainer.data.source, trainer.target, n=8)
         except ValueError as exc:  # data the preview cannot show (a preview says why)
             self.translations.hint.value = f"<i style='color:#777'>no grid: {escape(str(exc))}</i>"
-            return
+            return None
         try:
-            self.translations.show(live.figure_png(fig))
+            png = live.figure_png(fig)
         finally:
             plt.close(fig)
+        self.translations.show(png)
+        return png
 
-    def refresh_embedding(self) -> None:
-        """Project source and target features of the current model to 2-d (PCA or t-SNE)."""
-        model = self._trainer.model if self.running else getattr(self.run, "model", None)
-        if model is None or self._task is None:
-            raise RuntimeError("train a model first; the embedding shows its features.")
+    def draw_embedding(self, model: Any, task: DomainPair, owner: Any) -> None:
+        """Project source and target features of ``model`` to 2-d (PCA or t-SNE); ``owner`` (a
+        trainer or a Run) says how its evaluation reads files (size and resize rule)."""
         model = copy.deepcopy(model).cpu().eval()  # a snapshot, safe while training goes on
-        # files are read as the model's evaluation reads them: its size and resize rule
-        owner = self._trainer if self.running else self.run
         feeder = getattr(owner, "feeder", None)
         resize = feeder.source.resize if feeder is not None else None
         feats, groups = embedding_features(
-            model, self._task, image_size=getattr(owner, "image_size", None),
+            model, task, image_size=getattr(owner, "image_size", None),
             resize=resize or (getattr(owner, "spec", None) or {}).get("resize"),
         )  # fmt: skip
         points = project(feats, self.embedding_method.value)
         fig = live.draw_embedding(live.new_figure(4.6, 4.2), points, groups)
         self.embedding.show(live.figure_png(fig))
 
-    def _comparison_figure(self) -> Any:
-        done = [r for r in self.runs if r.run is not None]
-        if not done:
-            return None
-        metrics: list[str] = []
-        for r in done:
-            metrics += [k for k in live.held_out_keys(r.run.history) if k not in metrics]
-        runs = [(r.label, r.run.history) for r in done]
-        keys = ["train_loss", *metrics]
-        return live.draw_comparison(live.new_figure(3.0 * len(keys) + 1, 3.0), runs, keys)
+    def show_comparison(self, records: Sequence[RunRecord]) -> None:
+        """The compare tab: the runs' table and, once one has finished, their curves."""
+        self.compare_table.value = comparison_html(list(records))
+        png = comparison_png(records)
+        if png:
+            self.compare_plot.show(png)
 
-    def export(self, folder: str | Path | None = None) -> list[Path]:
-        """Write every run's history as CSV (one row per run and epoch) and the figures on
-        screen as PNG files into ``folder`` (default: ``<runs folder>/export``)."""
-        out = Path(folder) if folder is not None else self.checkpoint_root / "export"
-        if not any(r.history for r in self.runs):
-            raise RuntimeError("nothing to export yet: train a run for at least one epoch.")
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "histories.csv"]
-        keys: list[str] = []
-        for r in self.runs:
-            for row in r.history:
-                keys += [k for k in row if k not in keys]
-        with written[0].open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["run", "label", "dataset", *keys, "epoch_seconds"])
-            for r in self.runs:
-                for i, row in enumerate(r.history):
-                    secs = r.epoch_seconds[i] if i < len(r.epoch_seconds) else ""
-                    writer.writerow(
-                        [r.number, r.label, r.dataset, *(row.get(k, "") for k in keys)] + [secs]
-                    )
-        fig = self._comparison_figure()
-        if fig is not None:
-            (out / "comparison.png").write_bytes(live.figure_png(fig, dpi=110))
-            written.append(out / "comparison.png")
-        for name in ("curves", "confusion", "embedding"):
-            png = getattr(self, name).png
-            if png:
-                (out / f"{name}.png").write_bytes(png)
-                written.append(out / f"{name}.png")
-        names = ", ".join(p.name for p in written)
-        self.export_note.value = f"<span>saved {escape(names)} in {escape(str(out))}</span>"
-        return written
+    def pngs(self, records: Sequence[RunRecord]) -> dict[str, bytes]:
+        """The figures worth a file, by name: the comparison and what the tabs show."""
+        shown = {"comparison": comparison_png(records, dpi=110)}
+        shown.update({n: getattr(self, n).png for n in ("curves", "confusion", "embedding")})
+        return {name: png for name, png in shown.items() if png}
 
 
-class _Figure:
+def comparison_png(records: Sequence[RunRecord], dpi: int = 80) -> bytes:
+    """Finished runs' curves side by side (train loss and each held-out metric); empty before."""
+    done = [r for r in records if r.run is not None]
+    if not done:
+        return b""
+    metrics: list[str] = []
+    for r in done:
+        metrics += [k for k in live.held_out_keys(r.run.history) if k not in metrics]
+    runs = [(r.label, r.run.history) for r in done]
+    keys = ["train_loss", *metrics]
+    fig = live.draw_comparison(live.new_figure(3.0 * len(keys) + 1, 3.0), runs, keys)
+    return live.figure_png(fig, dpi=dpi)
+
+
+class Figure:
     """An image area: a hint until the first figure arrives, then the PNG at its natural size
     (never stretched to the column; scaled down only when the column is narrower)."""
 

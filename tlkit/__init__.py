@@ -8,7 +8,8 @@
 Public API: :func:`fit`, :func:`fit_two_stage`, :func:`load`, :class:`Trainer`,
 :class:`FitConfig`, :class:`Run`, :mod:`datasets`, :mod:`backbones`, :func:`register`,
 :func:`strategies`, :data:`hookimpl`. Plugin authors need only ``tlkit``: :data:`hookimpl`,
-:class:`Step`, :class:`PseudoLabels`, :mod:`options` (checking a strategy's options),
+:class:`Step`, :class:`PseudoLabels`, :class:`OwnOptimizer` (a strategy module's own optimiser),
+:mod:`options` (checking a strategy's options),
 :mod:`strategy_tools` (entropy, BatchNorm layers and swaps, EMA), :func:`domain_context` /
 :func:`forward_domain` and the errors; :class:`tlkit.hookspecs.TrainerView` lists what a hook may
 use of the trainer.
@@ -28,7 +29,7 @@ from tlkit.hookspecs import hookimpl
 from tlkit.ranking import rank_backbones
 from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
-from tlkit.step import domain_context, forward_domain
+from tlkit.step import OwnOptimizer, domain_context, forward_domain
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "FitConfig",
+    "OwnOptimizer",
     "PluginError",
     "PseudoLabels",
     "Run",

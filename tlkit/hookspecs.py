@@ -66,9 +66,15 @@ Conventions, as in pytest's hook module:
   itself (DSBN's source branch), so the engine does not keep its own source copy.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty
   takes its place).
-* ``own_optimizer = True`` **on a module** returned from :func:`tlkit_setup` (or one of its
-  sub-modules) -- that module is left out of the main optimiser and trained by a second one on
-  the losses of :func:`tlkit_adversary_losses` (a GAN's discriminator).
+* ``own_optimizer`` **on a module** returned from :func:`tlkit_setup` (or one of its
+  sub-modules) -- that module is left out of the main optimiser. ``own_optimizer = True``: a
+  second optimiser of the run's kind, learning rate and schedule trains it on the losses of
+  :func:`tlkit_adversary_losses` (a GAN's discriminator). ``own_optimizer =``
+  :class:`OwnOptimizer` ``(lr=2e-4, betas=(0.5, 0.999), steps=1, loss="adversary")`` (or a dict
+  of those fields) gives the module an Adam optimiser of its own settings, at a constant rate:
+  ``loss="adversary"`` steps it ``steps`` times per training step on the adversary losses (a
+  discriminator's steps per generator step); ``loss="main"`` steps it on the main loss, with the
+  model (a generator's own rate and betas). Its state is checkpointed and resumed with the run.
 * ``state_dict()`` / ``load_state_dict(state)`` -- state kept on the strategy object (counters,
   running thresholds, per-sample memories) that checkpoints must save so a resumed run equals an
   uninterrupted one. Without them, the engine saves the strategy's plain attributes (numbers,
@@ -104,6 +110,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
+
+from tlkit.step import OwnOptimizer
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
@@ -306,12 +314,16 @@ def tlkit_adversary_losses(step: Step) -> dict[str, torch.Tensor] | None:
     discriminator steps on its own. Mark the discriminator ``own_optimizer = True`` and return
     its loss here: the engine zeroes its gradients, backpropagates the sum of these terms, and
     steps a second AdamW/SGD (the run's optimiser, learning rate and schedule) over the
-    ``own_optimizer`` parameters only. Typically computed on detached generator outputs.
+    ``own_optimizer`` parameters only. With ``own_optimizer = OwnOptimizer(lr=..., betas=...,
+    steps=k)`` the discriminator has its own Adam settings instead, and the hook is called ``k``
+    times per training step, each call followed by one step of the module (the largest ``k``
+    of the run's modules sets how many calls; a module with a smaller ``k`` steps only in the
+    first ``k``). Typically computed on detached generator outputs.
 
     :param step: the step after the main optimiser step (its outputs are those of the forward
         pass before it).
-    :return: ``{term name: scalar float tensor}``; each is logged under its name. ``None`` skips
-        the second step. All results are used (not firstresult).
+    :return: ``{term name: scalar float tensor}``; each is logged under its name (the last
+        call's value). ``None`` skips the second step. All results are used (not firstresult).
     """
 
 
@@ -435,4 +447,12 @@ def tlkit_on_fit_end(trainer: TrainerView, history: list[dict[str, Any]]) -> Non
 
 HOOK_NAMES = [name for name in dir() if name.startswith("tlkit_")]
 
-__all__ = ["hookimpl", "hookspec", "HOOK_NAMES", "PROJECT"] + HOOK_NAMES
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "HOOK_NAMES",
+    "OwnOptimizer",
+    "PROJECT",
+    "SourcePreview",
+    "TrainerView",
+] + HOOK_NAMES

@@ -1,5 +1,6 @@
-"""What a strategy sees and returns during training: :class:`Step`, :class:`PseudoLabels`,
-:class:`TrainState`. Plugins import them from ``tlkit`` (``tlkit.Step``, ``tlkit.PseudoLabels``).
+"""What a strategy sees, returns and declares during training: :class:`Step`,
+:class:`PseudoLabels`, :class:`TrainState`, :class:`OwnOptimizer`. Plugins import them from
+``tlkit`` (``tlkit.Step``, ``tlkit.PseudoLabels``, ``tlkit.OwnOptimizer``).
 
 This module is the bottom of the engine: it imports no other part of tlkit, so the contract
 (:mod:`tlkit.hookspecs`) can describe these types without importing the training loop.
@@ -10,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -59,6 +60,57 @@ class PseudoLabels:
     logits: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class OwnOptimizer:
+    """Optimiser settings of a strategy module trained apart from the model (GANs train their
+    generator and discriminator with their own rate and Adam betas, not the classifier's).
+
+    Declare it on the module: ``own_optimizer = tlkit.OwnOptimizer(lr=2e-4)``. The module gets
+    an Adam optimiser (decoupled weight decay, AdamW) at a constant learning rate.
+
+    Attributes:
+        lr: the module's learning rate (> 0).
+        betas: Adam's ``(beta1, beta2)``, each in [0, 1); ``beta1 = 0.5`` is the usual GAN value.
+        weight_decay: decoupled weight decay (>= 0).
+        loss: ``"adversary"``: trained on the terms of :func:`tlkit_adversary_losses`, after
+            the main step (a discriminator); ``"main"``: trained on the main loss, stepped with
+            the model's optimiser (a generator whose images the classifier learns from).
+        steps: optimiser steps per training step (``"adversary"`` only): the hook is asked
+            again for each, so a discriminator takes ``steps`` steps per generator step.
+    """
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    loss: str = "adversary"
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        def bad(problem: str) -> ValueError:
+            return ValueError(f"OwnOptimizer: {problem}")
+
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise bad(f"lr must be a number > 0, got {self.lr!r}.")
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+        ):
+            raise bad(f"betas must be two numbers in [0, 1), such as (0.5, 0.999); got {self.betas!r}.")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0:
+            raise bad(f"weight_decay must be a number >= 0, got {wd!r}.")
+        if self.loss not in ("adversary", "main"):
+            raise bad(f"loss must be 'adversary' or 'main', got {self.loss!r}.")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise bad(f"steps must be an integer >= 1, got {self.steps!r}.")
+        if self.loss == "main" and self.steps != 1:
+            raise bad(
+                "steps > 1 needs loss='adversary': a module trained on the main loss steps once "
+                "per training step, with the model."
+            )
+
+
 @dataclass
 class TrainState:
     """Where training is: with the weights, all a checkpoint must restore to resume exactly.
@@ -102,6 +154,25 @@ def _scalar(name: str, value: Any) -> torch.Tensor | float:
     return float(value)
 
 
+class StepServices(Protocol):
+    """What a training :class:`Step` asks the engine for. The training loop gives each step one;
+    strategies call the step's methods, never these."""
+
+    def forward(
+        self, images: torch.Tensor, domain: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)`` of extra inputs through the network being trained."""
+        ...
+
+    def target_view(self, kind: str) -> torch.Tensor:
+        """The step's target batch under the ``"weak"`` or ``"strong"`` augmentation."""
+        ...
+
+    def judge_targets(self, step: Step, predicted: torch.Tensor, mask: torch.Tensor) -> None:
+        """Log how many of the masked-in target predictions are right, where the truth is known."""
+        ...
+
+
 @dataclass
 class Step:
     """One optimisation step as the hooks see it. The attributes strategies may rely on.
@@ -137,7 +208,9 @@ class Step:
       how many samples a value was measured on).
 
     ``trainer`` is the run's trainer, typed by :class:`tlkit.hookspecs.TrainerView` (what a
-    strategy may use of it).
+    strategy may use of it). ``services`` is the engine's (:class:`StepServices`): what
+    :meth:`forward`, :meth:`target_view` and :meth:`log_target_predictions` ask it for; a step
+    made without it (outside training) refuses those calls.
 
     The true labels of the target are never on a step: strategies must not see them.
     """
@@ -158,13 +231,7 @@ class Step:
     target_logits: torch.Tensor | None = None
     stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
     stat_weights: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    _forward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = field(
-        default=None, repr=False
-    )
-    _judge_targets: Callable[[torch.Tensor, torch.Tensor], None] | None = field(
-        default=None, repr=False
-    )
-    _target_views: Callable[[str], torch.Tensor] | None = field(default=None, repr=False)
+    services: StepServices | None = field(default=None, repr=False)
 
     @property
     def model(self) -> nn.Module:
@@ -197,11 +264,11 @@ class Step:
         teacher's labels; ``mask`` ``(B_t,)`` marks the ones it uses. The engine compares them
         with the target's true labels, which strategies never see, and logs
         ``pseudo_label_accuracy`` over the masked-in samples (where the truth is known)."""
-        if self._judge_targets is None:
+        if self.services is None or self.target_indices is None:
             raise ValueError("log_target_predictions() needs a target batch in this step.")
         if mask is None:
             mask = torch.ones(len(predicted), dtype=torch.bool, device=predicted.device)
-        self._judge_targets(predicted, mask)
+        self.services.judge_targets(self, predicted, mask)
 
     def target_view(self, kind: str) -> torch.Tensor:
         """The target batch under a ``"weak"`` or ``"strong"`` augmentation made for the data:
@@ -209,11 +276,11 @@ class Step:
         the DataLoader's per-sample crop-and-flip (weak) and TrivialAugment (strong) views --
         declare ``needs_strong_view = True`` to have the workers make the strong one. Drawn from
         :attr:`generator`, so reproducible. FixMatch and Mean Teacher use it."""
-        if self._target_views is None:
+        if self.services is None or self.target_indices is None:
             raise ValueError("target_view() needs a target batch in this step (needs_target).")
         if kind not in ("weak", "strong"):
             raise ValueError(f"target_view() takes 'weak' or 'strong', got {kind!r}.")
-        return self._target_views(kind)
+        return self.services.target_view(kind)
 
     def forward(
         self, images: torch.Tensor, domain: str | None = None
@@ -222,9 +289,9 @@ class Step:
         [0, 1]) through the same network and precision as the step's own forward pass, with
         gradients. ``domain`` (``"source"``/``"target"``) says whose images they are, for
         domain-specific layers."""
-        if self._forward is None:
+        if self.services is None:
             raise ValueError("step.forward() is only available during training.")
-        return self._forward(images, domain)
+        return self.services.forward(images, domain)
 
 
-__all__ = ["PseudoLabels", "Step", "TrainState"]
+__all__ = ["OwnOptimizer", "PseudoLabels", "Step", "StepServices", "TrainState"]

@@ -1,7 +1,7 @@
 """The engine's layering: no import cycle among tlkit's modules (imports inside functions and
 under TYPE_CHECKING count too), and no module imports a layer above it:
 
-    errors/options/hookspecs/engine.step -> registry -> engine -> run -> api -> notebook / cli
+    errors/options/hookspecs/step -> registry -> engine -> run -> api -> notebook / cli
 
 Importing ``a.b.c`` runs the package ``a.b``'s ``__init__`` first, so an import also depends on the
 packages above the imported module (other than the importer's own): ``run`` importing

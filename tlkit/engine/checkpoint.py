@@ -60,10 +60,9 @@ class ResumeState:
     early_stopping: dict[str, Any] | None = None  # patience count, kept weights
     ema: Any = None  # an object with state_dict(): the averaged weights
     source_bn_stats: Any = None  # domain_bn="separate": the source passes' BatchNorm statistics
-    optimizer: Any = None
-    optimizer_phase: str | None = None
-    adversary_optimizer: Any = None
-    scaler: Any = None
+    #: ``Optimisation.state_dict()``: ``optimizer`` / ``optimizer_phase``,
+    #: ``adversary_optimizer``, ``own_optimizers`` (by module) and ``scaler``.
+    optimisation: dict[str, Any] | None = None
 
 
 def _state(obj: Any) -> Any:
@@ -100,11 +99,8 @@ def payload(
             early_stopping=resume.early_stopping,
             ema=_state(resume.ema),
             source_bn_stats=_state(resume.source_bn_stats),
-            optimizer=_state(resume.optimizer),
-            optimizer_phase=resume.optimizer_phase,
-            adversary_optimizer=_state(resume.adversary_optimizer),
-            scaler=_state(resume.scaler),
         )
+        out.update(resume.optimisation or {})
     return out
 
 
@@ -279,6 +275,7 @@ FINITE_PARTS = (
     "source_bn_stats",
     "optimizer",
     "adversary_optimizer",
+    "own_optimizers",
 )
 
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from tlkit.backbones.target_scale import standardised
+from tlkit.engine.class_balance import weighted_mean
 from tlkit.errors import PluginError
-from tlkit.step import PseudoLabels, Step
+from tlkit.step import OwnOptimizer, PseudoLabels, Step
 
 # -- dispatch ---------------------------------------------------------------------------------
 
@@ -106,15 +107,95 @@ def setup(pm: pluggy.PluginManager, trainer: Any) -> dict[str, nn.Module]:
                 )
             owner[id(p)] = f"strategy '{impl.plugin_name}'"
         modules[impl.plugin_name] = module
+    for name, module in modules.items():  # own_optimizer declarations, checked now
+        for path, m in module.named_modules():
+            own_settings(m, f"strategy '{name}', module '{f'{name}.{path}' if path else name}'")
     for impl in implementations(pm, "tlkit_adversary_losses"):
         mine = modules.get(impl.plugin_name)
-        if mine is None or not any(getattr(m, "own_optimizer", False) for m in mine.modules()):
+        if mine is None or not any(_trains_on_adversary(m) for m in mine.modules()):
             raise PluginError(
                 f"{_who(impl)} implements tlkit_adversary_losses but returned no module marked "
-                "own_optimizer = True from tlkit_setup, so the second optimiser would have nothing "
-                "to train and the hook would never run."
+                "own_optimizer = True (or an OwnOptimizer with loss='adversary') from "
+                "tlkit_setup, so the second optimiser would have nothing to train and the hook "
+                "would never run."
             )
     return modules
+
+
+def _trains_on_adversary(module: nn.Module) -> bool:
+    """The module declares an optimiser of its own that steps on the adversary losses."""
+    settings = own_settings(module, "")
+    return settings is None or (settings is not False and settings.loss == "adversary")
+
+
+def own_settings(module: nn.Module, where: str) -> OwnOptimizer | None | bool:
+    """A module's ``own_optimizer`` declaration: ``False`` (none), ``None`` (``True``: the run's
+    optimiser) or its :class:`OwnOptimizer` settings; anything else is explained."""
+    value = getattr(module, "own_optimizer", False)
+    if value is False or value is None:
+        return False
+    if value is True:
+        return None
+    if isinstance(value, OwnOptimizer):
+        return value
+    if isinstance(value, dict):
+        try:
+            return OwnOptimizer(**value)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{where}: own_optimizer={value!r} is not valid ({exc}).") from None
+    raise PluginError(
+        f"{where}: own_optimizer must be True, a tlkit.OwnOptimizer(lr=..., betas=...) or a dict "
+        f"of its fields; got {type(value).__name__}."
+    )
+
+
+def loss_terms(
+    pm: pluggy.PluginManager,
+    step: Step,
+    class_weights: torch.Tensor | None,
+    source_free: bool,
+) -> dict[str, torch.Tensor]:
+    """The loss terms of a step after its forward pass: ``supervised`` (the source batch,
+    class-weighted), ``pseudo_label`` (the target batch, weighted per sample; its mask rate and,
+    where the engine knows the truth, accuracy are logged) and the strategies' extra terms."""
+    terms: dict[str, torch.Tensor] = {}
+    if not source_free:  # source-free runs have no labelled batch
+        per_sample = supervised_loss(pm, step.logits, step.y, step, "source")
+        terms["supervised"] = weighted_mean(per_sample, step.y, class_weights)
+    if step.target_logits is not None:
+        pl = pseudo_labels(pm, step)
+        if pl is not None:
+            logits = pl.logits if pl.logits is not None else step.target_logits
+            losses = supervised_loss(pm, logits, pl.targets, step, "target")
+            w = pl.weights.float()
+            terms["pseudo_label"] = (losses.float() * w).sum() / max(1, len(w))
+            step.log("mask_rate", (w > 0).float().mean())
+            judge = step.services is not None and step.trainer.task == "classification"
+            if pl.targets.ndim == 1 and judge:
+                step.services.judge_targets(step, pl.targets, w > 0)
+    terms.update(extra_losses(pm, step, taken=terms))
+    if not terms:
+        raise PluginError(
+            "no strategy gave this step a loss (a source-free run needs a strategy that "
+            "trains on the target, such as adapt='shot')."
+        )
+    return terms
+
+
+def step_scalars(
+    step: Step, loss: torch.Tensor, terms: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(scalars, weights)`` a step logs: the loss, its terms and what strategies logged with
+    ``step.log`` (which may not reuse a term's name)."""
+    scalars = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+    clash = sorted(set(step.stats) & set(scalars))
+    if clash:
+        raise PluginError(
+            f"a strategy logged {clash} with step.log, which would hide the loss term of that "
+            "name; log diagnostics under names of their own."
+        )
+    scalars.update(step.stats)
+    return scalars, {k: step.stat_weights.get(k, 1.0) for k in scalars}
 
 
 def supervised_loss(

@@ -29,7 +29,6 @@ from tlkit.datasets.domain import DomainPair
 from tlkit.engine import checkpoint, fingerprint
 from tlkit.engine.checkpoint import load_weights
 from tlkit.engine.config import FitConfig
-from tlkit.engine.optim import restore_optimizer
 from tlkit.engine.safe_write import SaveError, fsync_folder
 from tlkit.errors import CheckpointError, ConfigError, TrainingError
 
@@ -209,10 +208,7 @@ def resume_state(trainer: Any, logs: dict[str, Any]) -> checkpoint.ResumeState:
         early_stopping=trainer.stopping.state_dict(),
         ema=trainer.ema,
         source_bn_stats=trainer.domain_stats,
-        optimizer=trainer.optimizer or None,
-        optimizer_phase=trainer.phase,
-        adversary_optimizer=trainer.adversary_optimizer,
-        scaler=trainer.scaler or None,
+        optimisation=trainer.optimisation.state_dict() if trainer.optimisation else None,
     )
 
 
@@ -296,10 +292,11 @@ def set_aside_earlier(trainer: Any) -> Path | None:
 
 
 # -- resuming ---------------------------------------------------------------------------------
-def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] | None:
-    """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs); returns
-    ``(phase, optimizer state)`` for the trainer to load when it enters that phase, or ``None``
-    when ``source`` is ``True`` and the folder has no ``last.pt`` yet (the run starts fresh)."""
+def restore(trainer: Any, source: str | Path | bool) -> Path | None:
+    """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs, and
+    its ``optimisation``, which keeps the main optimiser's state until the run enters the phase
+    it was saved in); returns its path, or ``None`` when ``source`` is ``True`` and the folder
+    has no ``last.pt`` yet (the run starts fresh)."""
     if source is True:
         if not trainer.config.checkpoint_dir:
             raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
@@ -340,14 +337,9 @@ def restore(trainer: Any, source: str | Path | bool) -> tuple[str | None, Any] |
         raise CheckpointError(
             f"checkpoint '{path}': its logs are damaged; use another one."
         ) from None
-    if trainer.scaler is not None and ckpt.get("scaler"):
-        trainer.scaler.load_state_dict(ckpt["scaler"])
-    adversary = trainer.adversary_optimizer
-    if adversary is not None and ckpt.get("adversary_optimizer"):
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in adversary.param_groups]
-        restore_optimizer(adversary, ckpt["adversary_optimizer"], fresh)  # this run's lr
+    trainer.optimisation.load_state_dict(ckpt)  # this run's lr; the main state for its phase
     trainer.last_checkpoint = path if path.name == "last.pt" else None
-    return ckpt.get("optimizer_phase"), ckpt.get("optimizer")
+    return path
 
 
 def restore_weights(

@@ -1,28 +1,17 @@
 """The training loop. It knows no strategy: losses, pseudo-labels and extra terms come from hooks.
 
-Where things are (each file one responsibility):
-
-* :mod:`tlkit.step` -- what strategies see: ``Step``, ``PseudoLabels``, ``TrainState``;
-* :mod:`tlkit.engine.hooks` -- calling strategies, checking what they return;
-* :mod:`tlkit.engine.feeding` -- the batches of each epoch and the frozen-feature cache;
-* :mod:`tlkit.engine.optim` -- phases (frozen / unfrozen), parameter groups, learning rates;
-* :mod:`tlkit.engine.logs` -- log windows, epoch means, the non-finite check;
-* :mod:`tlkit.engine.resume` / :mod:`tlkit.engine.checkpoint` -- checkpoints and resuming;
-* this module -- the run: set-up, the epoch loop, :meth:`Trainer._train_step` (one step, on one
-  screen) and the end of each epoch (evaluate, record, checkpoint).
-
-Reproducibility: the data order of epoch ``e`` and the randomness of step ``s`` are pure functions
-of ``(seed, e)`` and ``(seed, s)``, so a run resumed from a checkpoint written after any step
-replays exactly what the uninterrupted run would have done. Randomness that only PyTorch's global
-generator can give (dropout, a strategy's ``torch.rand``) is drawn while the step holds the
-process-wide :data:`GLOBAL_RNG_LOCK`, seeded for that step: two seeded runs in two threads (the
-dashboard's and the notebook's) give the same results as when run one after the other.
+The run's state lives in objects that own it: :class:`~tlkit.engine.optim.Optimisation` (the
+optimisers, phases and their steps), :class:`~tlkit.engine.step_services.NetworkServices` (what a
+:class:`~tlkit.step.Step` offers strategies), :class:`~tlkit.engine.feeding.Feeder` (the batches),
+:class:`~tlkit.engine.logs.StepLog`; checkpoints are :mod:`tlkit.engine.resume`'s. This module is
+the run: set-up, the epoch loop, :meth:`Trainer._train_step` (one step, on one screen) and the end
+of each epoch (evaluate, record, checkpoint). Randomness is a function of the seed and the step or
+epoch (:mod:`tlkit.rng`), so a run resumed after any step replays the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -37,6 +26,7 @@ from tlkit.engine import (
     class_balance,
     distributed,
     domain_stats,
+    epoch_eval,
     feature_store,
     hooks,
     optim,
@@ -44,11 +34,7 @@ from tlkit.engine import (
     selection,
     stopping,
 )
-from tlkit.engine.checkpoint import (
-    FolderLock,
-    check_writable,
-    remove_stale_temporaries,
-)
+from tlkit.engine.checkpoint import FolderLock, check_writable, remove_stale_temporaries
 from tlkit.engine.config import FitConfig
 from tlkit.engine.device import (
     autocast_for,
@@ -57,32 +43,25 @@ from tlkit.engine.device import (
     pick_precision,
     use_channels_last,
 )
-from tlkit.engine.evaluate import freeze_batchnorm, metrics_from_outputs, predict, predict_outputs
+from tlkit.engine.evaluate import freeze_batchnorm, predict_outputs
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.network import Network, build_model
-from tlkit.errors import CheckpointError, ConfigError, PluginError, TrainingError
-from tlkit.rng import GLOBAL_RNG_LOCK
-from tlkit.step import Step, TrainState, domain_context
+from tlkit.engine.optim import Optimisation
+from tlkit.engine.step_services import NetworkServices, without_labels
+from tlkit.errors import ConfigError, TrainingError
+from tlkit.rng import GLOBAL_RNG_LOCK, STRATEGY_INIT, STRATEGY_SETUP, step_seed
+from tlkit.step import Step, TrainState
 from tlkit.strategy_tools import EMA
 
 
-#: Held while a step draws from PyTorch's global random generator (see the module docstring).
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The seed of step ``step`` on process ``rank`` (ranks draw different dropout masks and
-    augmentations, as different data does)."""
-    return (seed * 1_000_003 + step + rank * 7_777_777_777) % (2**63)
-
-
 class Trainer:
-    """The training loop of one run: ``Trainer(data, config).train()``. Use :class:`tlkit.Trainer`
-    (its ``fit()`` returns a :class:`tlkit.Run`) or :func:`tlkit.fit`; this class is the engine
-    layer, which knows nothing of the result object.
+    """The training loop of one run: ``Trainer(data, config).train()``; :class:`tlkit.Trainer`
+    (whose ``fit()`` returns a :class:`tlkit.Run`) builds on it.
 
-    What can be checked before training is checked in the constructor: options, strategies and
-    their options, the monitored metric (validators' scores by name where they declare them), the
-    checkpoint folder. The folder's lock, a foreign ``last.pt`` and strategies refusing a model in
-    ``tlkit_setup`` are checked when training starts.
+    The constructor checks what can be checked before training (options, strategies, the
+    monitored metric, the checkpoint folder); the folder's lock, a foreign ``last.pt`` and
+    strategies refusing a model in ``tlkit_setup`` are checked when training starts.
 
     Args:
         data: a :class:`DomainPair` (or a single labelled :class:`Domain`).
@@ -133,7 +112,7 @@ class Trainer:
             )
         selected = selection.select(config, self.data)
         with GLOBAL_RNG_LOCK:  # a strategy's constructor may draw random numbers
-            torch.manual_seed(step_seed(config.seed, -2))
+            torch.manual_seed(step_seed(config.seed, STRATEGY_INIT))
             self.pm = registry.make_plugin_manager(selected, self._observers(observers))
         names = {registry.run_name(info): info for info, _ in selected}
         self.strategies = {name: self.pm.get_plugin(name) for name in names}
@@ -156,25 +135,17 @@ class Trainer:
         self.eval_results: dict[str, dict[str, Any]] = {}
         self.extra_modules: dict[str, nn.Module] = {}
         self.ema: EMA | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scaler: torch.amp.GradScaler | None = None
-        self.adversary_optimizer: torch.optim.Optimizer | None = None
+        self.optimisation: Optimisation | None = None  # made when training starts
+        self.services: NetworkServices | None = None  # what the steps offer strategies
         self.domain_stats: domain_stats.DomainStatistics | None = None  # the source's BatchNorm
         self.feeder: Feeder | None = None
-        self.train_transform = (
-            train_transform  # a user's own per-sample pipeline (augment="custom")
-        )
+        self.train_transform = train_transform  # a user's own pipeline (augment="custom")
         self.image_size = image_size(config, self.data, self.model.backbone)
         self.net = Network(self.model, separate_domains=config.domain_bn == "separate")
-        self.forward: Any = self.net  # the net, wrapped by DDP / torch.compile when asked
-        self.phase: str | None = None
-        self.phase_span = (0, 1)
         self.generator: torch.Generator | None = None
         self.needs_target = any(getattr(p, "needs_target", False) for p in self.strategies.values())
         self._stop_requested = False
         self.last_checkpoint: Path | None = None  # the last good last.pt, for error messages
-        self._target_truth: torch.Tensor | None = None  # for diagnostics; never on a Step
-        self._pending_optimizer: tuple[str | None, Any] | None = None  # (phase, state) to restore
         self._unlabelled_target: Domain | None = None
 
     # -- construction ----------------------------------------------------------------------
@@ -195,16 +166,24 @@ class Trainer:
     def target(self) -> Domain | None:
         """The unlabelled target domain with its true labels removed (what strategies may use)."""
         if self._unlabelled_target is None and self.data.target is not None:
-            t = self.data.target
-            if t.task == "classification":
-                hidden = torch.full_like(t.labels, UNLABELLED)
-                self._unlabelled_target = dataclasses.replace(t, labels=hidden, clean_labels=hidden)
-            else:  # regression has no "unlabelled" value: NaN, set past the Domain's own checks
-                hidden = torch.full_like(t.labels, float("nan"))
-                self._unlabelled_target = copy.copy(t)
-                object.__setattr__(self._unlabelled_target, "labels", hidden)
-                object.__setattr__(self._unlabelled_target, "clean_labels", hidden)
+            self._unlabelled_target = without_labels(self.data.target)
         return self._unlabelled_target
+
+    # -- the optimisation's parts, read-only (checkpoints and observers read them) ---------
+    @property
+    def phase(self) -> str | None:
+        """``"frozen"`` or ``"unfrozen"`` (``None`` before training)."""
+        return self.optimisation.phase if self.optimisation is not None else None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The main optimiser of the current phase (``None`` before training)."""
+        return self.optimisation.optimizer if self.optimisation is not None else None
+
+    @property
+    def adversary_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimiser of the ``own_optimizer = True`` strategy modules, or ``None``."""
+        return self.optimisation.adversary_optimizer if self.optimisation is not None else None
 
     def target_batches(self, batch_size: int | None = None) -> Any:
         """The unlabelled target, once, as ``(inputs, indices)`` batches on the device -- images
@@ -287,41 +266,36 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda" and self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        strong = any(getattr(p, "needs_strong_view", False) for p in self.strategies.values())
         self.feeder = Feeder(
-            self.data,
-            cfg,
-            self.device,
-            self.dist,
-            size=self.image_size,
-            strong_view=any(
-                getattr(p, "needs_strong_view", False) for p in self.strategies.values()
-            ),
+            self.data, cfg, self.device, self.dist, size=self.image_size, strong_view=strong,
             train_transform=self.train_transform,
-        )
+        )  # fmt: skip
         truth = self.data.target.clean_labels if self.data.target is not None else None
-        if (
-            truth is not None
-            and self.task == "classification"
-            and bool((truth != UNLABELLED).any())
-        ):
-            self._target_truth = truth.to(self.device)
+        known = truth is not None and self.task == "classification"
         self.generator = torch.Generator(self.device)
+        self.services = NetworkServices(
+            self.net,
+            autocast=self.autocast,
+            channels_last=self.channels_last,
+            truth=truth.to(self.device) if known and bool((truth != UNLABELLED).any()) else None,
+            target_feed=self.feeder.target,
+            generator=self.generator,
+        )
         with GLOBAL_RNG_LOCK:  # strategy modules' initialisation is a function of the seed
-            torch.manual_seed(step_seed(cfg.seed, -1))
+            torch.manual_seed(step_seed(cfg.seed, STRATEGY_SETUP))
             modules = hooks.setup(self.pm, self)
         self.extra_modules = {k: m.to(self.device) for k, m in modules.items()}
-        adversaries = optim.own_optimizer_params(self.extra_modules)
-        if adversaries:
-            groups = [{"params": adversaries, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": 0.0}]
-            self.adversary_optimizer = optim.make_optimizer(groups, cfg)
         if cfg.ema is not None:
             self.ema = EMA(self.model, cfg.ema)
+        self.optimisation = Optimisation(
+            cfg, self.model, self.extra_modules, self.dist, ema=self.ema,
+            fp16=self.precision == "fp16",
+        )  # fmt: skip
         self.domain_stats = domain_stats.attach(self)  # after the strategies' setup and EMA
-        if self.precision == "fp16":
-            self.scaler = torch.amp.GradScaler("cuda")
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
         if resume_from:
-            self._pending_optimizer = resume.restore(self, resume_from)
+            resume.restore(self, resume_from)
         elif self.config.checkpoint_dir and self.is_main:
             resume.set_aside_earlier(self)
         hooks.notify(self.pm, "tlkit_on_fit_start", trainer=self)
@@ -332,50 +306,18 @@ class Trainer:
         (and restore the checkpoint's optimiser state when it was saved in this phase)."""
         if phase == self.phase:
             return
-        self.phase = phase
         trainable = phase == optim.UNFROZEN
-        for p in self.model.backbone.parameters():
-            p.requires_grad_(trainable)
-        self.net.backbone_trainable = trainable
-        self.net.cached = not trainable and not self._needs_inputs()
-        if self.net.cached:
+        cached = not trainable and not self._needs_inputs()
+        self.services.enter_phase(trainable, cached, self.dist, compile=self.config.compile)
+        if cached:
             self.feeder.cache_features(self._features, target=self.needs_target)
-        self.phase_span = optim.phase_span(self.config, phase, self.feeder.steps_per_epoch)
         replaced = any(getattr(p, "replaces_weight_decay", False) for p in self.strategies.values())
-        groups = optim.param_groups(
-            self.model,
-            self.extra_modules,
-            self.config,
+        self.optimisation.enter_phase(
+            phase,
             backbone_trainable=trainable,
             model_weight_decay=0.0 if replaced else self.config.weight_decay,
+            steps_per_epoch=self.feeder.steps_per_epoch,
         )
-        if not groups:
-            raise ConfigError(
-                f"nothing would train in the {phase} phase: the backbone is frozen (mode="
-                f"'{self.config.mode}') and the head and strategy modules have no trainable "
-                "parameter (a strategy froze the head?). Use mode='full'."
-            )
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in groups]
-        self.optimizer = optim.make_optimizer(groups, self.config)
-        if self._pending_optimizer is not None:
-            saved_phase, state = self._pending_optimizer
-            self._pending_optimizer = None
-            if saved_phase == phase and state is not None:
-                try:
-                    optim.restore_optimizer(self.optimizer, state, fresh)
-                except (ValueError, KeyError) as exc:
-                    raise CheckpointError(
-                        f"the optimizer state in the checkpoint does not fit this run ({exc}); "
-                        "resume with the strategies and mode it was written with."
-                    ) from None
-        net: nn.Module = self.net
-        if self.dist.enabled:
-            net = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        if self.config.compile:
-            net = torch.compile(net)
-        self.forward = net
 
     def _needs_inputs(self) -> bool:
         """Inputs must go through the backbone each step (no feature cache): augmentation was
@@ -432,44 +374,19 @@ class Trainer:
             torch.manual_seed(seed)  # dropout & co. draw from the global generator
             self.generator.manual_seed(seed)
             step = self._make_step(epoch, batch)
-            inputs, n = self._network_inputs(step, batch)
+            inputs, n = self.services.inputs(step, batch)
             with self.autocast():
-                features, logits = self.forward(inputs, n)
+                features, logits = self.services.network(inputs, n)
             step.features, step.logits = features[:n], logits[:n]
             if len(features) > n:
                 step.target_features, step.target_logits = features[n:], logits[n:]
-            terms = self._losses(step)
+            terms = hooks.loss_terms(self.pm, step, self.class_weights, self.data.source_free)
             loss = torch.stack(list(terms.values())).sum()
-            optim.step(self, loss)
-            optim.adversary_step(self, step, taken=terms)
+            self.optimisation.step(loss, state.step)
+            self.optimisation.adversary_step(self.pm, step, state.step, taken=terms)
         state.step += 1
         state.step_in_epoch += 1
         self._record(step, loss, terms)
-
-    def _losses(self, step: Step) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        if not self.data.source_free:  # source-free runs have no labelled batch
-            per_sample = hooks.supervised_loss(self.pm, step.logits, step.y, step, "source")
-            terms["supervised"] = class_balance.weighted_mean(
-                per_sample, step.y, self.class_weights
-            )
-        if step.target_logits is not None:
-            pl = hooks.pseudo_labels(self.pm, step)
-            if pl is not None:
-                logits = pl.logits if pl.logits is not None else step.target_logits
-                losses = hooks.supervised_loss(self.pm, logits, pl.targets, step, "target")
-                w = pl.weights.float()
-                terms["pseudo_label"] = (losses.float() * w).sum() / max(1, len(w))
-                step.log("mask_rate", (w > 0).float().mean())
-                if pl.targets.ndim == 1 and step._judge_targets is not None:
-                    self._judge_target_predictions(step, pl.targets, w > 0)
-        terms.update(hooks.extra_losses(self.pm, step, taken=terms))
-        if not terms:
-            raise PluginError(
-                "no strategy gave this step a loss (a source-free run needs a strategy that "
-                "trains on the target, such as adapt='shot')."
-            )
-        return terms
 
     # -- pieces of a step ------------------------------------------------------------------
     def _make_step(self, epoch: int, batch: Batch) -> Step:
@@ -488,69 +405,16 @@ class Trainer:
             x_target=x_t,
             target_indices=batch.target_indices,
             generator=self.generator,
-            _forward=self._extra_forward,
+            services=self.services.for_batch(batch),
         )
-        if batch.target_indices is not None and self.task == "classification":
-            step._judge_targets = lambda pred, mask: self._judge_target_predictions(
-                step, pred, mask
-            )
-        if batch.target_indices is not None and not self.net.cached:
-            step._target_views = lambda kind: self.feeder.target.view(kind, batch, self.generator)
         if x is not None:  # e.g. FDA's or PixelDA's target-style source images
             step.x = hooks.transform_source(self.pm, step)
         return step
 
-    def _network_inputs(self, step: Step, batch: Batch) -> tuple[torch.Tensor, int]:
-        """The source (and target) inputs of one forward call, and the source batch size."""
-        if self.net.cached:
-            parts = [batch.cached] + (
-                [batch.target_cached] if batch.target_cached is not None else []
-            )
-        else:
-            parts = [self.model.prepare(step.x)]
-            if step.x_target is not None:
-                parts.append(self.model.prepare(step.x_target))
-        inputs = torch.cat(parts) if len(parts) > 1 else parts[0]
-        if not self.net.cached and self.channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, len(step.y)
-
-    def _extra_forward(
-        self, images: torch.Tensor, domain: str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Step.forward``: extra views through the same network and precision, with gradients."""
-        inputs = self.model.prepare(images)
-        if self.channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with self.autocast(), domain_context(domain):
-            return self.forward(inputs)
-
-    def _judge_target_predictions(
-        self, step: Step, predicted: torch.Tensor, mask: torch.Tensor
-    ) -> None:
-        """Log the share of (masked-in) target predictions that are right, where the engine
-        knows the truth; strategies never see it."""
-        if self._target_truth is None:
-            return  # the truth of this target is unknown: nothing to measure
-        truth = self._target_truth[step.target_indices.to(self._target_truth.device)]
-        known = mask.bool() & (truth != UNLABELLED)
-        n = known.sum()
-        right = (predicted.to(truth.device) == truth) & known
-        step.log("pseudo_label_accuracy", right.sum() / n.clamp(min=1), weight=n)
-
     def _record(self, step: Step, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Log the step's scalars, tell observers, write the periodic checkpoint."""
         cfg, state = self.config, self.state
-        scalars = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
-        clash = sorted(set(step.stats) & set(scalars))
-        if clash:
-            raise PluginError(
-                f"a strategy logged {clash} with step.log, which would hide the loss term of that "
-                "name; log diagnostics under names of their own."
-            )
-        scalars.update(step.stats)
-        weights = {k: step.stat_weights.get(k, 1.0) for k in scalars}
-        self.logs.add(state.step, scalars, weights)
+        self.logs.add(state.step, *hooks.step_scalars(step, loss, terms))
         logs: dict[str, float] = {}
         if state.step % cfg.log_every == 0:
             logs = self._flush_logs()
@@ -586,68 +450,41 @@ class Trainer:
         self.history.append(row)
         self.state.epoch += 1
         self.state.step_in_epoch = 0
-        improved = False
+        improved = None
         try:
-            improved = self._update_best(row)
-            self.stopping.epoch_end(self, improved)
+            improved = epoch_eval.improved(row, self.best, self.monitor_name, self.monitor_mode)
+            self.best = improved or self.best
+            self.stopping.epoch_end(self, improved is not None)
             hooks.notify(self.pm, "tlkit_on_epoch_end", trainer=self, epoch=epoch + 1, metrics=row)
         finally:  # the epoch's checkpoint survives a failing observer (or monitor)
             if self.config.checkpoint_dir:
                 self._save("last.pt")
-                if improved:
+                if improved is not None:
                     self._save("best.pt")
 
     def evaluate_epoch(self, taken: dict[str, Any] | None = None) -> dict[str, float]:
         """Scalar metrics on each held-out set (``source_`` / ``target_``) and validator scores;
         the full metrics of each set are kept in :attr:`eval_results`."""
-        out: dict[str, float] = {}
         self.eval_results = {}
         hooks.notify(self.pm, "tlkit_before_evaluate", trainer=self)
         model = self.ema.module if self.ema is not None else self.model
-        for name, domain in self.data.eval_sets().items():
-            batches, from_features = self.feeder.eval_batches(f"eval_{name}", self.net.cached)
-            statistics = (  # the EMA model has no hooks: it gets the source copy by hand
-                self.domain_stats.evaluating(model, name)
-                if self.domain_stats is not None
-                else contextlib.nullcontext()
-            )
-            with domain_context(name), statistics:
-                p = predict(model, batches, from_features=from_features, precision=self.precision)
-            metrics = metrics_from_outputs(p.outputs, domain, self.num_classes, p.indices)
-            self.eval_results[name] = metrics
-            for key in ("accuracy", "mae", "rmse"):
-                if key in metrics:
-                    out[f"{name}_{key}"] = metrics[key]
+        cached, precision = self.net.cached, self.precision
+        out, self.eval_results = epoch_eval.held_out(
+            model, self.data, self.feeder, cached=cached, domain_stats=self.domain_stats,
+            precision=precision,
+        )  # fmt: skip
         if self.data.target is not None and hooks.implementations(self.pm, "tlkit_target_scores"):
-            if self.net.cached:
+            if cached:
                 self.feeder.cache_features(self._features, target=True)
-            batches, from_features = self.feeder.eval_batches("target", self.net.cached)
-            with domain_context("target"):
-                p = predict(model, batches, from_features=from_features, precision=self.precision)
+            p = epoch_eval.target_predictions(model, self.feeder, cached=cached, precision=precision)
+            seen = [*(taken or {}), *out]
             out.update(
                 hooks.target_scores(
-                    self.pm,
-                    [*(taken or {}), *out],
-                    trainer=self,
-                    logits=p.outputs,
-                    features=p.features,
+                    self.pm, seen, trainer=self, logits=p.outputs, features=p.features
                 )
             )
         self._train_mode()
         return out
-
-    def _update_best(self, row: dict[str, Any]) -> bool:
-        name, mode = self.monitor_name, self.monitor_mode
-        if name not in row:
-            raise ConfigError(
-                f"monitor='{name}' is not among this run's metrics {sorted(row)}; no validator "
-                "reported it."
-            )
-        value, best = row[name], self.best["value"]
-        better = best is None or (value > best if mode == "max" else value < best)
-        if better:
-            self.best = {"value": value, "epoch": row["epoch"], "metric": name}
-        return better
 
     # -- checkpoints (see tlkit.engine.resume) ---------------------------------------------
     def _save(self, name: str) -> None:

@@ -68,6 +68,22 @@ METHODS = ("confident_learning", "small_loss")
 PRUNE = ("by_pair", "by_class", "both", "off_diagonal", "argmax")
 RANK_BY = ("normalized_margin", "self_confidence")
 DEFAULT_PRUNE = "by_class"
+
+
+def check_rank_by(rank_by: str) -> str:
+    """The ``rank_by`` rule, for every function that takes it: one of :data:`RANK_BY`."""
+    if rank_by not in RANK_BY:
+        raise ValueError(f"unknown rank_by {rank_by!r}; use one of {list(RANK_BY)}.")
+    return rank_by
+
+
+def check_method(method: str) -> str:
+    """The ``method`` rule, for every function that takes it: one of :data:`METHODS`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}.")
+    return method
+
+
 # the paper's names for the same rules
 _PRUNE_ALIASES = {"prune_by_noise_rate": "by_pair", "prune_by_class": "by_class"}
 
@@ -245,8 +261,7 @@ def find_label_issues(
     a class for ``"by_class"``. ``noise`` reuses an :func:`estimate_noise` of the same inputs.
     """
     prune = _resolve_prune(prune)
-    if rank_by not in RANK_BY:
-        raise ValueError(f"unknown rank_by {rank_by!r}; use one of {list(RANK_BY)}.")
+    check_rank_by(rank_by)
     probs, labels = _check_probabilities(probabilities, labels)
     n, k = probs.shape
     noise = estimate_noise(probs, labels) if noise is None else noise
@@ -296,6 +311,8 @@ def find_label_issues(
 __all__ = [
     "DEFAULT_PRUNE",
     "METHODS",
+    "check_method",
+    "check_rank_by",
     "PRUNE",
     "RANK_BY",
     "NoiseEstimate",

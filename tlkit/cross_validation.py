@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from tlkit.api import fit
 from tlkit.backbone_choice import check_backbone, default_backbone
+from tlkit.confident_learning import check_rank_by
 from tlkit.datasets.domain import DataError, Domain, DomainPair
 from tlkit.domain_outputs import domain_outputs, worker_count
 from tlkit.label_issues import (
-    RANK_BY,
     SuspiciousLabels,
     _labelled,
     _resolve_prune,
@@ -137,8 +137,7 @@ def cross_validated_suspicious_labels(
     """
     _check_counts(folds, repeats)
     _resolve_prune(prune)  # a typo fails now, not after the training
-    if rank_by not in RANK_BY:
-        raise ValueError(f"unknown rank_by {rank_by!r}; use one of {list(RANK_BY)}.")
+    check_rank_by(rank_by)
     labelled, idx = _labelled(domain)
     backbone = _backbone_for(labelled, backbone)
     probs, idx = cross_validated_probabilities(

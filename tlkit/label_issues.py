@@ -44,6 +44,8 @@ from tlkit.confident_learning import (
     NoiseEstimate,
     _check_probabilities,
     _resolve_prune,
+    check_method,
+    check_rank_by,
     confident_joint,
     estimate_noise,
     find_label_issues,
@@ -115,10 +117,8 @@ class SuspiciousLabels:
         are ordered (for ``prune="by_class"`` and in the ranking). ``indices`` ``(N,)`` are the
         samples' positions in their domain (default ``0..N-1``).
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}.")
-        if rank_by not in RANK_BY:
-            raise ValueError(f"unknown rank_by {rank_by!r}; use one of {list(RANK_BY)}.")
+        check_method(method)
+        check_rank_by(rank_by)
         if expected_noise_rate is not None and not 0.0 <= expected_noise_rate < 1.0:
             raise ValueError(f"expected_noise_rate must be in [0, 1), got {expected_noise_rate}.")
         if expected_noise_rate is not None and method != "small_loss":
@@ -433,8 +433,7 @@ def suspicious_labels(
     Any backing works: image files and shards are decoded in ``num_workers`` DataLoader workers
     with the run's evaluation transform; a file that cannot be read is left out of the ranking.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}.")
+    check_method(method)
     net = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
     if not isinstance(net, nn.Module):
         raise TypeError(f"model must be a tlkit Run or an nn.Module, got {type(model).__name__}.")

@@ -105,6 +105,18 @@ def cluster_pseudo_labels(
     return labels
 
 
+def _target_batches(trainer):
+    """``(inputs, indices)`` batches of the whole unlabelled target: an in-memory tensor is
+    sliced as it is; files are decoded by the run's DataLoader with the evaluation transform."""
+    target = trainer.target
+    if not target.in_memory:
+        yield from trainer.target_batches()
+        return
+    inputs, batch = target.inputs, trainer.config.eval_batch_size
+    for start in range(0, len(inputs), batch):
+        yield inputs[start : start + batch], torch.arange(start, min(len(inputs), start + batch))
+
+
 #: The fraction of training before SHOT starts when it trains with source data (``warmup``).
 AUTO_WARMUP = 0.125
 #: The weight of the pseudo-label loss in the paper (``pseudo_label`` in source-free runs).
@@ -170,13 +182,6 @@ class SHOT:
             self.warmup = 0.0 if source_free else AUTO_WARMUP
         if self.pseudo_label == "auto":
             self.pseudo_label = PAPER_PSEUDO_LABEL if source_free else 0.0
-        target = getattr(trainer, "target", None)
-        if self.pseudo_label > 0 and target is not None and not target.in_memory:
-            raise ValueError(
-                "shot's pseudo-labels cluster the features of every target image each epoch, "
-                "which needs the target in memory; this one is decoded from files. Pass "
-                "adapt=('shot', {'pseudo_label': 0}), or target.materialize(image_size) first"
-            )
         freeze = source_free if self.freeze_head == "auto" else self.freeze_head
         if freeze:
             self._frozen = [p for p in trainer.model.head.parameters() if p.requires_grad]
@@ -192,24 +197,30 @@ class SHOT:
     # -- pseudo-labels ---------------------------------------------------------------------
     @torch.no_grad()
     def _label_target(self, trainer) -> torch.Tensor:
-        """Cluster pseudo-labels of every target training sample with the current model."""
+        """Cluster pseudo-labels of every target training sample with the current model: the
+        target as the run reads it for evaluation (in memory, or decoded from files). A file
+        that cannot be read keeps the label ``-1``; it never reaches a training batch."""
         model = trainer.model
         modes = {m: m.training for m in model.modules()}
-        feats, logits = [], []
+        feats, logits, seen = [], [], []
         try:
             model.eval()
-            images = trainer.target.images
-            batch = trainer.config.eval_batch_size
             with trainer.autocast(), domain_context("target"):
-                for start in range(0, len(images), batch):
-                    x = model.prepare(images[start : start + batch].to(trainer.device))
-                    f = model.backbone(x)
+                for x, idx in _target_batches(trainer):
+                    if not len(idx):
+                        continue
+                    f = model.backbone(model.prepare(x.to(trainer.device)))
                     feats.append(f.float())
                     logits.append(model.head(f).float())
+                    seen.append(idx.cpu())
         finally:
             for m, mode in modes.items():
                 m.train(mode)
-        return cluster_pseudo_labels(torch.cat(feats), torch.cat(logits))
+        labels = torch.full((len(trainer.target),), -1, dtype=torch.long)
+        if seen:
+            found = cluster_pseudo_labels(torch.cat(feats), torch.cat(logits))
+            labels[torch.cat(seen)] = found.cpu()
+        return labels
 
     # -- the loss --------------------------------------------------------------------------
     @tlkit.hookimpl

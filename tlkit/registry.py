@@ -8,22 +8,27 @@ Installed strategies come from two places:
 
 A strategy is a class (instantiated per run with the options the run passes), an instance, or a
 module, carrying ``name``, ``family`` and ``@tlkit.hookimpl`` functions. Everything about it is
-checked when it is installed, not when a run first calls it: its hooks exist and take only
-arguments the hook passes, no ``tlkit_*`` function is left unmarked, its declarations
-(``requires_task``, ``needs_target``...) have valid values, and a loss says which task it is for.
+checked when it is installed (:mod:`tlkit.strategy_checks`), not when a run first calls it.
 
 **Who owns a name.** Every strategy can be selected by its qualified name ``provider:name``
 (``tlkit:dann``, ``my-package:dann``, ``session:focal``). The short name (``dann``) is resolved by
 these rules, so installing a package never silently changes what a run does:
 
 1. A first-party strategy (from the ``tlkit`` distribution) owns its short name. A third-party
-   entry point with the same name is kept under its qualified name only, with a warning.
+   entry point with the same name is kept under its qualified name only, with a warning naming
+   both. An entry point is selected by its entry-point name; a class that calls itself otherwise
+   is installed with a warning (the two should agree).
 2. A short name declared by exactly one third-party package belongs to it. When two packages
    declare it, neither gets it (whatever their order on ``sys.path``): selecting the short name
    fails and lists the qualified names to choose from.
-3. :func:`register` (a notebook cell) may not take a name an installed strategy owns; registering
-   a name again in the same session replaces the earlier registration (re-running a cell).
-   :func:`unregister` removes only session registrations.
+3. :func:`register` (a notebook cell) may not take a name an installed strategy owns, unless it
+   registers that very strategy (a package's own tests do, with the package installed): that is
+   accepted and changes nothing. Registering a name again in the same session replaces the
+   earlier registration (re-running a cell). :func:`unregister` removes only what this session
+   registered.
+
+:attr:`StrategyInfo.name` is the name that selects the strategy: the short name for its owner,
+``provider:name`` for every other strategy declaring it.
 
 A plugin that fails to import is reported, with the reason, when a run asks for it.
 """
@@ -41,29 +46,11 @@ import pluggy
 
 from tlkit import hookspecs
 from tlkit.errors import PluginError, StrategyOptionError, UnknownStrategyError
+from tlkit.strategy_checks import FAMILIES, OBSERVER_HOOKS, check_hooks, check_strategy
 
-#: Strategy families and the ``fit`` argument that selects them.
-FAMILIES: dict[str, str] = {
-    "loss": "loss",
-    "pseudo_label": "pseudo_label",
-    "adapt": "adapt",
-    "regularizer": "regularize",
-    "validator": "validate",
-    "query": "query",
-}
 #: The distribution whose entry points are first-party.
 FIRST_PARTY = "tlkit"
 SESSION = "session"
-TASKS = ("classification", "regression", "any")
-#: Class attributes the engine reads, with the types they must have.
-DECLARATIONS: dict[str, type] = {
-    "needs_target": bool,
-    "needs_images": bool,
-    "needs_strong_view": bool,
-    "replaces_weight_decay": bool,
-    "source_free": bool,
-    "keeps_domain_statistics": bool,
-}
 
 __all__ = [
     "FAMILIES",
@@ -82,17 +69,25 @@ __all__ = [
 
 @dataclass
 class StrategyInfo:
-    """One installed strategy: what it is, who provides it, and how to instantiate it."""
+    """One installed strategy: what it is, who provides it, and how to instantiate it.
+
+    ``name`` selects it (``adapt=info.name``): the short name when this strategy owns it, else
+    ``provider:name``; ``short_name`` is the name it declares.
+    """
 
     name: str
     family: str
     summary: str
     provider: str
     obj: Any = field(repr=False)
+    short_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.short_name = self.short_name or self.name.split(":", 1)[-1]
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.provider}:{self.name}"
+        return f"{self.provider}:{self.short_name}"
 
     def create(self, **options: Any) -> Any:
         """A fresh plugin object for one run (classes are instantiated with ``options``)."""
@@ -158,135 +153,18 @@ _installed: dict[str, StrategyInfo] = {}  # qualified name -> info
 _owner: dict[str, str] = {}  # short name -> qualified name of its owner
 _contested: dict[str, list[str]] = {}  # short name -> qualified names that claim it (no owner)
 _broken: dict[str, str] = {}  # short name -> why its entry point failed to load
+_adopted: dict[str, str] = {}  # short name -> installed strategy this session registered again
 _entry_points_loaded = False
 
 
 def _selectable_name(info: StrategyInfo) -> str:
-    return info.name if _owner.get(info.name) == info.qualified_name else info.qualified_name
+    return info.name
 
 
 # -- checking a strategy ----------------------------------------------------------------------
-def _required_args(fn: Any) -> list[str]:
-    """The argument names pluggy would pass to ``fn`` (positional ones without defaults)."""
-    params = list(inspect.signature(fn).parameters.values())
-    if params and params[0].name in ("self", "cls") and not inspect.ismethod(fn):
-        params = params[1:]
-    return [
-        p.name
-        for p in params
-        if p.default is inspect.Parameter.empty
-        and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-
-
-#: Hooks whose one answer decides something, by the family allowed to give it (a regularizer
-#: answering tlkit_supervised_loss would silently replace loss=).
-HOOK_FAMILIES = {
-    "tlkit_supervised_loss": ("loss",),
-    "tlkit_pseudo_labels": ("pseudo_label",),
-    "tlkit_query_scores": ("query",),
-}
-#: What observers (fit(observers=[...])) may implement: they watch, they do not train.
-OBSERVER_HOOKS = ("tlkit_on_fit_start", "tlkit_on_step_end", "tlkit_on_epoch_end",
-                  "tlkit_on_fit_end", "tlkit_before_evaluate")  # fmt: skip
-
-
-def _check_hooks(obj: Any, name: str) -> list[str]:
-    impls = []
-    for attr in dir(obj):
-        if not attr.startswith("tlkit_"):
-            raw = inspect.getattr_static(obj, attr, None)  # no property is evaluated
-            raw = getattr(raw, "__func__", raw)  # staticmethod / classmethod
-            if callable(raw) and getattr(raw, f"{hookspecs.PROJECT}_impl", None) is not None:
-                raise PluginError(
-                    f"strategy '{name}': {attr} is marked @tlkit.hookimpl but is not named after "
-                    "a hook; name the method after the hook it implements (specname= is not "
-                    "supported)."
-                )
-            continue
-        fn = getattr(obj, attr, None)
-        if attr not in hookspecs.HOOK_NAMES:
-            raise PluginError(
-                f"strategy '{name}' defines {attr}, which is not a tlkit hook (misspelt, or a hook "
-                f"that was removed?); the hooks are {', '.join(hookspecs.HOOK_NAMES)}."
-            )
-        if not callable(fn):
-            continue
-        opts = getattr(fn, f"{hookspecs.PROJECT}_impl", None)
-        if opts is None:
-            raise PluginError(
-                f"strategy '{name}' defines {attr} without @tlkit.hookimpl, so it would never be "
-                "called; mark it with @tlkit.hookimpl."
-            )
-        if opts.get("wrapper") or opts.get("hookwrapper"):
-            raise PluginError(
-                f"strategy '{name}': {attr} is a hook wrapper; tlkit strategies implement hooks "
-                "directly (drop wrapper=True / hookwrapper=True)."
-            )
-        given = inspect.signature(getattr(hookspecs, attr)).parameters
-        unknown = [a for a in _required_args(fn) if a not in given]
-        if unknown:
-            raise PluginError(
-                f"strategy '{name}': {attr} asks for {unknown}, which the hook does not pass; it "
-                f"passes {', '.join(given)} (take any subset, by these names)."
-            )
-        impls.append(attr)
-    if not impls:
-        raise PluginError(
-            f"strategy '{name}' implements no hook: mark its methods with @tlkit.hookimpl and "
-            f"name them after hooks in tlkit.hookspecs ({', '.join(hookspecs.HOOK_NAMES)})."
-        )
-    return impls
-
-
 def _describe(obj: Any, *, name: str | None, family: str | None, provider: str) -> StrategyInfo:
-    name = name or getattr(obj, "name", None)
-    family = family or getattr(obj, "family", None)
-    what = getattr(obj, "__name__", type(obj).__name__)
-    if not name or not isinstance(name, str):
-        raise PluginError(f"strategy {what} has no name: set a `name` attribute or pass name=.")
-    if ":" in name:
-        raise PluginError(f"strategy name '{name}' may not contain ':' (it separates providers).")
-    if family not in FAMILIES:
-        raise PluginError(
-            f"strategy '{name}' has family {family!r}; it must be one of {sorted(FAMILIES)} "
-            "(set a `family` attribute or pass family=)."
-        )
-    impls = _check_hooks(obj, name)
-    for hook, families in HOOK_FAMILIES.items():
-        if hook in impls and family not in families:
-            raise PluginError(
-                f"strategy '{name}' ({family}) implements {hook}, which only {families[0]} "
-                f"strategies answer (selected by {FAMILIES[families[0]]}=); its answer would "
-                "silently replace theirs."
-            )
-    scores = getattr(obj, "scores", None)
-    if scores is not None and (
-        isinstance(scores, str) or not all(isinstance(s, str) and s for s in scores)
-    ):
-        raise PluginError(f"strategy '{name}': scores must be a tuple of names, got {scores!r}.")
-    for attr, kind in DECLARATIONS.items():
-        value = getattr(obj, attr, False)
-        if not isinstance(value, kind):
-            raise PluginError(f"strategy '{name}': {attr} must be True or False, got {value!r}.")
-    prefers = getattr(obj, "domain_bn", None)
-    if prefers not in (None, "shared", "separate"):
-        raise PluginError(
-            f"strategy '{name}': domain_bn must be 'shared' or 'separate', got {prefers!r}."
-        )
-    task = getattr(obj, "requires_task", None)
-    if task is not None and task not in TASKS:
-        raise PluginError(
-            f"strategy '{name}': requires_task must be one of {list(TASKS)}, got {task!r}."
-        )
-    if family == "loss" and task is None:
-        raise PluginError(
-            f"loss strategy '{name}' must declare the task it is for: requires_task = "
-            "'classification', 'regression' or 'any' (a loss for the wrong task trains silently "
-            "on nonsense, e.g. class ids regressed as numbers)."
-        )
-    doc = inspect.getdoc(obj) or ""
-    summary = getattr(obj, "summary", None) or (doc.strip().splitlines() or [""])[0]
+    """Check ``obj`` (:func:`tlkit.strategy_checks.check_strategy`) and describe it."""
+    name, family, summary = check_strategy(obj, name=name, family=family)
     return StrategyInfo(name=name, family=family, summary=summary, provider=provider, obj=obj)
 
 
@@ -303,6 +181,7 @@ def _load_entry_points() -> None:
         try:
             obj = ep.load()
             info = _describe(obj, name=ep.name, family=None, provider=provider)
+            _warn_if_renamed(obj, ep, provider)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not break tlkit
             reason = f"{type(exc).__name__}: {exc}"
             _broken.setdefault(ep.name, f"package '{provider}' ({ep.value}): {reason}")
@@ -323,10 +202,11 @@ def _load_entry_points() -> None:
             _owner[short] = first[0].qualified_name
             shadows = [i.qualified_name for i in infos if i.provider != FIRST_PARTY]
             if shadows:
+                others = " or ".join(f"'{q}'" for q in shadows)
                 warnings.warn(
                     f"tlkit: {', '.join(shadows)} uses the name of the built-in strategy "
-                    f"'{short}'; '{short}' stays the built-in one, select the other as "
-                    f"'{shadows[0]}'.",
+                    f"'{short}'; '{short}' (or '{first[0].qualified_name}') selects the built-in "
+                    f"one, {others} the other.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -340,6 +220,23 @@ def _load_entry_points() -> None:
                 RuntimeWarning,
                 stacklevel=3,
             )
+    for info in _installed.values():  # the name that selects it
+        if _owner.get(info.short_name) != info.qualified_name:
+            info.name = info.qualified_name
+
+
+def _warn_if_renamed(obj: Any, ep: Any, provider: str) -> None:
+    """An entry point selects its strategy by the entry point's name; a class calling itself
+    otherwise would show one name in tables and errors and answer to another."""
+    own = getattr(obj, "name", None)
+    if isinstance(own, str) and own and own != ep.name:
+        warnings.warn(
+            f"tlkit: package '{provider}' installs a strategy as '{ep.name}' ({ep.value}), but it "
+            f"names itself '{own}'; it is selected as '{ep.name}'. Make the entry-point name and "
+            "the class's `name` the same.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def register(obj: Any = None, *, name: str | None = None, family: str | None = None) -> Any:
@@ -357,6 +254,9 @@ def register(obj: Any = None, *, name: str | None = None, family: str | None = N
     owner = _owner.get(info.name)
     if owner is not None and not owner.startswith(f"{SESSION}:"):
         taken = _installed[owner]
+        if taken.obj is obj:  # the installed strategy itself: a package's own test fixture
+            _adopted[info.name] = owner
+            return obj
         raise PluginError(
             f"the name '{info.name}' belongs to the {taken.family} strategy from package "
             f"'{taken.provider}'; register yours under another name (tlkit.register(..., "
@@ -375,6 +275,8 @@ def register(obj: Any = None, *, name: str | None = None, family: str | None = N
 def unregister(name: str) -> None:
     """Forget a strategy registered in this session (installed ones cannot be removed)."""
     _load_entry_points()
+    if _adopted.pop(name, None) is not None:  # registered again, still installed
+        return
     qualified = name if ":" in name else _owner.get(name)
     if qualified is None or qualified not in _installed:
         return
@@ -466,7 +368,7 @@ def make_plugin_manager(
     for i, observer in enumerate(observers):
         name = getattr(observer, "name", None) or type(observer).__name__
         try:
-            impls = _check_hooks(observer, name)
+            impls = check_hooks(observer, name)
         except PluginError as exc:
             raise PluginError(str(exc).replace("strategy", "observer", 1)) from None
         strategy_hooks = [h for h in impls if h not in OBSERVER_HOOKS]

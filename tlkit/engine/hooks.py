@@ -375,6 +375,7 @@ def _named_scalars(
     needs_grad: bool = False,
 ) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
+    given_by: dict[str, Any] = {}  # term name -> the implementation that returned it
     for impl, result in call_all(pm, hook, step=step):
         if not isinstance(result, dict):
             raise _bad(
@@ -407,14 +408,30 @@ def _named_scalars(
                     "detached outputs, or through .item() / numpy?), so it would train nothing; "
                     "compute it with torch operations from tensors that carry one.",
                 )
-            if name in terms or name in taken:
+            if name in terms:
+                raise _term_clash(pm, hook, name, impl, given_by[name])
+            if name in taken:
                 raise _bad(
                     impl,
                     hook,
                     f"the loss term name '{name}' is already used; give it another name.",
                 )
             terms[name] = value.reshape(()).float()
+            given_by[name] = impl
     return terms
+
+
+def _term_clash(pm: pluggy.PluginManager, hook: str, name: str, a: Any, b: Any) -> PluginError:
+    """Two strategies return a term of one name: blame the one selected second (a strategy's
+    terms are fixed by its author; the later addition to the run is the one to rename)."""
+    order = [n for n, _ in pm.list_name_plugin()]
+    first, second = sorted((a, b), key=lambda impl: order.index(impl.plugin_name))
+    return _bad(
+        second,
+        hook,
+        f"the loss term name '{name}' is already returned by {_who(first)}, selected before "
+        "it; give this strategy's term another name.",
+    )
 
 
 def target_scores(

@@ -28,6 +28,7 @@ import torch
 from .backing import FileBacking, PathTable, check_files
 from .decode import DEFAULT_MAX_PIXELS
 from .domain import UNLABELLED, DataError, DataWarning, Domain, check_image_size
+from .user_frame import user_stacklevel
 from .walk import Walker, relative
 
 #: File extensions listed as images (torchvision's ImageFolder set, plus GIF).
@@ -70,10 +71,11 @@ def _finish(
             bad = summary["unreadable"]
             warnings.warn(
                 f"Domain '{domain.name}': {len(bad)} of {summary['checked']} checked files cannot "
-                f"be decoded (e.g. '{bad[0]}': {summary['reasons'][bad[0]]}); they will be skipped "
-                "with a warning during training. Remove them, or pass strict=True to refuse.",
+                f"be decoded (e.g. '{bad[0]}': {summary['reasons'][bad[0]]}); they are skipped, with "
+                "a warning, wherever they are read (training, evaluation and prediction). "
+                "Remove them, or pass strict=True to refuse.",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     if in_memory:
         return domain.materialize(domain.image_size or 224, strict=strict, progress=progress)

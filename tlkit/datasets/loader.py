@@ -40,6 +40,7 @@ from .backing import Backing, TensorBacking, _mix
 from .decode import DecodeError
 from .errors import DataError, DataWarning, check_image_size
 from .reduced import load_for
+from .user_frame import user_stacklevel
 
 _RNG_LOCK = GLOBAL_RNG_LOCK  # the engine's steps hold the same lock (tlkit.rng)
 
@@ -122,7 +123,7 @@ class _Reader:
             f"Domain '{self.name}': skipping unreadable file '{error.source}' ({error.reason}); "
             "the batch is one sample shorter. strict=True raises instead.",
             DataWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
     @property

@@ -94,6 +94,12 @@ def _configure(
         model_arg = model
         net = model.model if isinstance(model, Run) else model  # a finished run to adapt further
         name = net.backbone.name if net is not None else backbone
+        if net is not None and isinstance(backbone, str) and backbone not in (DEFAULT_BACKBONE, name):
+            raise ConfigError(
+                f"backbone={backbone!r} but model= is a {name!r} network, and the model decides "
+                f"the network. Leave backbone= out (or pass {name!r}); to train a {backbone!r}, "
+                "leave model= out."
+            )
     if not isinstance(name, str):
         raise ConfigError(f"backbone must be a name or an nn.Module, got {type(name).__name__}.")
     options = dict(options)

@@ -6,6 +6,8 @@
     tlkit evaluate run.pt --data synth-digits->digits
     tlkit fit --data shop_photos/ --image-size 224 --save run.pt   # a folder of your own photos
     tlkit fit --data labels.csv --val-split 0.1 --save run.pt       # a CSV of path,label rows
+    tlkit fit --data ages.csv --task regression --save run.pt       # a number per image
+    tlkit fit --data photos/ --lr find --patience 3 --restore-best --log-dir logs/
     tlkit evaluate run.pt --data shop_photos/
     tlkit predict run.pt new_photos/ --out predictions.csv
     tlkit datasets pack photos/ shards/                            # WebDataset tar shards
@@ -32,7 +34,9 @@ import yaml
 
 from tlkit.cli_inputs import (
     DEFAULT_VAL_SPLIT,
+    data_task,
     evaluation_data,
+    parse_flag,
     parse_set,
     remove_lock,
     training_data,
@@ -106,16 +110,24 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "pseudo_label",
         "checkpoint_dir",
         "device",
+        "patience",
+        "restore_best",
+        "sampler",
+        "log_dir",
     ):
         value = getattr(args, flag)
         if value is not None:
             options[flag] = value
+    if args.class_weight is not None:
+        options["class_weight"] = parse_flag("--class-weight", args.class_weight)
     if args.adapt:
         options["adapt"] = args.adapt.split(",")
     for item in args.set or []:
         key, value = parse_set(item)
         options[key] = value
     args.checkpoint_dir = options.get("checkpoint_dir")  # for the line printed on Ctrl-C
+    task = data_task(args.task if args.task is not None else options.pop("task", None))
+    options.pop("task", None)
     data = options.pop("data", None)
     if not data:
         raise ConfigError(
@@ -126,7 +138,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _writable_output(args.plot, "--plot", _plot_formats())
     split = val_split(args.val_split)
     seed = tlkit.FitConfig(seed=options.get("seed", 0)).seed  # checked before any data is read
-    data, held_out = training_data(data, split, seed)  # a folder or CSV: lazy, with a split
+    data, held_out = training_data(data, split, seed, task=task)  # a folder or CSV, split
     if held_out:
         print(held_out)
     backbone = options.pop("backbone", "efficientnet_lite0")
@@ -160,7 +172,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import tlkit
 
     run = tlkit.load(args.checkpoint)
-    data = evaluation_data(args.data)
+    data = evaluation_data(args.data, task=run.task)
     files = isinstance(data, tlkit.datasets.Domain) and not data.in_memory
     results = run.evaluate(data, num_workers=2 if files else 0)
     if "accuracy" in results or "mae" in results:  # one domain: a folder or CSV
@@ -245,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="YAML/JSON file of fit options")
     fit.add_argument("--epochs", type=int)
     fit.add_argument("--mode", choices=["fine_tune", "full", "feature_extraction"])
-    fit.add_argument("--lr", type=float)
+    fit.add_argument("--lr", help="learning rate, or 'find' to pick one with the lr finder first")
     fit.add_argument("--batch-size", dest="batch_size", type=int)
     fit.add_argument("--image-size", dest="image_size", type=int)
     fit.add_argument("--seed", type=int)
@@ -255,6 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device")
     fit.add_argument("--checkpoint-dir", dest="checkpoint_dir")
     fit.add_argument("--resume", action="store_true", help="continue from checkpoint-dir/last.pt")
+    fit.add_argument(
+        "--task",
+        help="for a CSV of your own: 'classification' (a class per row) or 'regression' (a "
+        "number per row); bundled datasets and folders know theirs",
+    )
+    fit.add_argument("--patience", help="stop after N epochs without a better --set monitor=")
+    fit.add_argument(
+        "--restore-best",
+        dest="restore_best",
+        action="store_true",
+        default=None,
+        help="return the weights of the monitor's best epoch, not the last",
+    )
+    fit.add_argument(
+        "--class-weight",
+        dest="class_weight",
+        help="'balanced', one weight per class ('[1, 2, 0.5]') or by name ('{cat: 2}')",
+    )
+    fit.add_argument("--sampler", help="'balanced': draw every class equally often")
+    fit.add_argument(
+        "--log-dir", dest="log_dir", help="write metrics.csv (and TensorBoard scalars) here"
+    )
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other fit option")
     fit.add_argument("--save", help="write the trained run here (load with tlkit.load)")
     fit.add_argument("--plot", help="save learning curves to this image file")

@@ -1,5 +1,6 @@
-"""What the ``tlkit`` command reads: ``--set`` values, ``--data`` (a bundled name, a folder of
-images or a CSV manifest), and the held-out split ``tlkit fit`` makes of a user's own data.
+"""What the ``tlkit`` command reads: ``--set`` values and other YAML-valued flags, ``--data`` (a
+bundled name, a folder of images or a CSV manifest) with its ``--task``, and the held-out split
+``tlkit fit`` makes of a user's own data.
 
 Every problem becomes a one-line :class:`ConfigError` or :class:`DataError` naming the fix, which
 the command prints as ``tlkit: error: ...`` with exit status 2.
@@ -18,6 +19,8 @@ from tlkit.errors import ConfigError
 
 #: The share of a user's folder or CSV that ``tlkit fit`` holds out for validation by default.
 DEFAULT_VAL_SPLIT = 0.2
+#: What ``--task`` accepts: the kind of label a user's CSV holds.
+TASKS = ("classification", "regression")
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -37,6 +40,31 @@ def parse_set(item: str) -> tuple[str, Any]:
             f"{key.strip()}='\"{text}\"', or give a number, true/false, null or [a, b]."
         ) from None
     return key.strip(), value
+
+
+def parse_flag(flag: str, text: str) -> Any:
+    """A flag's value read as YAML (``balanced``, ``[1, 2]``, ``{cat: 2}``), safely."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"{flag} {text}: not a valid value ({problem}); give e.g. balanced, [1, 2, 0.5] or "
+            "'{cat: 2, dog: 1}'."
+        ) from None
+
+
+def data_task(value: Any) -> str | None:
+    """``--task``: ``None`` (the data's own), ``"classification"`` or ``"regression"``."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text not in TASKS:
+        raise ConfigError(
+            f"--task {value}: use 'classification' (a class per row) or 'regression' (a number "
+            "per row)."
+        )
+    return text
 
 
 def val_split(value: Any) -> float:
@@ -69,22 +97,28 @@ def _looks_like_a_path(text: str) -> bool:
     )
 
 
-def user_domain(text: str, *, labels: bool = True) -> Domain | None:
+def user_domain(text: str, *, labels: bool = True, task: str | None = None) -> Domain | None:
     """The folder or CSV at ``text`` as a lazy Domain, ``None`` for a bundled dataset name; a
-    path that does not exist is named as missing."""
+    path that does not exist is named as missing. ``task`` says what a CSV's labels are."""
     import tlkit
 
     if not isinstance(text, str):
         return None
     p = Path(text).expanduser()
     if p.is_dir():
+        if task == "regression":
+            raise ConfigError(
+                f"--task regression: '{text}' is a folder, whose labels are its class folders; "
+                "give a CSV of path,label rows with a number per image instead."
+            )
         if labels:
             return tlkit.datasets.from_folder(p)
         return tlkit.datasets.from_folder(p, labels=False, check="none", progress=False)
     if p.is_file():
         if p.suffix.lower() == ".csv":
             label_column = "label" if labels else None
-            return tlkit.datasets.from_csv(p, label_column=label_column, progress=False)
+            task = task if labels else None
+            return tlkit.datasets.from_csv(p, label_column=label_column, task=task, progress=False)
         if not labels:
             return tlkit.datasets.from_paths([p], name=p.name, check="none", progress=False)
         raise ConfigError(
@@ -98,12 +132,20 @@ def user_domain(text: str, *, labels: bool = True) -> Domain | None:
     return None  # tlkit.datasets.load names the known datasets
 
 
-def training_data(text: Any, split: float, seed: int) -> tuple[Any, str | None]:
+def training_data(
+    text: Any, split: float, seed: int, *, task: str | None = None
+) -> tuple[Any, str | None]:
     """``--data`` for ``tlkit fit``: a bundled name stays a name; a folder or CSV is split into
-    a stratified, seeded train / validation pair (``split`` held out; 0: no validation). Returns
-    the data and a line saying what was held out (``None`` when nothing was)."""
-    domain = user_domain(text) if isinstance(text, str) else None
+    a seeded train / validation pair, stratified by class for classification (``split`` held
+    out; 0: no validation). Returns the data and a line saying what was held out (``None`` when
+    nothing was). ``task`` (``--task``) says what a CSV's labels are."""
+    domain = user_domain(text, task=task) if isinstance(text, str) else None
     if domain is None:
+        if task is not None:
+            raise ConfigError(
+                f"--task applies to a folder or CSV of your own; the bundled dataset '{text}' "
+                "knows its task. Leave --task out."
+            )
         return text, None
     if split == 0:
         return domain, None
@@ -113,18 +155,20 @@ def training_data(text: Any, split: float, seed: int) -> tuple[Any, str | None]:
             "--val-split 0."
         )
     train, held_out = domain.split(split, seed=seed)
+    how = "stratified by class" if domain.task == "classification" else "at random"
     line = (
         f"held out {split:.0%} of '{domain.name}' for validation ({len(held_out)} of "
-        f"{len(domain)} files, stratified by class, seed {seed}; --val-split changes it)"
+        f"{len(domain)} files, {how}, seed {seed}; --val-split changes it)"
     )
     return DomainPair(train, held_out, name=domain.name), line
 
 
-def evaluation_data(text: str) -> Domain | DomainPair:
-    """``--data`` for ``tlkit evaluate``: every file of a folder or CSV, or a bundled task."""
+def evaluation_data(text: str, *, task: str | None = None) -> Domain | DomainPair:
+    """``--data`` for ``tlkit evaluate``: every file of a folder or CSV (its labels read as the
+    run's ``task`` says), or a bundled task."""
     import tlkit
 
-    domain = user_domain(text)
+    domain = user_domain(text, task=task if text.lower().endswith(".csv") else None)
     return domain if domain is not None else tlkit.datasets.load(text)
 
 

@@ -16,7 +16,7 @@ use of the trainer.
 """
 
 from tlkit import backbones, datasets, options, strategy_tools
-from tlkit.api import Trainer, fit, fit_two_stage, load
+from tlkit.api import Trainer, fit, fit_two_stage, load, lr_find
 from tlkit.engine import FitConfig, PseudoLabels, Step
 from tlkit.errors import (
     CheckpointError,
@@ -77,6 +77,7 @@ __all__ = [
     "fit_two_stage",
     "hookimpl",
     "load",
+    "lr_find",
     "options",
     "rank_backbones",
     "register",

@@ -61,7 +61,7 @@ class FitConfig:
     freeze_epochs: int = 1
     batch_size: int | str = "auto"  # 64, at most a quarter of the training set (batch_plan)
     target_batch_ratio: float = 1.0  # unlabelled target images per step = ratio * batch_size
-    lr: float = 1e-3
+    lr: float | str = 1e-3  # "find": tlkit.fit picks it with the lr finder first
     lr_spread: float = 10.0
     weight_decay: float = 1e-2
     optimizer: str = "adamw"
@@ -124,7 +124,11 @@ class FitConfig:
         self.seed = opt.integer("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.batch_size != "auto":
             self.batch_size = opt.integer("batch_size", self.batch_size, minimum=1)
-        for name in ("target_batch_ratio", "lr", "lr_spread"):
+        if isinstance(self.lr, str) and self.lr.strip().lower() == "find":
+            self.lr = "find"  # tlkit.fit runs the lr finder and trains with its pick
+        else:
+            self.lr = opt.positive("lr", self.lr)
+        for name in ("target_batch_ratio", "lr_spread"):
             setattr(self, name, opt.positive(name, getattr(self, name)))
         for name in ("weight_decay", "dropout"):
             setattr(self, name, opt.non_negative(name, getattr(self, name)))

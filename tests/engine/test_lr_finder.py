@@ -1,0 +1,92 @@
+"""The learning-rate finder: an exponential sweep on a copy of the model, a valley pick, and
+``tlkit.fit(..., lr="find")`` training with the pick."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+import tlkit
+from tlkit.engine.lr_finder import steep, valley
+from tlkit.errors import ConfigError
+
+matplotlib.use("Agg")
+
+SWEEP = dict(start_lr=1e-5, end_lr=100.0, num_it=60)
+
+
+def test_the_sweep_leaves_the_model_and_random_state_untouched(tiny_task, fast):
+    model = tlkit.fit(tiny_task, epochs=1, mode="full", **fast).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    finder = tlkit.lr_find(tiny_task, model=model, mode="full", **SWEEP, **fast)
+    assert torch.equal(torch.rand(3), expected_draw)  # global RNG put back
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(finder.lrs) >= 10  # it did train (a copy)
+
+
+def test_the_pick_lies_in_the_sweep_and_below_divergence(tiny_task, fast):
+    finder = tlkit.lr_find(tiny_task, mode="full", **SWEEP, **fast)
+    lrs = np.array(finder.lrs)
+    assert np.all(np.diff(np.log(lrs)) > 0)  # an exponential sweep, rising
+    ratios = lrs[1:] / lrs[:-1]
+    assert np.allclose(ratios, ratios[0])
+    assert finder.diverged_at is not None, "a sweep to lr=100 must see the loss run away"
+    assert SWEEP["start_lr"] <= finder.suggestion < finder.diverged_at
+    assert finder.suggestion in finder.lrs
+    assert len(finder.lrs) < SWEEP["num_it"]  # stopped at divergence
+    # the pick sits where the loss is still well below where it ran away
+    pick = finder.lrs.index(finder.suggestion)
+    assert finder.losses[pick] < finder.losses[-1]
+    assert finder.losses[pick] <= finder.losses[0]
+    fig = finder.plot()
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_the_sweep_is_seeded(tiny_task, fast):
+    a = tlkit.lr_find(tiny_task, mode="full", **SWEEP, **fast)
+    b = tlkit.lr_find(tiny_task, mode="full", **SWEEP, **fast)
+    assert a.raw_losses == b.raw_losses and a.suggestion == b.suggestion
+
+
+def test_fit_with_lr_find_trains_with_the_pick_and_says_it(tiny_task, fast, capsys):
+    options = {**fast, "lr": "find"}
+    run = tlkit.fit(tiny_task, epochs=1, mode="full", **options)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "lr finder" in line]
+    assert len(lines) == 1
+    picked = run.config.lr
+    assert isinstance(picked, float) and math.isfinite(picked)
+    assert f"lr={picked:.2g}" in lines[0]
+    assert run.lr_finder.suggestion == picked
+    # the same run with that lr given by hand is the same run: the sweep changed nothing
+    again = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": picked})
+    assert again.history[0]["train_loss"] == run.history[0]["train_loss"]
+
+
+def test_lr_find_is_a_config_value_and_bad_sweeps_are_refused(tiny_task, fast):
+    assert tlkit.FitConfig(lr="find").lr == "find"
+    assert tlkit.FitConfig(lr=" Find ").lr == "find"
+    with pytest.raises(ConfigError, match="lr"):
+        tlkit.FitConfig(lr="fast")
+    with pytest.raises(ConfigError, match="start_lr=1 must be below end_lr=0.1"):
+        tlkit.lr_find(tiny_task, start_lr=1.0, end_lr=0.1, **fast)
+    with pytest.raises(ConfigError, match="method='median'"):
+        tlkit.lr_find(tiny_task, method="median", **fast)
+
+
+def test_valley_and_steep_on_a_known_curve():
+    lrs = list(np.geomspace(1e-6, 1.0, 61))
+    x = np.log10(lrs)
+    # flat, a fall between 1e-4 and 1e-2 (steepest at 1e-3), then a rise
+    losses = list(2 - np.tanh((x + 3) * 2) + np.where(x > -1, (x + 1) * 8, 0))
+    i_steep = steep(lrs, losses)
+    assert 1e-3 / 2 < lrs[i_steep] < 1e-3 * 2
+    i_valley = valley(lrs, losses)
+    assert 1e-4 < lrs[i_valley] < 1e-1

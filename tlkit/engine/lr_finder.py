@@ -1,0 +1,266 @@
+"""The learning-rate finder (Smith 2017; fastai's ``lr_find``): train a copy of the model for a
+short run while the learning rate grows exponentially from ``start_lr`` to ``end_lr``, record
+the smoothed loss at each step, stop once it diverges, and pick a rate from the curve.
+
+The sweep trains a deep copy of the model with a fresh optimiser, so neither the caller's model
+nor any optimiser state changes, and PyTorch's global random state is put back afterwards: a run
+trained after the sweep is the run that would have been trained with the picked rate alone.
+
+It runs the phase the fit would start in (the frozen-backbone head training of ``fine_tune``;
+all layers for ``full``), with the run's strategies, class weights and sampler, so the loss it
+watches is the loss the run optimises. Two picks, as in fastai:
+
+* ``"valley"`` (default): the longest stretch over which the loss keeps falling, and a point
+  about half-way down it -- robust to noisy curves;
+* ``"steep"``: the rate where the loss falls fastest per decade of learning rate.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit.datasets.domain import Domain, DomainPair
+from tlkit.engine.config import FitConfig
+from tlkit.engine.trainer import Trainer
+from tlkit.errors import ConfigError, TrainingError
+from tlkit.hookspecs import hookimpl
+
+METHODS = ("valley", "steep")
+#: The sweep stops once the smoothed loss exceeds this multiple of its lowest value.
+DIVERGENCE_FACTOR = 4.0
+#: Weight of the past in the loss's exponential moving average (fastai's 0.98).
+SMOOTHING = 0.98
+
+
+@dataclasses.dataclass
+class LRFinder:
+    """What a sweep found: the rates tried, the smoothed loss at each, and the pick.
+
+    ``suggestion`` is the rate ``method`` picked; ``valley`` and ``steep`` are both picks;
+    ``diverged_at`` is the rate at which the loss ran away (``None`` when it never did within
+    the sweep); ``raw_losses`` are the unsmoothed step losses.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    raw_losses: list[float]
+    suggestion: float
+    method: str
+    valley: float
+    steep: float
+    start_lr: float
+    end_lr: float
+    diverged_at: float | None = None
+
+    def plot(self, ax: Any = None) -> Any:
+        """The smoothed loss against the learning rate (log scale), the pick marked; returns
+        the matplotlib Figure."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.6))
+        else:
+            fig = ax.figure
+        ax.plot(self.lrs, self.losses, label="smoothed loss")
+        ax.set_xscale("log")
+        pick = self.lrs.index(self.suggestion)
+        ax.plot(
+            [self.suggestion],
+            [self.losses[pick]],
+            "o",
+            color="C3",
+            label=f"{self.method}: lr={self.suggestion:.2g}",
+        )
+        if self.diverged_at is not None:
+            ax.axvline(self.diverged_at, color="0.5", ls=":", label="diverged")
+        ax.set(xlabel="learning rate", ylabel="loss", title="learning-rate finder")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def describe(self) -> str:
+        """One line: the pick, how, and over which sweep."""
+        ran = f"{len(self.lrs)}-step sweep from {self.start_lr:.0e} to {self.lrs[-1]:.2g}"
+        end = f", diverged at {self.diverged_at:.2g}" if self.diverged_at is not None else ""
+        return f"lr finder picked lr={self.suggestion:.2g} ({self.method} of a {ran}{end})"
+
+    def __repr__(self) -> str:
+        return f"<LRFinder: {self.describe()}>"
+
+
+class _Sweep:
+    """Observer that sets each step's learning rate and records the loss it gave."""
+
+    name = "lr_finder"
+
+    def __init__(self, lrs: np.ndarray) -> None:
+        self.lrs = lrs
+        self.raw: list[float] = []
+        self.smooth: list[float] = []
+        self.diverged_at: float | None = None
+        self._average = 0.0
+        self._ratios: dict[int, list[float]] = {}  # optimiser -> group rate / head rate
+
+    @hookimpl
+    def tlkit_on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        if "loss" not in logs:
+            return
+        i = len(self.raw)
+        loss = float(logs["loss"])
+        self.raw.append(loss)
+        self._average = SMOOTHING * self._average + (1 - SMOOTHING) * loss
+        self.smooth.append(self._average / (1 - SMOOTHING ** (i + 1)))
+        if not math.isfinite(self.smooth[-1]) or (
+            self.smooth[-1] > DIVERGENCE_FACTOR * min(self.smooth)
+        ):
+            self.diverged_at = float(self.lrs[i])
+        if self.diverged_at is not None or i + 1 >= len(self.lrs):
+            trainer.request_stop()
+            return
+        self._set(trainer, float(self.lrs[i + 1]))
+
+    def _set(self, trainer: Any, lr: float) -> None:
+        """Scale every parameter group's base rate, keeping the discriminative spread."""
+        for optimizer in (trainer.optimizer, getattr(trainer, "adversary_optimizer", None)):
+            if optimizer is None:
+                continue
+            ratios = self._ratios.setdefault(
+                id(optimizer), [g["base_lr"] / self.lrs[0] for g in optimizer.param_groups]
+            )
+            for group, ratio in zip(optimizer.param_groups, ratios):
+                group["base_lr"] = ratio * lr
+
+
+def valley(lrs: list[float], losses: list[float]) -> int:
+    """fastai's valley: the longest run of decreasing losses (longest decreasing subsequence),
+    then a point about half-way down it. Returns an index into ``lrs``."""
+    n = len(losses)
+    lds = [1] * n
+    start = end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[end] < lds[i]:
+                end = i
+                start = end - lds[end]
+    sections = (end - start) / 3
+    return min(n - 1, start + int(sections) + int(sections / 2))
+
+
+def steep(lrs: list[float], losses: list[float]) -> int:
+    """The index where the loss falls fastest per unit of log learning rate."""
+    if len(losses) < 2:
+        return 0
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return int(np.argmin(slopes))
+
+
+def _picks(lrs: list[float], losses: list[float]) -> tuple[float, float]:
+    """``(valley, steep)`` rates, ignoring the first tenth (the average is still settling) and
+    the last five points (the run-away) when the curve is long enough."""
+    lo, hi = len(lrs) // 10, len(lrs) - 5
+    if hi - lo < 10:
+        lo, hi = 0, len(lrs)
+    xs, ys = lrs[lo:hi], losses[lo:hi]
+    return xs[valley(xs, ys)], xs[steep(xs, ys)]
+
+
+def check_sweep(start_lr: float, end_lr: float, num_it: int, method: str) -> None:
+    """Refuse a sweep that cannot find anything, naming the fix."""
+    if not (isinstance(num_it, int) and not isinstance(num_it, bool) and num_it >= 5):
+        raise ConfigError(f"num_it={num_it!r} is too few steps for a sweep; use at least 5 (100).")
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name}={value!r} must be a positive learning rate.")
+    if start_lr >= end_lr:
+        raise ConfigError(
+            f"start_lr={start_lr:g} must be below end_lr={end_lr:g} (e.g. 1e-7 and 10)."
+        )
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not a pick; use one of {list(METHODS)}.")
+
+
+def find_lr(
+    data: DomainPair | Domain,
+    config: FitConfig,
+    *,
+    model: nn.Module | None = None,
+    classes: list[str] | None = None,
+    train_transform: Any = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    method: str = "valley",
+) -> LRFinder:
+    """Sweep the learning rate for the run ``config`` describes and return what it found.
+
+    ``model`` (a ``TransferModel`` or ``nn.Module``) is copied, never trained; without one the
+    model is built from ``config.backbone`` with the run's seed, as the run itself will build it.
+    """
+    check_sweep(start_lr, end_lr, num_it, method)
+    lrs = np.geomspace(start_lr, end_lr, num_it)
+    if isinstance(data, DomainPair):  # the sweep evaluates nothing: its epochs are not epochs
+        data = dataclasses.replace(data, source_test=None, target_test=None)
+    epochs = num_it  # at least a step an epoch; max_steps ends the sweep
+    sweep_config = dataclasses.replace(
+        config,
+        lr=float(start_lr),
+        schedule="constant",
+        warmup=0.0,
+        epochs=epochs,
+        freeze_epochs=epochs if config.freeze_epochs > 0 else 0,  # stay in the first phase
+        max_steps=num_it,
+        ema=None,
+        monitor="auto",
+        patience=None,
+        restore_best=False,
+        checkpoint_dir=None,
+        checkpoint_every=0,
+        log_dir=None,
+        log_every=1,
+        progress=False,
+    )
+    sweep = _Sweep(lrs)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        trainer = Trainer(
+            data,
+            sweep_config,
+            model=copy.deepcopy(model) if model is not None else None,
+            classes=classes,
+            observers=[sweep],
+            train_transform=train_transform,
+        )
+        try:
+            trainer.train()
+        except TrainingError:  # a non-finite loss: the sweep has run past divergence
+            if len(sweep.raw) < 2:
+                raise
+            sweep.diverged_at = float(lrs[len(sweep.raw)])
+    tried = [float(x) for x in lrs[: len(sweep.smooth)]]
+    if len(tried) < 2:
+        raise ConfigError(
+            f"the lr sweep ran only {len(tried)} step(s); the data gives too few batches. Use a "
+            "smaller batch_size, or a fixed lr."
+        )
+    by_valley, by_steep = _picks(tried, sweep.smooth)
+    return LRFinder(
+        lrs=tried,
+        losses=list(sweep.smooth),
+        raw_losses=list(sweep.raw),
+        suggestion=by_valley if method == "valley" else by_steep,
+        method=method,
+        valley=by_valley,
+        steep=by_steep,
+        start_lr=float(start_lr),
+        end_lr=float(end_lr),
+        diverged_at=sweep.diverged_at,
+    )

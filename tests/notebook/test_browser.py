@@ -267,6 +267,74 @@ def test_dashboard_layout_train_stop_and_saved_epoch_table(browser, lab):
         page.close()
 
 
+FITS = """(args) => {
+    // how far the elements run past the bottom of the notebook's visible area, in px
+    const [top, bottom] = args;
+    const panel = document.querySelector('.jp-WindowedPanel-outer') ||
+        document.querySelector('.jp-NotebookPanel-notebook');
+    const view = panel.getBoundingClientRect();
+    const first = document.querySelector(top).getBoundingClientRect();
+    const last = document.querySelector(bottom).getBoundingClientRect();
+    return {height: last.bottom - first.top, visible: view.bottom - Math.max(view.top, 0)};
+}"""
+
+
+def scroll_to_top(page, selector: str) -> None:
+    page.eval_on_selector(selector, "el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+
+
+@pytest.mark.browser
+def test_dashboard_fits_1100_by_800_and_reports_typos_and_exports(browser, lab):
+    _, _, root = lab
+    page = open_notebook(browser, lab, "dashboard.ipynb", 1100)
+    page.set_viewport_size({"width": 1100, "height": 800})
+    shot = artifacts_dir() / "browser-dashboard-1100x800.png"
+    try:
+        train = page.get_by_role("button", name="Train")
+        train.wait_for(timeout=60_000)
+        assert page.evaluate(LAYOUT_PROBLEMS, ".tlkit-widget") == []
+        # a typo in a number field is an error naming the field; the text stays to be fixed
+        lr = page.locator(".tlkit-field-lr input")
+        assert lr.input_value() == "0.003"
+        lr.fill("abc")
+        lr.press("Tab")
+        train.click()
+        error = page.locator(".widget-html.tlkit-error")
+        wait_for(lambda: error.count() and "lr='abc'" in error.inner_text(), 30, "the lr error")
+        assert "is not valid" in error.inner_text() and lr.input_value() == "abc"
+        lr.fill("3e-3")
+        lr.press("Tab")
+        train.click()
+        # while training the form folds to one line, so it and the curves share the screen
+        curves = page.locator("img.tlkit-curves")
+        wait_for(lambda: curves.get_attribute("src"), 60, "the first curve image")
+        wait_for(lambda: "ETA" in page.locator(".tlkit-progress-text").inner_text(), 60, "an ETA")
+        assert page.locator(".tlkit-field-lr input").is_hidden()  # folded to its title
+        scroll_to_top(page, ".tlkit-form")
+        fit = page.evaluate(FITS, [".tlkit-form", "img.tlkit-curves"])
+        page.screenshot(path=str(artifacts_dir() / "browser-dashboard-800-curves.png"))
+        assert fit["height"] <= fit["visible"], fit
+        page.get_by_role("button", name="Stop").click()
+        status = page.locator(".tlkit-status")
+        wait_for(lambda: "stopped" in status.inner_text(), 60, "the run to stop")
+        # the compare tab at 1100 px: no sideways scrolling, the export button's label whole
+        page.get_by_role("tab", name="compare runs").click()
+        wait_for(lambda: page.locator(".tlkit-runs").count(), 30, "the comparison table")
+        assert page.evaluate(LAYOUT_PROBLEMS, ".tlkit-widget") == []
+        export = page.get_by_role("button", name="Export CSV + PNG")
+        clipped = export.evaluate("b => b.scrollWidth > b.clientWidth + 1")
+        assert export.inner_text().strip() == "Export CSV + PNG" and not clipped
+        page.screenshot(path=str(artifacts_dir() / "browser-dashboard-compare.png"))
+        export.click()
+        wait_for(lambda: "exported" in status.inner_text(), 30, "the export")
+        folder = Path(status.inner_text().split(" to ", 1)[1].strip())
+        assert folder.parent.resolve() == root.resolve() and (folder / "histories.csv").is_file()
+    finally:
+        page.screenshot(path=str(shot), full_page=True)
+        page.close()
+
+
 @pytest.mark.browser
 def test_annotation_assistant_trains_in_the_background_and_undoes(browser, lab):
     _, _, root = lab
@@ -287,6 +355,14 @@ def test_annotation_assistant_trains_in_the_background_and_undoes(browser, lab):
         cards = page.locator(".tlkit-card")
         wait_for(lambda: cards.count() == 8, 120, "the first batch of cards")
         assert "test accuracy" in status.inner_text()
+        assert page.evaluate(LAYOUT_PROBLEMS, ".tlkit-annotate-widget") == []
+        # the buttons and the eight cards fit one 1100 x 800 screen
+        page.set_viewport_size({"width": 1100, "height": 800})
+        page.wait_for_timeout(500)
+        scroll_to_top(page, ".tlkit-annotate-widget")
+        page.screenshot(path=str(artifacts_dir() / "browser-annotate-800.png"))
+        fit = page.evaluate(FITS, [".tlkit-annotate-widget", ".tlkit-annotate-grid"])
+        assert fit["height"] <= fit["visible"], fit
         assert page.evaluate(LAYOUT_PROBLEMS, ".tlkit-annotate-widget") == []
         first = cards.nth(0)
         first.get_by_role("button", name="3", exact=True).click()

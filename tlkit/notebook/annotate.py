@@ -47,8 +47,9 @@ from tlkit.notebook.active_learning import (  # noqa: F401 (re-exported: their h
     split_pool,
 )
 
-#: Card image size in pixels: eight cards fit one screen at 1100 px.
-CARD_PX = 84
+#: Card image size in pixels: with the cards' grid (four columns of at least 150 px), eight cards
+#: and the buttons above them fit one 1100 x 800 screen with JupyterLab's file browser open.
+CARD_PX = 56
 
 
 def sample_png(image: torch.Tensor, size: int = CARD_PX) -> bytes:
@@ -157,7 +158,7 @@ class _Card:
         self.accept.on_click(lambda _: self.set_label(s.label))
         self.choice.observe(self._chosen, names="value")
         self.widget = w.VBox(
-            [w.HBox([self.image, w.VBox([self.info, self.accept])]), self.choice],
+            [w.HBox([self.image, self.info]), self.accept, self.choice],
             layout=w.Layout(border="1px solid #ddd", padding="4px", width="auto"),
         )
         self.widget.add_class("tlkit-card")
@@ -241,7 +242,7 @@ class AnnotationAssistant:
         )
         self.grid = w.GridBox(
             layout=w.Layout(
-                grid_template_columns="repeat(auto-fill, minmax(250px, 1fr))", grid_gap="6px"
+                grid_template_columns="repeat(auto-fill, minmax(150px, 1fr))", grid_gap="4px"
             )
         )
         self.ask_button.on_click(lambda _: self._guard(self.ask))

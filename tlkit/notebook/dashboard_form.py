@@ -234,6 +234,9 @@ class Form:
             selected_index=0,
         )
         self.section.add_class("tlkit-form")
+        for name in FIELDS:  # stable hooks for CSS and tests: .tlkit-field-lr
+            widget = getattr(self, name)
+            getattr(widget, "widget", widget).add_class(f"tlkit-field-{name}")
 
     # -- showing and hiding ----------------------------------------------------------------------
     def collapse(self, summary: str) -> None:

@@ -20,8 +20,9 @@ from tlkit.notebook import live
 TABLE_CSS = (
     "<style>.tlkit-table{border-collapse:collapse;font-size:12px;margin:2px 0}"
     ".tlkit-table th,.tlkit-table td{border:1px solid #ccc;padding:2px 6px;white-space:nowrap;"
-    "text-align:right}.tlkit-table th{background:#f3f3f3}.tlkit-table td.l{text-align:left;"
-    "white-space:normal;overflow-wrap:anywhere;min-width:5em}"
+    "text-align:right}.tlkit-table th{background:#f3f3f3}"
+    ".tlkit-table td.l{text-align:left;white-space:normal}"
+    ".tlkit-table td.p{text-align:left;white-space:normal;overflow-wrap:anywhere;min-width:6em}"
     ".tlkit-table th{white-space:normal}"
     ".tlkit-table caption{text-align:left;font-weight:bold;padding:2px 0}</style>"
 )
@@ -145,18 +146,18 @@ def comparison_html(records: list[RunRecord]) -> str:
             status = "stopped" if run.stopped_early else "done"
         best = run.best if run is not None else {}
         best_text = (
-            f"{best['metric']}={best['value']:.3f} @ {best['epoch']}" if best.get("epoch") else ""
+            f"{best['value']:.3f} @ {best['epoch']} ({best['metric']})" if best.get("epoch") else ""
         )
         epochs = f"{len(run.history)}/{r.options.get('epochs')}" if run is not None else ""
         cells = [r.label, r.dataset, epochs, status]
         cells += [f"{last[k]:.3f}" if k in last else "" for k in metric_keys]
         cells += [best_text, f"{r.seconds:.1f}", str(r.checkpoint_dir)]
-        left = {0, 1, 3, len(cells) - 3, len(cells) - 1}
+        kinds = {0: "l", 1: "l", 3: "l", len(cells) - 3: "p", len(cells) - 1: "p"}
         rows.append(
             "<tr>"
             + "".join(
-                f"<td class='l'>{escape(str(c))}</td>"
-                if i in left
+                f"<td class='{kinds[i]}'>{escape(str(c))}</td>"
+                if i in kinds
                 else f"<td>{escape(str(c))}</td>"
                 for i, c in enumerate(cells)
             )

@@ -217,3 +217,16 @@ def test_the_form_folds_while_training_and_the_file_stays_short(dash):
     source = Path(tlkit.__file__).parent / "notebook"
     for path in source.glob("*.py"):
         assert len(path.read_text().splitlines()) <= 500, path.name
+
+
+def test_lr_find_sweeps_before_the_run_and_shows_its_pick(dash, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert dash.lr_finder.png == b""  # nothing below the curves before a sweep
+    dash.lr.value = "find"
+    record = dash.train()
+    run = dash.wait(60)
+    assert dash.error.value == "", dash.error.value
+    picked = run.config.lr
+    assert isinstance(picked, float) and f"lr={picked:.2g}" in record.extra["lr_finder"]
+    assert dash.lr_finder.png.startswith(b"\x89PNG")
+    assert "lr_finder.png" in {p.name for p in dash.export()}

@@ -57,6 +57,11 @@ from tlkit.notebook.dashboard_runs import (
     format_seconds,
 )
 
+#: The figure areas and their buttons, attributes of the dashboard too (``dash.curves.png``).
+FIGURE_AREAS = (
+    "curves", "confusion", "embedding", "embedding_method", "embedding_button", "translations",
+    "lr_finder", "compare_table", "compare_plot", "export_button", "export_note",
+)  # fmt: skip
 #: The advice that ends a "needs a target" message in the form: which fields to change.
 FORM_NO_TARGET_FIX = (
     "Pick a pair in dataset (a name with '->', such as 'synth-digits->digits'), or untick them."
@@ -136,9 +141,7 @@ class Dashboard:
         self.figures = FigureAreas()
         for name in FIELDS:  # the fields and figure areas are the dashboard's attributes
             setattr(self, name, getattr(self.form, name))
-        for name in ("curves", "confusion", "embedding", "embedding_method", "embedding_button",
-                     "translations", "compare_table", "compare_plot", "export_button",
-                     "export_note"):  # fmt: skip
+        for name in FIGURE_AREAS:
             setattr(self, name, getattr(self.figures, name))
         self._build_widgets()
         self.runs_folder.value = str(checkpoint_root or self._temp_root)
@@ -307,6 +310,11 @@ class Dashboard:
         self._set_running(True)
         self.form.collapse(f"{record.label}, lr {options['lr']}, {options['epochs']} epochs")
         self.status.value = f"run #{number}: starting…"
+        finder = getattr(trainer, "lr_finder", None)  # lr="find" swept before the run
+        if finder is not None:
+            record.extra["lr_finder"] = finder.describe()
+            self.figures.draw_lr_finder(finder)
+            self.status.value += f" · {escape(finder.describe())}"
         self.progress_text.value = ""
         self._show_epochs()
         self._thread = threading.Thread(

@@ -52,6 +52,7 @@ class FigureAreas:
             "target-style versions here after a run.",
             "translations",
         )
+        self.lr_finder = Figure("", "lr-finder")  # shown when a run's lr is "find"
         self.compare_table = w.HTML("<i>no finished runs yet</i>")
         self.compare_plot = Figure("One curve per run and metric, once a run has finished.")
         self.export_button = w.Button(
@@ -63,7 +64,7 @@ class FigureAreas:
         self.export_note = w.HTML(layout=w.Layout(min_width="0"))
         self.tabs = w.Tab(
             children=[
-                self.curves.widget,
+                w.VBox([self.curves.widget, self.lr_finder.widget]),
                 self.confusion.widget,
                 w.VBox(
                     [
@@ -106,6 +107,17 @@ class FigureAreas:
                 )
                 self.confusion.show(live.figure_png(fig))
                 return
+
+    def draw_lr_finder(self, finder: Any) -> bytes:
+        """The learning-rate finder's sweep (loss against rate, the pick marked), below the
+        curves; the PNG."""
+        from matplotlib.figure import Figure as PlainFigure
+
+        fig = PlainFigure(figsize=(6, 3.2))  # pyplot-free; the finder lays it out itself
+        finder.plot(fig.add_subplot())
+        png = live.figure_png(fig)
+        self.lr_finder.show(png)
+        return png
 
     def draw_translations(self, trainer: Any) -> bytes | None:
         """Source images next to their target-style versions, for runs with a strategy that
@@ -153,7 +165,8 @@ class FigureAreas:
     def pngs(self, records: Sequence[RunRecord]) -> dict[str, bytes]:
         """The figures worth a file, by name: the comparison and what the tabs show."""
         shown = {"comparison": comparison_png(records, dpi=110)}
-        shown.update({n: getattr(self, n).png for n in ("curves", "confusion", "embedding")})
+        names = ("curves", "lr_finder", "confusion", "embedding")
+        shown.update({n: getattr(self, n).png for n in names})
         return {name: png for name, png in shown.items() if png}
 
 

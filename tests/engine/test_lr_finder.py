@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tlkit
-from tlkit.engine.lr_finder import steep, valley
+from tlkit.engine.lr_finder import minimum, steep, valley
 from tlkit.errors import ConfigError
 
 matplotlib.use("Agg")
@@ -90,3 +90,5 @@ def test_valley_and_steep_on_a_known_curve():
     assert 1e-3 / 2 < lrs[i_steep] < 1e-3 * 2
     i_valley = valley(lrs, losses)
     assert 1e-4 < lrs[i_valley] < 1e-1
+    i_min = int(np.argmin(losses))
+    assert lrs[minimum(lrs, losses)] == pytest.approx(lrs[i_min] / 10, rel=0.15)

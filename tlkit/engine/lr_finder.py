@@ -8,11 +8,12 @@ trained after the sweep is the run that would have been trained with the picked 
 
 It runs the phase the fit would start in (the frozen-backbone head training of ``fine_tune``;
 all layers for ``full``), with the run's strategies, class weights and sampler, so the loss it
-watches is the loss the run optimises. Two picks, as in fastai:
+watches is the loss the run optimises. Three picks, as in fastai:
 
 * ``"valley"`` (default): the longest stretch over which the loss keeps falling, and a point
   about half-way down it -- robust to noisy curves;
-* ``"steep"``: the rate where the loss falls fastest per decade of learning rate.
+* ``"steep"``: the rate where the loss falls fastest per decade of learning rate;
+* ``"minimum"``: a tenth of the rate with the lowest loss (fastai v1's rule of thumb).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tlkit.engine.trainer import Trainer
 from tlkit.errors import ConfigError, TrainingError
 from tlkit.hookspecs import hookimpl
 
-METHODS = ("valley", "steep")
+METHODS = ("valley", "steep", "minimum")
 #: The sweep stops once the smoothed loss exceeds this multiple of its lowest value.
 DIVERGENCE_FACTOR = 4.0
 #: Weight of the past in the loss's exponential moving average (fastai's 0.98).
@@ -43,7 +44,8 @@ SMOOTHING = 0.98
 class LRFinder:
     """What a sweep found: the rates tried, the smoothed loss at each, and the pick.
 
-    ``suggestion`` is the rate ``method`` picked; ``valley`` and ``steep`` are both picks;
+    ``suggestion`` is the rate ``method`` picked; ``valley``, ``steep`` and ``minimum`` are
+    the three picks;
     ``diverged_at`` is the rate at which the loss ran away (``None`` when it never did within
     the sweep); ``raw_losses`` are the unsmoothed step losses.
     """
@@ -55,6 +57,7 @@ class LRFinder:
     method: str
     valley: float
     steep: float
+    minimum: float
     start_lr: float
     end_lr: float
     diverged_at: float | None = None
@@ -164,14 +167,20 @@ def steep(lrs: list[float], losses: list[float]) -> int:
     return int(np.argmin(slopes))
 
 
-def _picks(lrs: list[float], losses: list[float]) -> tuple[float, float]:
-    """``(valley, steep)`` rates, ignoring the first tenth (the average is still settling) and
-    the last five points (the run-away) when the curve is long enough."""
+def minimum(lrs: list[float], losses: list[float]) -> int:
+    """The index of the sweep's rate nearest a tenth of the rate with the lowest loss."""
+    target = math.log(lrs[int(np.argmin(losses))] / 10)
+    return int(np.argmin([abs(math.log(lr) - target) for lr in lrs]))
+
+
+def _picks(lrs: list[float], losses: list[float]) -> dict[str, float]:
+    """Each method's rate, ignoring the first tenth (the average is still settling) and the
+    last five points (the run-away) when the curve is long enough."""
     lo, hi = len(lrs) // 10, len(lrs) - 5
     if hi - lo < 10:
         lo, hi = 0, len(lrs)
     xs, ys = lrs[lo:hi], losses[lo:hi]
-    return xs[valley(xs, ys)], xs[steep(xs, ys)]
+    return {"valley": xs[valley(xs, ys)], "steep": xs[steep(xs, ys)], "minimum": xs[minimum(xs, ys)]}
 
 
 def check_sweep(start_lr: float, end_lr: float, num_it: int, method: str) -> None:
@@ -251,15 +260,16 @@ def find_lr(
             f"the lr sweep ran only {len(tried)} step(s); the data gives too few batches. Use a "
             "smaller batch_size, or a fixed lr."
         )
-    by_valley, by_steep = _picks(tried, sweep.smooth)
+    picks = _picks(tried, sweep.smooth)
     return LRFinder(
         lrs=tried,
         losses=list(sweep.smooth),
         raw_losses=list(sweep.raw),
-        suggestion=by_valley if method == "valley" else by_steep,
+        suggestion=picks[method],
         method=method,
-        valley=by_valley,
-        steep=by_steep,
+        valley=picks["valley"],
+        steep=picks["steep"],
+        minimum=picks["minimum"],
         start_lr=float(start_lr),
         end_lr=float(end_lr),
         diverged_at=sweep.diverged_at,

@@ -1,0 +1,152 @@
+"""The learning-rate finder's picks against a small learning-rate sweep, on two small tasks.
+
+For each task and seed, ``tlkit.lr_find`` sweeps the rate exponentially from 1e-7 to 10 over at
+most 100 steps (stopping when the smoothed loss exceeds 4x its minimum) and makes its three
+picks (valley, the default; steep; minimum / 10); then ``tlkit.fit`` trains with each pick. The
+same fit runs with each rate of a fixed grid (five rates, half a decade apart). Reported: the
+final test accuracy, mean +/- std over the seeds, for every grid rate and every pick, and
+whether a pick's mean lies within one standard deviation of the best grid rate's mean
+(``mean_pick >= mean_best - std_best``).
+
+Tasks (both train from scratch, ``mode="full"``, AdamW, cosine schedule, seeds 0, 1, 2):
+
+* ``digits``: the 1438 training digits (8x8, upsampled to 16 px), ``small_cnn``, batch 32,
+  4 epochs; accuracy on the 359-image test split.
+* ``digits-m``: the same digits blended into colour photo patches (32 px, downsampled to
+  16 px), harder and more sensitive to the rate; ``small_cnn``, batch 32, 4 epochs.
+
+    .venv/bin/python benchmarks/lr_finder.py --threads 1   # full run (~4 min on 1 idle thread)
+    .venv/bin/python benchmarks/lr_finder.py --quick       # smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import tlkit
+from tlkit.engine.lr_finder import METHODS
+
+try:
+    from benchmarks import _common as common
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common as common
+
+SEEDS = (0, 1, 2)
+GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+COMMON: dict[str, Any] = {"mode": "full", "device": "cpu", "precision": "fp32", "progress": False}
+TASKS: dict[str, dict[str, Any]] = {
+    "digits": {"backbone": "small_cnn", "image_size": 16, "batch_size": 32, "epochs": 4},
+    "digits-m": {"backbone": "small_cnn", "image_size": 16, "batch_size": 32, "epochs": 4},
+}
+
+
+def accuracy(task: Any, options: dict[str, Any], seed: int, lr: float) -> float:
+    run = tlkit.fit(task, **options, **COMMON, seed=seed, lr=lr)
+    return float(run.history[-1]["source_accuracy"])
+
+
+def mean_pm_std(values: list[float]) -> str:
+    m, s = common.mean_std(values)
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (seconds)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--results", help="markdown file to update (default: full runs only)")
+    args = parser.parse_args(argv)
+    common.setup_torch("cpu", threads=args.threads)
+    info = common.machine_info("cpu")
+    wall = time.perf_counter()
+    seeds = (0,) if args.quick else SEEDS
+    grid = GRID[1:4:2] if args.quick else GRID
+    sections = []
+    verdicts: dict[str, list[str]] = {m: [] for m in METHODS}
+    for name, options in TASKS.items():
+        task = tlkit.datasets.load(name)
+        if args.quick:
+            options = {**options, "epochs": 1}
+        runs: dict[tuple[int, float], float] = {}  # (seed, lr) -> accuracy: no fit twice
+
+        def acc(seed: int, lr: float, task=task, options=options, runs=runs) -> float:
+            if (seed, lr) not in runs:
+                runs[seed, lr] = accuracy(task, options, seed, lr)
+            return runs[seed, lr]
+
+        by_lr = {lr: [acc(s, lr) for s in seeds] for lr in grid}
+        finders = []
+        for s in seeds:
+            sweep_options = {k: v for k, v in options.items() if k != "epochs"}
+            finders.append(tlkit.lr_find(task, **sweep_options, **COMMON, seed=s))
+            print(f"  {name} seed {s}: {finders[-1].describe()}", flush=True)
+        means = {lr: common.mean_std(v) for lr, v in by_lr.items()}
+        best = max(means, key=lambda lr: means[lr][0])
+        rows = [
+            [f"lr={lr:g}" + (" (best of the grid)" if lr == best else ""), mean_pm_std(v)]
+            + [" ".join(f"{x:.3f}" for x in v)]
+            for lr, v in by_lr.items()
+        ]
+        lines = []
+        for method in METHODS:
+            lrs = [getattr(f, method) for f in finders]
+            picked = [acc(s, lr) for s, lr in zip(seeds, lrs)]
+            pick_mean, _ = common.mean_std(picked)
+            within = pick_mean >= means[best][0] - means[best][1]
+            verdicts[method].append(f"{name}: {'yes' if within else 'no'}")
+            label = f"lr finder, {method}" + (" (the default)" if method == METHODS[0] else "")
+            rows.append(
+                [
+                    f"{label}: " + ", ".join(f"{lr:.2g}" for lr in lrs),
+                    mean_pm_std(picked),
+                    " ".join(f"{x:.3f}" for x in picked),
+                ]
+            )
+            ratio = best / sorted(lrs)[len(lrs) // 2]
+            where = f"{ratio:.1f}x below" if ratio >= 1 else f"{1 / ratio:.1f}x above"
+            lines.append(
+                f"- {method}: within one std of the grid's best (lr={best:g}): "
+                f"**{'yes' if within else 'no'}** (accuracy {pick_mean:.3f} vs "
+                f"{means[best][0]:.3f} ± {means[best][1]:.3f}; the median pick is {where} the "
+                "grid's best rate)"
+            )
+        table = common.markdown_table(["learning rate", "test accuracy", "per seed"], rows)
+        settings = ", ".join(f"{k}={v}" for k, v in options.items())
+        sweeps = "; ".join(
+            f"seed {s}: {len(f.lrs)} steps"
+            + (f", diverged at {f.diverged_at:.2g}" if f.diverged_at else "")
+            for s, f in zip(seeds, finders)
+        )
+        sections.append(
+            f"### {name}\n\n{settings}. Sweeps: {sweeps}.\n\n{table}\n\n" + "\n".join(lines) + "\n"
+        )
+        print(table)
+        print("\n".join(lines), flush=True)
+    wall = time.perf_counter() - wall
+    print(f"total wall time {wall:.0f} s")
+    path = common.results_path(args.results, "lr_finder", args.quick)
+    if path is not None:
+        summary = "; ".join(f"{m}: {', '.join(v)}" for m, v in verdicts.items())
+        body = "\n".join(
+            [
+                common.machine_block(info, common.command_line()),
+                "",
+                f"Seeds {', '.join(map(str, seeds))}. Every fit: "
+                + ", ".join(f"{k}={v}" for k, v in COMMON.items() if k != "progress")
+                + "; AdamW, cosine schedule with 5% warm-up. The finder sweeps the same "
+                "configuration (1e-7 to 10, at most 100 steps) on a copy of the model; each of "
+                "its three picks is trained. Pick within one std of the grid's best: "
+                f"{summary}. Total wall time "
+                f"{wall:.0f} s.",
+                "",
+                *sections,
+            ]
+        )
+        common.write_run(path, body, quick=args.quick, file_title="Learning-rate finder")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,6 +25,10 @@ from typing import Any
 
 from tlkit.errors import StrategyOptionError
 
+#: How BatchNorm may see a step's source and target batches: one pass over both, or one per
+#: domain. ``FitConfig.domain_bn`` takes these (or "auto"); a strategy declares one of them.
+DOMAIN_BN = ("shared", "separate")
+
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
 _FALSE = {"false", "no", "off", "0", "n", "f"}
 _NONE = {"none", "null", "~", ""}
@@ -129,6 +133,7 @@ def optional(check, name: str, value: Any, **kwargs: Any) -> Any:
 
 
 __all__ = [
+    "DOMAIN_BN",
     "boolean",
     "choice",
     "fraction",

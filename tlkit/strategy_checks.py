@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from tlkit import hookspecs
+from tlkit import hookspecs, options
 from tlkit.errors import PluginError
 
 #: Strategy families and the ``fit`` argument that selects them.
@@ -139,7 +139,7 @@ def check_strategy(obj: Any, *, name: str | None, family: str | None) -> tuple[s
         if not isinstance(value, kind):
             raise PluginError(f"strategy '{name}': {attr} must be True or False, got {value!r}.")
     prefers = getattr(obj, "domain_bn", None)
-    if prefers not in (None, "shared", "separate"):
+    if prefers is not None and prefers not in options.DOMAIN_BN:
         raise PluginError(
             f"strategy '{name}': domain_bn must be 'shared' or 'separate', got {prefers!r}."
         )

@@ -28,6 +28,7 @@ def test_each_rule_has_one_home():
     assert places("not in RANK_BY") == ["confident_learning.py"]
     assert places("not in METHODS:") == ["confident_learning.py", "engine/lr_finder.py"]
     assert places("def check_form") == ["notebook/dashboard.py"]  # it calls engine/rules
+    assert places('"shared", "separate"') == ["options.py"]  # domain_bn's values
 
 
 P = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])

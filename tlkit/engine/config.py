@@ -30,7 +30,7 @@ OPTIMIZERS = ("adamw", "sgd")
 #: its own running statistics: tlkit.engine.domain_stats); "auto":
 #: what the run's strategies declare (``domain_bn = "separate"`` on DANN, CDAN and DSBN), else
 #: "shared" (benchmarks/results/domain_adaptation.md measures both for each method).
-DOMAIN_BN = ("auto", "shared", "separate")
+DOMAIN_BN = ("auto", *opt.DOMAIN_BN)
 #: ``augment`` values besides True/False (see :func:`tlkit.engine.feeding.resolve_augment`).
 AUGMENT_KINDS = ("auto", "photos", "digits", "colour", "none", "custom")
 #: How the labelled source is drawn each epoch: a shuffle of every sample once, or "balanced":

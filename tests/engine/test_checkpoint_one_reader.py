@@ -122,3 +122,17 @@ def test_checkpoints_are_saved_and_loaded_only_by_the_checkpoint_module():
     assert CHECKPOINT_MODULE in found  # the test sees real calls
     assert set(found) - NOT_CHECKPOINTS == {CHECKPOINT_MODULE}, found
     assert all(path in found for path in NOT_CHECKPOINTS), "an exception no longer applies"
+
+
+def test_resuming_from_a_damaged_best_pt_names_the_file(files, tiny_task):
+    from test_checkpoint_faults import damage_largest_tensor
+
+    _, last, opts = files
+    best = last.parent / "best.pt"
+    damage_largest_tensor(best)
+    with pytest.raises(CheckpointError, match="is damaged") as err:
+        tlkit.fit(tiny_task, **{**opts, "resume": str(best)})
+    assert f"'{best}'" in str(err.value)
+    with pytest.raises(CheckpointError, match="is damaged") as err:
+        tlkit.load(best)
+    assert f"'{best}'" in str(err.value)

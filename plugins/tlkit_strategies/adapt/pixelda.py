@@ -29,7 +29,9 @@ step, so that its BatchNorm normalises both steps alike) and,
 with ``source_weight > 0``, the classifier's loss on the original source images (term
 ``pixelda_source``, one extra forward pass); the second step trains :math:`D` on
 :math:`\mathrm{BCE}(D(x^t), 1) + \mathrm{BCE}(D(G(x^s, z)^{\text{detached}}), 0)` (term
-``pixelda_discriminator``), by the engine's second optimiser (``own_optimizer``). Optionally
+``pixelda_discriminator``), by the engine's second optimiser (``own_optimizer``; with ``gan_lr``
+each of :math:`G` and :math:`D` has an Adam optimiser of its own, and :math:`D` takes ``d_steps``
+steps per step of :math:`G`). Optionally
 (``content_weight``) a content-similarity loss keeps :math:`G(x^s, z)` close to :math:`x^s` up to
 a global shift (the paper's PMSE, without a mask):
 
@@ -205,6 +207,12 @@ class PixelDA:
             (``False``: it renders the image from scratch, as in the paper).
         noise: standard deviation of the Gaussian noise added to the input of each of the
             discriminator's layers (>= 0; the paper uses 0.2).
+        gan_lr: ``None`` (default): the generator trains with the model's optimiser and the
+            discriminator with a second one of the run's kind, rate and schedule. A number: each
+            gets an Adam optimiser of its own at this constant rate (:class:`tlkit.OwnOptimizer`),
+            with ``betas``, as GANs are usually trained.
+        betas: Adam's ``(beta1, beta2)`` with ``gan_lr`` (``beta1 = 0.5``, the GAN default).
+        d_steps: discriminator steps per generator step (with ``gan_lr``; >= 1).
     """
 
     name = "pixelda"
@@ -224,6 +232,9 @@ class PixelDA:
         dropout: float = 0.1,
         residual: bool = True,
         noise: float = 0.2,
+        gan_lr: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.999),
+        d_steps: int = 1,
     ) -> None:
         self.residual = options.boolean("residual", residual)
         self.noise = options.non_negative("noise", noise)
@@ -234,6 +245,29 @@ class PixelDA:
         self.width = options.integer("width", width, minimum=1)
         self.blocks = options.integer("blocks", blocks, minimum=0)
         self.dropout = options.fraction("dropout", dropout, closed_top=False)
+        self.gan_lr = options.optional(options.positive, "gan_lr", gan_lr)
+        self.d_steps = options.integer("d_steps", d_steps, minimum=1)
+        if self.gan_lr is None and self.d_steps != 1:
+            raise tlkit.StrategyOptionError(
+                f"d_steps={self.d_steps} needs gan_lr= (the discriminator's own optimiser); "
+                "without it the discriminator steps once per step, with the run's optimiser",
+                "d_steps",
+                d_steps,
+                "1 without gan_lr",
+            )
+        try:
+            self.settings = (
+                None
+                if self.gan_lr is None
+                else {
+                    "generator": tlkit.OwnOptimizer(lr=self.gan_lr, betas=betas, loss="main"),
+                    "discriminator": tlkit.OwnOptimizer(
+                        lr=self.gan_lr, betas=betas, steps=self.d_steps
+                    ),
+                }
+            )
+        except ValueError as exc:
+            raise tlkit.StrategyOptionError(str(exc), "betas", betas, "two numbers in [0, 1)") from None
         self.modules: PixelDAModules | None = None
         # (index, x, G(x, z), real target images shaped like G's output)
         self._step: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -249,9 +283,11 @@ class PixelDA:
         check_images(trainer, self.name)
         c, h, w = trainer.data.source.image_shape
         generator = Generator(c, (h, w), self.noise_dim, self.width, self.blocks, self.residual)
-        self.modules = PixelDAModules(
-            generator, Discriminator(c, self.width, self.dropout, self.noise)
-        )
+        discriminator = Discriminator(c, self.width, self.dropout, self.noise)
+        if self.settings is not None:  # each its own Adam; else the run's optimisers
+            generator.own_optimizer = self.settings["generator"]
+            discriminator.own_optimizer = self.settings["discriminator"]
+        self.modules = PixelDAModules(generator, discriminator)
         return self.modules
 
     def generate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -329,7 +365,6 @@ class PixelDA:
         logits = d(torch.cat([real, fake.detach().float()]))
         labels = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))]).to(logits.device)
         step.log("pixelda_d_accuracy", ((logits.detach() > 0).float() == labels).float().mean())
-        self._step = None  # free the images
         return {"pixelda_discriminator": F.binary_cross_entropy_with_logits(logits, labels)}
 
     @torch.no_grad()

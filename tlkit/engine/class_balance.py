@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from tlkit import rng
 from tlkit.datasets.domain import UNLABELLED, Domain, DomainPair
 from tlkit.engine.config import FitConfig
 from tlkit.errors import ConfigError
@@ -100,7 +101,7 @@ def balanced_order(
     y = labels[labelled].long().cpu()
     counts = torch.bincount(y)
     p = 1.0 / counts[y].double()
-    g = torch.Generator().manual_seed(seed * 6151 + epoch * 31 + 17)
+    g = torch.Generator().manual_seed(rng.balanced_order_seed(seed, epoch))
     return labelled[torch.multinomial(p, len(labelled), replacement=True, generator=g)]
 
 

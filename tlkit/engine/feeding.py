@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from tlkit import rng
 from tlkit.datasets import sizing
 from tlkit.datasets import transforms as tv
 from tlkit.datasets.domain import DataError, Domain
@@ -223,7 +224,7 @@ class Feeder:
             )
             sampler.set_epoch(epoch)
             return torch.tensor(list(sampler))
-        g = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
+        g = torch.Generator().manual_seed(rng.source_order_seed(self.config.seed, epoch))
         return torch.randperm(n, generator=g)
 
     def target_order(self, epoch: int) -> torch.Tensor:
@@ -233,16 +234,16 @@ class Feeder:
         count = self.steps_per_epoch * self.target_batch_size
         reps = math.ceil(count * self.dist.world_size / n)
         if self.target.fast:
-            g = torch.Generator().manual_seed(self.config.seed * 104729 + epoch + 1)
+            g = torch.Generator().manual_seed(rng.target_order_seed(self.config.seed, epoch))
             order = torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])
         else:  # the domain's own (shard-local) orders, epoch after epoch
-            seed = self.config.seed + 104729
+            seed = rng.target_shard_seed(self.config.seed)
             order = torch.cat([domain.epoch_order(seed, epoch * reps + r) for r in range(reps)])
         return order[self.dist.rank * count : (self.dist.rank + 1) * count]
 
     def epoch_seed(self, epoch: int, role: int) -> int:
         """The seed of every per-sample augmentation in ``epoch`` (role 0: source, 1: target)."""
-        return (self.config.seed * 1_000_033 + epoch * 2 + role) % (2**62)
+        return rng.augment_seed(self.config.seed, epoch, role)
 
     # -- batches ---------------------------------------------------------------------------
     def batches(

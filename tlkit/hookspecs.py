@@ -217,7 +217,8 @@ def tlkit_setup(trainer: TrainerView) -> nn.Module | None:
 
     Use it to build modules the strategy trains alongside the model, such as a domain
     discriminator. Return such a module (or ``None``): the engine moves it to the device, adds its
-    parameters to the optimizer at the head's learning rate, averages its gradients across
+    parameters to the optimizer at the head's learning rate (those of a module declaring
+    ``own_optimizer`` go to its own optimiser instead), averages its gradients across
     processes under ``torchrun``, and saves/restores its weights in checkpoints under the
     strategy's name. Raise ``ValueError`` to refuse a run the strategy cannot serve (e.g. a model
     without BatchNorm); the message reaches the user naming the strategy.

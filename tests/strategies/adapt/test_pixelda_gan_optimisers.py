@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tlkit_strategies.adapt.pixelda import PixelDA
 
 import tlkit
-from tlkit_strategies.adapt.pixelda import PixelDA
 
 SMALL = {"width": 4, "blocks": 0}
 

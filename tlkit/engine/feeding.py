@@ -13,6 +13,10 @@ Two paths, chosen per domain:
   non-blocking copies on CUDA, persistent workers across epochs. An unreadable file is skipped
   (one warning, counted), never the end of an epoch.
 
+Every labelled sample trains every epoch: the last batch is smaller when the batch size does not
+divide the data, and ``batch_size="auto"`` keeps small sets at several steps an epoch
+(:mod:`tlkit.engine.batch_plan`).
+
 The order of epoch ``e`` is a pure function of ``(seed, e)``, and so is every sample's random
 augmentation (keyed by ``(sample, seed(e))``, whatever the number of workers), so a resumed run
 replays exactly the batches the uninterrupted one would have seen; it starts at the step it

@@ -325,17 +325,17 @@ def test_dsbn_keeps_its_own_domain_statistics(tiny_task, fast):
 
 
 def test_ema_evaluates_the_source_with_the_source_statistics(tiny_task, fast, monkeypatch):
-    from tlkit.engine import trainer as trainer_module
+    from tlkit.engine import epoch_eval
 
     seen = []
-    original = trainer_module.predict
+    original = epoch_eval.predict
 
     def spy(model, batches, **kw):
         bn = first_batchnorm(model)
         seen.append((forward_domain(), bn.running_mean.clone()))
         return original(model, batches, **kw)
 
-    monkeypatch.setattr(trainer_module, "predict", spy)
+    monkeypatch.setattr(epoch_eval, "predict", spy)
     trainer = tlkit.Trainer(tiny_task, adapt="dann", epochs=1, ema=0.9, **fast)
     trainer.fit()
     by_domain = dict(seen[-2:])  # the last epoch's source and target evaluations

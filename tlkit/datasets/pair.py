@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .domain import Domain
 from .errors import DataError
+from .samples import Domain
 
 
 @dataclass(frozen=True, eq=False)

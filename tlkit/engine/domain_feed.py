@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -14,9 +14,6 @@ from tlkit.datasets.domain import Domain
 from tlkit.datasets.loader import collate
 from tlkit.engine.config import FitConfig
 from tlkit.errors import PluginError
-
-if TYPE_CHECKING:
-    from tlkit.engine.feeding import Batch
 
 #: Keep a whole dataset on the accelerator when it is smaller than this (bytes).
 ON_DEVICE_DATA_LIMIT = 2 * 1024**3
@@ -90,8 +87,9 @@ class DomainFeed:
         self.workers = worker_count(config, lazy=not domain.in_memory)
         self._loaders: dict[str, tuple[torch.utils.data.DataLoader, _Keys]] = {}
 
-    def view(self, kind: str, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """``Step.target_view``: the batch's weak or strong view, made for the data."""
+    def view(self, kind: str, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        """``Step.target_view``: the weak or strong view of ``batch`` (a feeding ``Batch``),
+        made for the data."""
         if not self.fast:  # photos: the workers made the views
             if kind == "weak":
                 return batch.x_target

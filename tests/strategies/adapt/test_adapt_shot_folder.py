@@ -16,7 +16,10 @@ OPTS = dict(backbone="small_cnn", image_size=32, batch_size=4, num_workers=0, lr
             progress=False, seed=0)
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:Domain 'p'.*cannot be decoded")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Domain 'p'.*cannot be decoded"),
+    pytest.mark.filterwarnings("ignore:Domain 'p': skipping unreadable file"),
+]
 
 
 @pytest.fixture(scope="module")

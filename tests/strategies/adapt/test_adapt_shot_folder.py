@@ -18,7 +18,7 @@ OPTS = dict(backbone="small_cnn", image_size=32, batch_size=4, num_workers=0, lr
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Domain 'p'.*cannot be decoded"),
-    pytest.mark.filterwarnings("ignore:Domain 'p': skipping unreadable file"),
+    pytest.mark.filterwarnings("ignore:Domain 'p'. skipping unreadable file"),
 ]
 
 

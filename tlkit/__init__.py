@@ -6,7 +6,8 @@
     >>> run.evaluate(task.target_test)["accuracy"]
 
 Public API: :func:`fit`, :func:`fit_two_stage`, :func:`load`, :class:`Trainer`,
-:class:`FitConfig`, :class:`Run`, :mod:`datasets`, :mod:`backbones`, :func:`register`,
+:class:`FitConfig`, :class:`Run`, :class:`Tokenizer` (text -> token ids, saved with the run),
+:mod:`datasets`, :mod:`backbones`, :func:`register`,
 :func:`strategies`, :data:`hookimpl`. Plugin authors need only ``tlkit``: :data:`hookimpl`,
 :class:`Step`, :class:`PseudoLabels`, :class:`OwnOptimizer` (a strategy module's own optimiser),
 :mod:`options` (checking a strategy's options),
@@ -30,6 +31,7 @@ from tlkit.ranking import rank_backbones
 from tlkit.registry import register, strategies, unregister
 from tlkit.run import Run
 from tlkit.step import OwnOptimizer, domain_context, forward_domain
+from tlkit.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
@@ -69,6 +71,7 @@ __all__ = [
     "Step",
     "StrategyOptionError",
     "Trainer",
+    "Tokenizer",
     "TrainingError",
     "backbones",
     "dashboard",

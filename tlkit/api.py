@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from tlkit.backbones.base import TransferModel, make_head
+from tlkit.backbones.base import TransferModel
 from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
 from tlkit.engine import trainer as engine
@@ -17,6 +17,7 @@ from tlkit.engine.config import FitConfig, check_known_options
 from tlkit.engine.lr_finder import LRFinder, find_lr
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
+from tlkit.two_stage import fit_two_stage
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -232,37 +233,6 @@ def lr_find(
         num_it=num_it,
         method=method,
     )
-
-
-def fit_two_stage(
-    source: DomainPair | Domain | str,
-    target: DomainPair | Domain | str,
-    backbone: str | nn.Module = "efficientnet_lite0",
-    *,
-    source_epochs: int = 5,
-    target_epochs: int = 5,
-    source_options: dict[str, Any] | None = None,
-    **options: Any,
-) -> Run:
-    """Pretrain on a labelled source task, then fine-tune on a labelled target task.
-
-    The two tasks may differ in kind (regression -> classification) and in label set: stage 2
-    keeps the stage-1 backbone and puts a fresh head on it. ``source_options`` override
-    ``options`` for stage 1 only. The returned run is stage 2's; ``run.pretrain_run`` is stage 1's.
-    """
-    first = fit(source, backbone, epochs=source_epochs, **{**options, **(source_options or {})})
-    target_task = target if not isinstance(target, str) else None
-    if target_task is None:
-        target_task = load_dataset(target, seed=first.config.seed)
-    pair = target_task if isinstance(target_task, DomainPair) else DomainPair(source=target_task)
-    stage1 = first.model.backbone
-    head = make_head(pair.task, stage1.num_features, pair.num_classes, options.get("dropout", 0.0))
-    backbone = copy.deepcopy(stage1)
-    backbone.pretrained = True  # on the source now: mode="auto" fine-tunes it in stage 2
-    model = TransferModel(backbone, head, pair.task)
-    second = fit(pair, model=model, epochs=target_epochs, **options)
-    second.pretrain_run = first
-    return second
 
 
 __all__ = ["fit", "fit_two_stage", "load", "lr_find"]

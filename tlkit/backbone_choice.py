@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlkit.backbones import TENSOR_BACKBONES
+from tlkit.backbones import TENSOR_BACKBONES, TOKEN_BACKBONES
 from tlkit.datasets.domain import DataError, Domain
 
 #: The backbone a data-quality feature trains when none is named: small and fast for each kind.
 DEFAULT_BACKBONES = {"image": "small_cnn", "features": "mlp", "tokens": "text_bag"}
-_TOKEN_BACKBONES = ("text_bag", "text_cnn")
+_TOKEN_BACKBONES = TOKEN_BACKBONES
 
 
 def input_kind(domain: Domain) -> str:
@@ -47,7 +47,7 @@ def check_backbone(domain: Domain, backbone: Any, what: str) -> None:
         readers = {
             "image": "an image backbone ('small_cnn', 'efficientnet_lite0', torchvision names)",
             "features": "'mlp'",
-            "tokens": "'text_bag' or 'text_cnn'",
+            "tokens": "'text_bag', 'text_cnn', 'text_lstm' or 'text_gru'",
         }[kind]
         holds = {
             "image": "images",

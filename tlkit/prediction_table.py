@@ -16,13 +16,20 @@ from tlkit.datasets.domain import DataError, Domain
 from tlkit.datasets.unreadable import read_failures
 
 
-def prediction_domain(data: Any) -> Domain:
+def prediction_domain(data: Any, tokenizer: Any = None) -> Domain:
     """A Domain from a Domain, a folder, a CSV of paths (column ``path``), an image path or a
-    list of image paths; a path that does not exist is named."""
+    list of image paths; a path that does not exist is named. A model that reads text (its
+    backbone keeps a ``tokenizer``) takes a list of raw strings instead of paths."""
     from tlkit.datasets import from_csv, from_folder, from_paths
 
     if isinstance(data, Domain):
         return data
+    if tokenizer is not None and isinstance(data, (list, tuple)):
+        if not all(isinstance(t, str) for t in data):
+            raise DataError("a text model predicts a list of strings; got other items too.")
+        return tokenizer.domain(list(data), name="texts")
+    if tokenizer is not None and isinstance(data, str):
+        raise DataError("a text model predicts a list of strings; wrap one text: [text].")
     if isinstance(data, (str, Path)):
         p = Path(data).expanduser()
         if p.is_dir():

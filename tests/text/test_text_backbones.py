@@ -120,3 +120,16 @@ def test_create_model_wraps_a_module_for_the_data_it_reads():
 
     with pytest.raises(BackboneError, match="returned tuple"):
         create_model(Pair(), 2, vocab_size=40)
+
+
+def test_max_tokens_reads_only_the_first_ids():
+    torch.manual_seed(0)
+    short = create_backbone("text_gru", vocab_size=30, embed_dim=4, hidden=4, max_tokens=3).eval()
+    a = torch.tensor([[5, 6, 7, 8, 9]])
+    b = torch.tensor([[5, 6, 7, 1, 2]])
+    assert torch.allclose(short(a), short(b))  # ids after the third are not read
+    full = create_backbone("text_gru", vocab_size=30, embed_dim=4, hidden=4).eval()
+    assert not torch.allclose(full(a), full(b))
+    assert short.build_kwargs["max_tokens"] == 3
+    with pytest.raises(BackboneError, match="max_tokens"):
+        create_backbone("text_lstm", vocab_size=30, max_tokens=0)

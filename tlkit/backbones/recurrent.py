@@ -4,7 +4,8 @@
 text only up to its last real token -- the batch is packed (``pack_padded_sequence``), so a
 sentence gets the same features whether it is padded to 10 ids or to 128, alone or beside a
 longer one -- and max-pooling of the outputs over time (``pool="last"``: the final hidden
-states instead). Both need ``vocab_size`` (``domain.backbone_kwargs()`` gives it, and the
+states instead). ``max_tokens=48`` reads only the first 48 ids of each text (the recurrence
+costs time in proportion to the length, so this is the CPU budget knob). Both need ``vocab_size`` (``domain.backbone_kwargs()`` gives it, and the
 tokenizer when the domain carries one). No pretrained weights: pretrain on a related labelled
 task and fine-tune, ``tlkit.fit_two_stage("docstrings-pretrain", mine, "text_lstm")``.
 """
@@ -49,9 +50,11 @@ class TextRNN(nn.Module):
         pool: str = "max",
         padding_id: int = 0,
         dropout: float = 0.0,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+        self.max_tokens = max_tokens
         self.padding_id = padding_id
         self.pool = pool
         self.cell = cell
@@ -65,6 +68,8 @@ class TextRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_tokens(x, self.vocab_size, f"text_{self.cell}")
+        if self.max_tokens is not None:
+            x = x[:, : self.max_tokens]
         lengths = lengths_of(x, self.padding_id)
         empty = lengths == 0
         # An all-padding row reads one padding id (a zero embedding): defined, never NaN.
@@ -93,6 +98,7 @@ def _build(
     dropout: float,
     pretrained: bool | str,
     tokenizer: Mapping[str, Any] | None,
+    max_tokens: int | None,
 ) -> Backbone:
     from tlkit.backbones import BackboneError
 
@@ -105,9 +111,14 @@ def _build(
             raise BackboneError(f"{name}: {what} must be an int >= 1, got {value!r}.")
     if not 0 <= dropout < 1:
         raise BackboneError(f"{name}: dropout must be in [0, 1), got {dropout!r}.")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise BackboneError(f"{name}: max_tokens must be an int >= 1 or None, got {max_tokens!r}.")
     model = TextRNN(
         int(vocab_size), embed_dim, hidden, cell=cell, layers=layers,  # type: ignore[arg-type]
         bidirectional=bidirectional, pool=pool, padding_id=padding_id, dropout=dropout,
+        max_tokens=max_tokens,
     )  # fmt: skip
     backbone = Backbone(
         model, model.num_features, name=name, groups=[model.embedding, model.rnn],
@@ -116,7 +127,7 @@ def _build(
     backbone.build_kwargs = {
         "vocab_size": vocab_size, "embed_dim": embed_dim, "hidden": hidden, "layers": layers,
         "bidirectional": bidirectional, "pool": pool, "padding_id": padding_id,
-        "rnn_dropout": dropout,
+        "rnn_dropout": dropout, "max_tokens": max_tokens,
     }  # fmt: skip
     attach_tokenizer(backbone, tokenizer)
     return backbone
@@ -132,14 +143,16 @@ def text_lstm(
     pool: str = "max",
     padding_id: int = 0,
     rnn_dropout: float = 0.0,
+    max_tokens: int | None = None,
     tokenizer: Mapping[str, Any] | None = None,
     pretrained: bool | str = "auto",
     input_size: int | None = None,
 ) -> Backbone:
     """Build the LSTM text encoder (``hidden`` units per direction; features ``2 * hidden``
-    when bidirectional). ``rnn_dropout`` is between stacked layers (``layers > 1``)."""
+    when bidirectional). ``rnn_dropout`` is between stacked layers (``layers > 1``);
+    ``max_tokens`` reads only each text's first ids (a CPU budget knob, like an image size)."""
     return _build("lstm", vocab_size, embed_dim, hidden, layers, bidirectional, pool,
-                  padding_id, rnn_dropout, pretrained, tokenizer)  # fmt: skip
+                  padding_id, rnn_dropout, pretrained, tokenizer, max_tokens)  # fmt: skip
 
 
 def text_gru(
@@ -152,10 +165,11 @@ def text_gru(
     pool: str = "max",
     padding_id: int = 0,
     rnn_dropout: float = 0.0,
+    max_tokens: int | None = None,
     tokenizer: Mapping[str, Any] | None = None,
     pretrained: bool | str = "auto",
     input_size: int | None = None,
 ) -> Backbone:
     """Build the GRU text encoder: as :func:`text_lstm`, a third fewer weights per unit."""
     return _build("gru", vocab_size, embed_dim, hidden, layers, bidirectional, pool,
-                  padding_id, rnn_dropout, pretrained, tokenizer)  # fmt: skip
+                  padding_id, rnn_dropout, pretrained, tokenizer, max_tokens)  # fmt: skip

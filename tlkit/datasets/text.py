@@ -17,7 +17,8 @@ vocabulary. The docstrings depend on the installed versions, which are part of t
 
 :func:`tokenize` is the shared tokeniser: lower-cased words, numbers and punctuation, hashed
 (CRC32) into ``vocab_size`` ids; id 0 pads. Hashing needs no vocabulary file, so any text --
-yours included -- maps into the same id space.
+yours included -- maps into the same id space: ``tlkit.Tokenizer()`` gives these ids (and
+``domain.info["tokenizer"]`` describes it).
 """
 
 from __future__ import annotations
@@ -186,5 +187,14 @@ def build_docstrings(task: str, seed: int = 0) -> Domain:
         classes=tuple(groups),
         name=task,
         inputs=tokens,
-        info={"vocab_size": VOCAB_SIZE, "padding_id": PADDING_ID, "max_length": MAX_LENGTH},
-    )
+        info={"vocab_size": VOCAB_SIZE, "padding_id": PADDING_ID, "max_length": MAX_LENGTH,
+              "tokenizer": _tokenizer(drop)},
+    )  # fmt: skip
+
+
+def _tokenizer(drop: Sequence[str]) -> dict:
+    """The description of :func:`tokenize`'s ids as a :class:`tlkit.Tokenizer` (it gives the
+    same ids), so a run trained on these tasks predicts raw strings."""
+    from tlkit.tokenizer import Tokenizer
+
+    return Tokenizer(max_length=MAX_LENGTH, vocab_size=VOCAB_SIZE, drop=drop).to_dict()

@@ -44,7 +44,10 @@ MAX_SEED = 2**32 - 1
 #: longer fits in memory (the process is killed instead of failing with a message).
 MAX_TARGET_BATCH_RATIO = 64.0
 #: Backbones that read non-image inputs, by what they read (``Domain.backbone_kwargs`` keys).
-TENSOR_BACKBONES_FOR = {"in_features": ("mlp",), "vocab_size": ("text_bag", "text_cnn")}
+TENSOR_BACKBONES_FOR = {
+    "in_features": ("mlp",),
+    "vocab_size": ("text_bag", "text_cnn", "text_lstm", "text_gru"),
+}
 #: Set while a saved config is read back: a run saved under rules it met then still loads.
 _READING_SAVED = contextvars.ContextVar("tlkit_reading_saved_config", default=False)
 

@@ -9,7 +9,7 @@ first logged later (a strategy's diagnostic, an epoch's metric) widens the heade
 file is rewritten with it -- and rows without that value leave the cell empty. Numbers are written
 in full precision, so ``pandas.read_csv`` gives back exactly what ``run.history`` holds.
 
-TensorBoard (``pip install tensorboard``; PyTorch's ``torch.utils.tensorboard`` writes the
+TensorBoard (``pip install "tlkit[tensorboard]"``; PyTorch's ``torch.utils.tensorboard`` writes the
 events) gets each value as a scalar ``step/<name>`` or ``epoch/<name>``, both at the global step.
 Without the package the CSV is written alone, without an error.
 

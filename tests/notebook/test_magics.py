@@ -142,3 +142,11 @@ def test_executed_notebook_keeps_the_final_curves_as_one_image(tmp_path):
     assert len(images) == 1, [o.output_type for o in outputs]
     result = [o for o in outputs if o.output_type == "execute_result"]
     assert result and "data:image/png;base64," in result[0].data["text/html"]
+
+
+def test_fit_lr_takes_a_number_or_find_and_names_a_typo():
+    parser = build_parser()
+    assert parser.parse_args(["fit", "--data", "digits", "--lr", "find"]).lr == "find"
+    assert parser.parse_args(["fit", "--data", "digits", "--lr", "3e-4"]).lr == pytest.approx(3e-4)
+    with pytest.raises(UsageError, match="expected a number or 'find', got 'abc'"):
+        parser.parse_args(["fit", "--data", "digits", "--lr", "abc"])

@@ -48,6 +48,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or self.format_help())
 
 
+def _learning_rate(text: str) -> float | str:
+    """``--lr`` takes a number or ``find`` (``tlkit.fit(lr="find")``)."""
+    if text.strip().lower() == "find":
+        return "find"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'find', got {text!r}") from None
+
+
 def _value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="a bundled name, or a DomainPair variable")
     f.add_argument("--backbone", default=None, help="default: tlkit.fit's default")
     f.add_argument("--epochs", type=int, default=5)
-    f.add_argument("--lr", type=float)
+    f.add_argument("--lr", type=_learning_rate, help="a number, or 'find' for the lr finder")
     f.add_argument("--batch-size", type=int)
     f.add_argument("--image-size", type=int)
     f.add_argument("--mode")

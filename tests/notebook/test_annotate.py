@@ -293,3 +293,11 @@ def test_learning_curve_counts_whole_labels():
     learner.query_name = "margin"
     ax = learner.plot_curve().axes[0]
     assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_retraining_epochs_count_the_last_short_batch(pool_task):
+    learner = ActiveLearner(pool_task, **FAST)  # 20 steps at batch 16
+    assert learner._epochs(24) == 10  # batches of 16 and 8: 2 steps an epoch
+    assert learner._epochs(17) == 20  # a remainder of one joins the batch: 1 step
+    auto = ActiveLearner(pool_task, steps=20, image_size=16, batch_size="auto")  # <= n / 4
+    assert auto._epochs(40) == 5  # batches of 10: 4 steps an epoch

@@ -23,6 +23,7 @@ from tlkit.datasets.concat import concat_domains
 from tlkit.datasets.domain import UNLABELLED, DataError, Domain, DomainPair
 from tlkit.domain_outputs import domain_outputs, worker_count
 from tlkit.engine import hooks
+from tlkit.engine.batch_plan import batch_sizes, resolve_batch_size
 
 #: Where a pool label came from.
 HUMAN, ACCEPTED = "human", "accepted"
@@ -281,7 +282,8 @@ class ActiveLearner:
         return DomainPair(source=domain, name=domain.name)
 
     def _epochs(self, n: int) -> int:
-        per_epoch = max(1, n // int(self.fit_options.get("batch_size", 64)))
+        batch = resolve_batch_size(self.fit_options.get("batch_size", "auto"), n)
+        per_epoch = len(batch_sizes(n, batch))  # every sample trains: the last batch may be short
         return max(1, math.ceil(self.steps / per_epoch))
 
     def retrain(self, observers: Any = ()) -> Any:

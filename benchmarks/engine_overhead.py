@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 import tlkit
 from tlkit.datasets import DomainPair
+from tlkit.engine.batch_plan import batch_sizes
 
 try:
     from benchmarks import _common as common
@@ -260,7 +261,7 @@ def measure(case: Case, seed: int, profile: str) -> dict:
             f"ms/step, hand {common.median(clock.wall['h_step']) * 1e3:.1f} ms/step; epoch end "
             f"{common.median(clock.wall['t_end']):.2f} s vs {common.median(clock.wall['h_end']):.2f} s"
         )
-    spe = max(1, len(pair.source) // case.batch_size)
+    spe = len(batch_sizes(len(pair.source), case.batch_size))  # tlkit's steps per epoch
     med = {k: common.median(v) for k, v in pooled.items()}
     amortised_t = med["t_step"] + med["t_end"] / spe
     amortised_h = med["h_step"] + med["h_end"] / spe

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from tlkit import two_stage
 from tlkit.backbones.base import TransferModel
 from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
@@ -17,7 +18,6 @@ from tlkit.engine.config import FitConfig, check_known_options
 from tlkit.engine.lr_finder import LRFinder, find_lr
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
-from tlkit.two_stage import fit_two_stage
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -233,6 +233,25 @@ def lr_find(
         num_it=num_it,
         method=method,
     )
+
+
+def fit_two_stage(
+    source: DomainPair | Domain | str | Run,
+    target: DomainPair | Domain | str,
+    backbone: str | nn.Module = "efficientnet_lite0",
+    *,
+    source_epochs: int = 5,
+    target_epochs: int = 5,
+    source_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Run:
+    return two_stage.fit_two_stage(
+        fit, source, target, backbone, source_epochs=source_epochs,
+        target_epochs=target_epochs, source_options=source_options, **options,
+    )  # fmt: skip
+
+
+fit_two_stage.__doc__ = two_stage.fit_two_stage.__doc__
 
 
 __all__ = ["fit", "fit_two_stage", "load", "lr_find"]

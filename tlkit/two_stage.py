@@ -24,6 +24,7 @@ from tlkit.tokenizer import Tokenizer, tokenizer_of
 
 
 def fit_two_stage(
+    fit: Any,
     source: DomainPair | Domain | str | Run,
     target: DomainPair | Domain | str,
     backbone: str | nn.Module = "efficientnet_lite0",
@@ -45,9 +46,8 @@ def fit_two_stage(
     "text_lstm")`` reuses the embedding and the LSTM learned on the bundled docstrings; the
     target must use the source's token ids (``tlkit.Tokenizer()`` gives the bundled tasks'
     ids), else a :class:`ConfigError` says so. The returned run predicts raw strings.
+    ``fit`` is :func:`tlkit.fit` (passed in by :func:`tlkit.api.fit_two_stage`, which users call).
     """
-    from tlkit.api import fit
-
     if isinstance(source, Run):
         first = source
     else:

@@ -401,3 +401,14 @@ def test_validator_check_runs_the_hook_as_the_trainer_calls_it():
 
     assert ex.check("6b.3", OnlyLogits).passed
     assert "no outputs" in ex.check("6b.3", Unknown).hint
+
+
+def test_the_fda_checks_reference_is_the_fda_strategys_transform():
+    from tlkit_strategies.adapt.fda import fourier_transfer
+
+    from tlkit.exercises.ch06b import BETA, _fourier_transfer
+
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.rand(3, 32, 32, generator=g), torch.rand(3, 32, 32, generator=g)
+    expected = fourier_transfer(src[None], tgt[None], BETA)[0]
+    assert torch.allclose(_fourier_transfer(src, tgt, BETA), expected, atol=1e-6)

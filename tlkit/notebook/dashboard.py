@@ -75,10 +75,12 @@ class Dashboard:
         data: extra tasks by name (your own ``DomainPair``), listed before the bundled ones.
         dataset: the task selected at first (default: the first of ``data``, else
             ``"synth-digits->digits"``).
-        backbone, epochs, lr, batch_size, image_size (0 = the backbone's default), mode, loss,
-        pseudo_label, adapt, regularize, validate, monitor, patience, restore_best,
-        class_weight, log_dir, seed: the form's initial values (:func:`tlkit.fit`'s defaults
-            where it has one). With ``log_dir`` each run logs into its ``run-N`` subfolder.
+        backbone: the form's initial value, as are ``epochs``, ``lr``, ``batch_size``,
+            ``image_size`` (0 = the backbone's default), ``mode``, ``loss``, ``pseudo_label``,
+            ``adapt``, ``regularize``, ``validate``, ``monitor``, ``patience``,
+            ``restore_best``, ``class_weight``, ``log_dir`` and ``seed`` (:func:`tlkit.fit`'s
+            defaults where it has one). With ``log_dir`` each run logs into its ``run-N``
+            subfolder.
         checkpoint_root: the *runs folder*, where each run's checkpoint folder goes. Default: a
             temporary folder, deleted with the dashboard (type a folder in the form to keep runs).
         redraw_interval: seconds between two redraws of the curves within an epoch.

@@ -219,7 +219,9 @@ def test_docstrings_tasks_and_two_stage_transfer():
     assert d.modality == "tensor" and d.inputs.shape[1] == 128
     assert d.classes == ("numpy", "scikit-learn", "matplotlib", "scikit-image")
     assert pre.num_classes >= 10 and all("." in c for c in pre.classes)
-    assert d.backbone_kwargs() == {"vocab_size": VOCAB_SIZE, "padding_id": 0}
+    kwargs = d.backbone_kwargs()
+    assert (kwargs["vocab_size"], kwargs["padding_id"]) == (VOCAB_SIZE, 0)
+    assert set(kwargs) == {"vocab_size", "padding_id", "tokenizer"}  # so a run predicts strings
     drop = tokenize(["numpy np sklearn matplotlib plt skimage"])
     assert not set(drop[0].tolist()) - {0} & set(d.inputs.unique().tolist())  # names removed
     test_x, test_y = pair.source_test.inputs, pair.source_test.labels

@@ -4,12 +4,11 @@ names another network is refused before training, with both names and the fix.""
 from __future__ import annotations
 
 import pytest
+from conftest import pattern_domain
 
 import tlkit
 from tlkit.backbones import create_model
 from tlkit.errors import ConfigError
-
-from conftest import pattern_domain
 
 OPTS = dict(mode="full", epochs=1, batch_size=16, progress=False, seed=0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import pattern_domain
 
 import tlkit
 from tlkit.datasets import DomainPair, from_folder
@@ -14,8 +15,6 @@ from tlkit.engine.batch_plan import auto_batch_size, batch_sizes
 from tlkit.engine.config import FitConfig
 from tlkit.engine.feeding import Feeder
 from tlkit.testing import make_photo_folder
-
-from conftest import pattern_domain
 
 
 def feeder(data, **options) -> Feeder:

@@ -176,19 +176,18 @@ def load_strategy_state(plugin: Any, state: dict[str, Any]) -> None:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def payload(trainer: Any, *, training_state: bool = True) -> dict[str, Any]:
-    """A trainer's checkpoint (:func:`tlkit.engine.checkpoint.payload`): its model part, and
-    with ``training_state`` everything needed to resume."""
-    model = trainer.ema.module if trainer.ema is not None and not training_state else trainer.model
+def payload(trainer: Any) -> dict[str, Any]:
+    """A trainer's checkpoint (:func:`tlkit.engine.checkpoint.payload`): its model part and
+    everything needed to resume."""
     logs = trainer.logs.state_dict()
     return checkpoint.payload(
         config=trainer.config,
         spec=trainer.model_spec(),
-        model=model,
+        model=trainer.model,
         history=trainer.history,
         best=trainer.best,
         step_logs=logs["step_logs"],
-        resume=resume_state(trainer, logs) if training_state else None,
+        resume=resume_state(trainer, logs),
     )
 
 

@@ -492,7 +492,3 @@ class Trainer:
             path = resume.save(self, name)
             if name == "last.pt" and path is not None:
                 self.last_checkpoint = path
-
-    def checkpoint_payload(self, *, training_state: bool = True) -> dict[str, Any]:
-        """Everything needed to rebuild the model and, with ``training_state``, to resume."""
-        return resume.payload(self, training_state=training_state)

@@ -266,3 +266,21 @@ def test_digit_style_folders_evaluate_the_way_they_trained(photo_task):
     assert run.evaluate(photo_task.source_test)["accuracy"] == pytest.approx(
         run.last["source_accuracy"]
     )
+
+
+def test_worker_processes_end_when_training_ends(photo_task):
+    """A fit on photos leaves no DataLoader workers behind: in a notebook the Run lives on, and
+    workers shut down by a later garbage collection (at any moment, in any thread) printed
+    'Bad file descriptor' tracebacks into unrelated cells."""
+    import gc
+    import multiprocessing
+
+    gc.collect()
+    gc.disable()  # the workers must end because training ended, not because gc found a cycle
+    try:
+        run = tlkit.fit(photo_task, epochs=1, num_workers=2, **LAZY)
+        assert multiprocessing.active_children() == []
+        run.evaluate(photo_task.target)  # evaluation after the fit starts and ends its own
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()

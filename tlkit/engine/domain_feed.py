@@ -86,6 +86,7 @@ class DomainFeed:
         self._eval = domain.dataset(pipes.eval) if not self.eval_fast else None
         self.workers = worker_count(config, lazy=not domain.in_memory)
         self._loaders: dict[str, tuple[torch.utils.data.DataLoader, _Keys]] = {}
+        self._closed = False  # after training: workers live for one pass only
 
     def view(self, kind: str, batch: Any, generator: torch.Generator) -> torch.Tensor:
         """``Step.target_view``: the weak or strong view of ``batch`` (a feeding ``Batch``),
@@ -120,12 +121,25 @@ class DomainFeed:
                 collate_fn=collate,
                 num_workers=workers,
                 pin_memory=self.device.type == "cuda",
-                persistent_workers=workers > 0,
+                persistent_workers=workers > 0 and not self._closed,
                 prefetch_factor=self.config.prefetch_factor if workers > 0 else None,
                 generator=torch.Generator().manual_seed(self.config.seed),  # not the global one
             )
             self._loaders[which] = (loader, keys)
         return self._loaders[which]
+
+    def close(self) -> None:
+        """End the worker processes now. Persistent workers otherwise live until a garbage
+        collection finds the run's reference cycle, at any moment and in any thread, where their
+        shutdown races other DataLoaders (stray 'Bad file descriptor' tracebacks). Loaders made
+        afterwards (evaluation of a finished run) start and end their workers with each pass."""
+        self._closed = True
+        loaders, self._loaders = self._loaders, {}
+        for loader, _keys in loaders.values():
+            iterator, loader._iterator = loader._iterator, None  # the persistent workers' one
+            shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own shutdown
+            if shutdown is not None:
+                shutdown()
 
     def load(
         self, indices: torch.Tensor, seed: int, sizes: list[int], which: str = "train"

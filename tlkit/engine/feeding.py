@@ -184,6 +184,12 @@ class Feeder:
             self.sizes = batch_plan.batch_sizes(per_rank, self.batch_size)
             self.steps_per_epoch = max(1, len(self.sizes))
 
+    def close(self) -> None:
+        """End every feed's DataLoader workers (see :meth:`DomainFeed.close`)."""
+        for feed in (self.source, self.target, *self.eval_feeds.values()):
+            if feed is not None:
+                feed.close()
+
     def _target_batch_size(self) -> int:
         return max(1, round(self.config.target_batch_ratio * self.batch_size))
 

@@ -255,6 +255,8 @@ class Trainer:
                     epoch = self.state.epoch
                 self.stopping.restore(self)  # restore_best: the best epoch's weights
             finally:
+                if self.feeder is not None:  # no worker processes outlive training
+                    self.feeder.close()
                 if self.domain_stats is not None:  # the model keeps the target's statistics
                     self.domain_stats.remove()
                 hooks.notify(self.pm, "tlkit_on_fit_end", trainer=self, history=self.history)

@@ -52,6 +52,13 @@ dropout on the input and Gaussian noise (``noise``, the paper's 0.2) on every la
 global average pooling and a linear output; it sees images in [0, 1]. Weights: ``adversarial``
 1 against the classifier's loss 1, as the paper's alpha ~ beta.
 
+Augmentation: the engine augments the source batch (``augment=``, e.g. ``"colour"``) before
+any strategy sees it, so :math:`x^s` above is the augmented batch: the generator renders the
+augmented images, the task loss reads its renderings and ``pixelda_source`` the augmented images
+themselves. A run with ``augment="colour"`` therefore trains on other images than colour
+randomisation alone, though it may end close to it: where the augmentation already covers the
+shift, little is left for the generator to add.
+
 Channels: the generated images keep the source batch's shape ``(B, C, H, W)``; with a grey
 source and a colour target (MNIST -> MNIST-M), give the source domain RGB images (see
 :func:`tlkit_strategies.adapt.fda.check_images`, which refuses the mix with that advice).

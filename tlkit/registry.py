@@ -55,6 +55,7 @@ SESSION = "session"
 __all__ = [
     "FAMILIES",
     "PluginError",
+    "PluginName",
     "StrategyInfo",
     "StrategyOptionError",
     "UnknownStrategyError",
@@ -356,15 +357,37 @@ def normalize_selection(value: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+class PluginName(str):
+    """The name a plugin is registered under in a run's plugin manager, with what it is.
+
+    pluggy keys plugins by a unique string, which is this object; messages read :attr:`role` and
+    :attr:`label` (:meth:`describe`) instead of taking the string apart. A strategy's is its run
+    name; an observer's is made unique by its position (two observers may share a label)."""
+
+    role: str  # "strategy" or "observer"
+    label: str  # what messages call it
+
+    def __new__(cls, key: str, *, role: str, label: str) -> PluginName:
+        name = super().__new__(cls, key)
+        name.role, name.label = role, label
+        return name
+
+    def describe(self) -> str:
+        """``strategy 'dann'`` / ``observer 'LiveCurves'``: who a message is about."""
+        return f"{self.role} '{self.label}'"
+
+
 def make_plugin_manager(
     selected: Iterable[tuple[StrategyInfo, dict[str, Any]]], observers: Iterable[Any] = ()
 ) -> pluggy.PluginManager:
-    """A fresh manager with a run's strategies (created with their options) and its observers;
-    ``pm.get_plugin(info.name)`` returns a strategy's object."""
+    """A fresh manager with a run's strategies (created with their options) and its observers,
+    each registered under a :class:`PluginName`; ``pm.get_plugin(info.name)`` returns a
+    strategy's object."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for info, options in selected:
-        pm.register(info.create(**options), name=run_name(info))
+        name = run_name(info)
+        pm.register(info.create(**options), name=PluginName(name, role="strategy", label=name))
     for i, observer in enumerate(observers):
         name = getattr(observer, "name", None) or type(observer).__name__
         try:
@@ -378,7 +401,7 @@ def make_plugin_manager(
                 f"({', '.join(OBSERVER_HOOKS)}); a hook that changes it belongs to a strategy "
                 "(tlkit.register it and select it by name)."
             )
-        pm.register(observer, name=f"observer-{i}-{name}")
+        pm.register(observer, name=PluginName(f"observer-{i}-{name}", role="observer", label=name))
     return pm
 
 

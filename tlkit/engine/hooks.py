@@ -28,10 +28,8 @@ from tlkit.step import OwnOptimizer, PseudoLabels, Step
 
 
 def _who(impl: Any) -> str:
-    name = impl.plugin_name
-    if name.startswith("observer-"):
-        return f"observer '{name.split('-', 2)[-1]}'"
-    return f"strategy '{name}'"
+    """Who an implementation belongs to, for messages (its :class:`tlkit.registry.PluginName`)."""
+    return impl.plugin_name.describe()
 
 
 def _run(impl: Any, hook: str, kwargs: dict[str, Any]) -> Any:
@@ -105,13 +103,13 @@ def setup(pm: pluggy.PluginManager, trainer: Any) -> dict[str, nn.Module]:
                     f"its module shares parameters with {owner[id(p)]}; return only modules of "
                     "the strategy's own (the model's parameters are trained already).",
                 )
-            owner[id(p)] = f"strategy '{impl.plugin_name}'"
-        modules[impl.plugin_name] = module
+            owner[id(p)] = _who(impl)
+        modules[impl.plugin_name.label] = module  # a plain str: checkpoints keep these names
     for name, module in modules.items():  # own_optimizer declarations, checked now
         for path, m in module.named_modules():
             own_settings(m, f"strategy '{name}', module '{f'{name}.{path}' if path else name}'")
     for impl in implementations(pm, "tlkit_adversary_losses"):
-        mine = modules.get(impl.plugin_name)
+        mine = modules.get(impl.plugin_name.label)
         if mine is None or not any(_trains_on_adversary(m) for m in mine.modules()):
             raise PluginError(
                 f"{_who(impl)} implements tlkit_adversary_losses but returned no module marked "

@@ -27,7 +27,7 @@ the same for both domains.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -111,16 +111,23 @@ class DomainStatistics:
             swap.remove()
 
 
-def attach(trainer: Any) -> DomainStatistics | None:
-    """The run's source copy, hooked into ``trainer.model``: with separate passes, unless a
-    strategy keeps per-domain statistics itself (DSBN); a second ``train()`` keeps the copy the
-    first had. Called after the strategies' setup (whose hooks may touch BatchNorm) and the EMA
-    copy (which must not carry the hooks)."""
-    if not trainer.net.separate_domains or any(
-        getattr(p, "keeps_domain_statistics", False) for p in trainer.strategies.values()
+def attach(
+    model: nn.Module,
+    *,
+    separate_domains: bool,
+    strategies: Iterable[Any],
+    previous: DomainStatistics | None,
+) -> DomainStatistics | None:
+    """The run's source copy, hooked into ``model``: with separate passes
+    (``separate_domains``), unless one of ``strategies`` keeps per-domain statistics itself
+    (DSBN); a second ``train()`` passes the copy the first had as ``previous`` and keeps it.
+    Called after the strategies' setup (whose hooks may touch BatchNorm) and the EMA copy (which
+    must not carry the hooks)."""
+    if not separate_domains or any(
+        getattr(p, "keeps_domain_statistics", False) for p in strategies
     ):
         return None
-    stats = DomainStatistics(trainer.model)
-    if trainer.domain_stats is not None:
-        stats.load_state_dict(trainer.domain_stats.state_dict())
+    stats = DomainStatistics(model)
+    if previous is not None:
+        stats.load_state_dict(previous.state_dict())
     return stats

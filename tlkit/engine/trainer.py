@@ -294,7 +294,10 @@ class Trainer:
             cfg, self.model, self.extra_modules, self.dist, ema=self.ema,
             fp16=self.precision == "fp16",
         )  # fmt: skip
-        self.domain_stats = domain_stats.attach(self)  # after the strategies' setup and EMA
+        self.domain_stats = domain_stats.attach(  # after the strategies' setup and EMA
+            self.model, separate_domains=self.net.separate_domains,
+            strategies=self.strategies.values(), previous=self.domain_stats,
+        )  # fmt: skip
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
         if resume_from:
             resume.restore(self, resume_from)

@@ -60,13 +60,8 @@ class Trainer(engine.Trainer):
         if isinstance(model, Run):
             classes = classes or model.classes or None
             model = copy.deepcopy(model.model)
-        self.lr_finder: LRFinder | None = None
-        if config.lr == "find":  # sweep on a copy first, then train with the pick
-            self.lr_finder = find_lr(
-                data, config, model=model, classes=classes, train_transform=train_transform
-            )
-            print(self.lr_finder.describe())
-            config = dataclasses.replace(config, lr=self.lr_finder.suggestion)
+        self.lr_finder: LRFinder | None = None  # lr="find": what the sweep found, once it ran
+        self._sweep = (data, config, model, classes, train_transform)
         super().__init__(
             data,
             config,
@@ -76,9 +71,27 @@ class Trainer(engine.Trainer):
             train_transform=train_transform,
         )
 
+    def train(self, resume: str | Path | bool | None = None) -> Trainer:
+        """Train (see :meth:`fit`); with ``lr="find"`` the sweep runs first, here: in the thread
+        that trains (a dashboard's Train click returns at once), never where it was built."""
+        if self.config.lr == "find":
+            self._find_lr()
+        return super().train(resume)
+
     def fit(self, resume: str | Path | bool | None = None) -> Run:
-        """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``)."""
+        """Train; ``resume`` is a checkpoint path (or ``True`` for ``checkpoint_dir/last.pt``).
+        The Run keeps what ``lr="find"`` swept as ``run.lr_finder``."""
         return Run.from_trainer(self.train(resume))
+
+    def _find_lr(self) -> None:
+        """Sweep on a copy of the untrained model with the arguments the trainer was built
+        with, say the pick in one line, and train with it."""
+        data, config, model, classes, train_transform = self._sweep
+        self.lr_finder = find_lr(
+            data, config, model=model, classes=classes, train_transform=train_transform
+        )
+        print(self.lr_finder.describe())
+        self.config = dataclasses.replace(self.config, lr=self.lr_finder.suggestion)
 
 
 def _configure(
@@ -188,9 +201,7 @@ def fit(
               (``pip install tensorboard``); without it, the CSV alone.
     """
     trainer = Trainer(data, backbone, epochs=epochs, model=model, observers=observers, **options)
-    run = trainer.fit(resume=resume)
-    run.lr_finder = trainer.lr_finder  # what lr="find" swept (None for a given lr)
-    return run
+    return trainer.fit(resume=resume)
 
 
 def lr_find(

@@ -7,7 +7,7 @@ import io
 import warnings
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,9 @@ from tlkit.engine.config import FitConfig, count_option
 from tlkit.engine.evaluate import batches_of, evaluate_model, predict
 from tlkit.errors import CheckpointError, ConfigError
 from tlkit.prediction_table import prediction_domain, prediction_table, unread
+
+if TYPE_CHECKING:
+    from tlkit.engine.lr_finder import LRFinder
 
 
 class Run:
@@ -35,6 +38,9 @@ class Run:
         stop_reason: why the run ended before its last epoch (``patience=``), else ``None``.
         restored_from: ``{"epoch", "metric", "value"}`` that chose the returned weights
             (``restore_best=True``), else ``None``.
+        lr_finder: what ``lr="find"`` swept (``.suggestion``, ``.plot()``), kept by
+            :meth:`save`; ``None`` for a given lr, and for a run loaded from a training
+            checkpoint (``last.pt`` / ``best.pt``), whose config holds the picked rate only.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class Run:
         stopped_early: bool = False,
         stop_reason: str | None = None,
         restored_from: dict[str, Any] | None = None,
+        lr_finder: LRFinder | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -61,6 +68,7 @@ class Run:
         self.stopped_early = stopped_early
         self.stop_reason = stop_reason
         self.restored_from = restored_from
+        self.lr_finder = lr_finder
         self.pretrain_run: Run | None = None  # fit_two_stage: the stage-1 run
 
     @classmethod
@@ -80,6 +88,7 @@ class Run:
             stopped_early=trainer.state.stopped_early,
             stop_reason=trainer.stopping.reason,
             restored_from=trainer.stopping.restored,
+            lr_finder=getattr(trainer, "lr_finder", None),  # set when lr="find" swept
         )
 
     # -- facts -----------------------------------------------------------------------------
@@ -278,6 +287,7 @@ class Run:
             history=self.history,
             best=self.best,
             step_logs=self.step_logs,
+            lr_finder=self.lr_finder.to_dict() if self.lr_finder is not None else None,
         )
         return checkpoint.write(data, path, rescue="the model")
 
@@ -433,4 +443,20 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
         step_logs=list(step_logs),
         best=dict(best),
         spec=spec,
+        lr_finder=_lr_finder(ckpt.get("lr_finder"), path),
     )
+
+
+def _lr_finder(saved: Any, path: str | Path) -> LRFinder | None:
+    """The sweep a saved ``lr="find"`` run kept, or ``None``."""
+    if saved is None:
+        return None
+    from tlkit.engine.lr_finder import LRFinder
+
+    try:
+        return LRFinder.from_dict(saved)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}': its lr_finder record does not describe a sweep ({exc}). "
+            "Load another copy of the run, or save it again with run.lr_finder = None."
+        ) from None

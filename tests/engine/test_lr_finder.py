@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import matplotlib
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 import tlkit
-from tlkit.engine.lr_finder import minimum, steep, valley
+import tlkit.api
+from tlkit.engine.lr_finder import LRFinder, minimum, steep, valley
 from tlkit.errors import ConfigError
 
 matplotlib.use("Agg")
@@ -92,3 +94,63 @@ def test_valley_and_steep_on_a_known_curve():
     assert 1e-4 < lrs[i_valley] < 1e-1
     i_min = int(np.argmin(losses))
     assert lrs[minimum(lrs, losses)] == pytest.approx(lrs[i_min] / 10, rel=0.15)
+
+
+def test_a_trainer_sweeps_when_it_trains_in_the_thread_that_trains(tiny_task, fast, capsys, monkeypatch):
+    """The dashboard builds the trainer on the notebook's kernel thread and trains in another: the
+    sweep must run in the training thread, so that building it returns at once."""
+    swept_in = []
+    real = tlkit.api.find_lr
+
+    def recording(*args, **kwargs):
+        swept_in.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tlkit.api, "find_lr", recording)
+    trainer = tlkit.Trainer(tiny_task, epochs=1, mode="full", **{**fast, "lr": "find"})
+    assert swept_in == [] and trainer.lr_finder is None  # built, nothing swept yet
+    assert trainer.config.lr == "find"
+    assert "lr finder" not in capsys.readouterr().out
+    runs = []
+    worker = threading.Thread(target=lambda: runs.append(trainer.fit()), name="trains")
+    worker.start()
+    worker.join(120)
+    assert swept_in == ["trains"]
+    (run,) = runs
+    assert isinstance(trainer.lr_finder, LRFinder)
+    assert run.lr_finder is trainer.lr_finder  # Trainer(...).fit() keeps what it swept
+    assert run.config.lr == trainer.config.lr == run.lr_finder.suggestion
+    lines = [line for line in capsys.readouterr().out.splitlines() if "lr finder" in line]
+    assert lines == [run.lr_finder.describe()]
+    # the same as tlkit.fit(lr="find"): the sweep's place changes nothing in the run
+    direct = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": "find"})
+    assert direct.lr_finder.raw_losses == run.lr_finder.raw_losses
+    assert direct.history[0]["train_loss"] == run.history[0]["train_loss"]
+
+
+def test_a_saved_run_keeps_what_its_lr_finder_found(tiny_task, fast, tmp_path):
+    run = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": "find"})
+    loaded = tlkit.load(run.save(tmp_path / "run.pt"))
+    assert isinstance(loaded.lr_finder, LRFinder)
+    assert loaded.lr_finder == run.lr_finder  # lrs, losses, picks, sweep bounds
+    assert loaded.config.lr == loaded.lr_finder.suggestion
+    assert loaded.lr_finder.plot().axes[0].get_xscale() == "log"
+    plain = tlkit.fit(tiny_task, epochs=1, mode="full", **fast)
+    assert plain.lr_finder is None
+    assert tlkit.load(plain.save(tmp_path / "plain.pt")).lr_finder is None
+
+
+def test_a_training_checkpoint_loads_without_the_sweep(tiny_task, fast, tmp_path):
+    """``last.pt`` / ``best.pt`` hold the picked rate in their config, not the sweep."""
+    options = {**fast, "lr": "find", "checkpoint_dir": str(tmp_path)}
+    run = tlkit.fit(tiny_task, epochs=1, mode="full", **options)
+    loaded = tlkit.load(tmp_path / "last.pt")
+    assert loaded.lr_finder is None
+    assert loaded.config.lr == run.lr_finder.suggestion
+
+
+def test_a_damaged_lr_finder_in_a_saved_run_is_named(tiny_task, fast, tmp_path):
+    run = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": "find"})
+    run.lr_finder.lrs = run.lr_finder.lrs[:-1]  # one rate short of the losses
+    with pytest.raises(tlkit.errors.CheckpointError, match="lr_finder"):
+        tlkit.load(run.save(tmp_path / "run.pt"))

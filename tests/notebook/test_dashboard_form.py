@@ -220,12 +220,24 @@ def test_the_form_folds_while_training_and_the_file_stays_short(dash):
 
 
 def test_lr_find_sweeps_before_the_run_and_shows_its_pick(dash, tmp_path, monkeypatch):
+    import threading
+
+    import tlkit.api
+
     monkeypatch.chdir(tmp_path)
+    swept_in, real = [], tlkit.api.find_lr
+
+    def recording(*args, **kwargs):
+        swept_in.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tlkit.api, "find_lr", recording)
     assert dash.lr_finder.png == b""  # nothing below the curves before a sweep
     dash.lr.value = "find"
     record = dash.train()
     run = dash.wait(60)
     assert dash.error.value == "", dash.error.value
+    assert swept_in == [dash._thread]  # in the training thread: the Train click never waits
     picked = run.config.lr
     assert isinstance(picked, float) and f"lr={picked:.2g}" in record.extra["lr_finder"]
     assert dash.lr_finder.png.startswith(b"\x89PNG")

@@ -78,9 +78,11 @@ def payload(
     best: dict[str, Any],
     step_logs: list[dict[str, float]],
     resume: ResumeState | None = None,
+    lr_finder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The one layout of a tlkit checkpoint: the model part every file holds (what
-    :func:`tlkit.load` needs), plus with ``resume`` the training state :func:`read` checks."""
+    :func:`tlkit.load` needs), plus with ``resume`` the training state :func:`read` checks, and
+    with ``lr_finder`` what ``lr="find"`` swept (``LRFinder.to_dict()``)."""
     out: dict[str, Any] = {
         "config": config.to_dict(),
         "model_spec": spec,
@@ -89,6 +91,8 @@ def payload(
         "best": best,
         "step_logs": step_logs,
     }
+    if lr_finder is not None:
+        out["lr_finder"] = lr_finder
     if resume is not None:
         out.update(resume.logs)
         out.update(

@@ -98,6 +98,30 @@ class LRFinder:
     def __repr__(self) -> str:
         return f"<LRFinder: {self.describe()}>"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers, lists and strings: what a checkpoint keeps (``weights_only`` reads
+        them back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LRFinder:
+        """The finder :meth:`to_dict` described; ``ValueError`` naming what does not fit."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) - fields:
+            raise ValueError(f"expected a dict with the fields {sorted(fields)}")
+        try:
+            finder = cls(**data)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        n = len(finder.lrs)
+        if n < 2 or len(finder.losses) != n or len(finder.raw_losses) != n:
+            raise ValueError(
+                f"{n} rates, {len(finder.losses)} losses and {len(finder.raw_losses)} raw losses"
+            )
+        if finder.method not in METHODS or finder.suggestion not in finder.lrs:
+            raise ValueError(f"the pick ({finder.method}, {finder.suggestion}) is not in the sweep")
+        return finder
+
 
 class _Sweep:
     """Observer that sets each step's learning rate and records the loss it gave."""

@@ -43,6 +43,7 @@ from typing import Any
 from tlkit.datasets.domain import DomainPair
 from tlkit.engine.config import FitConfig, check_known_options
 from tlkit.engine.rules import refuse_without_target, strategy_names
+from tlkit.hookspecs import hookimpl
 from tlkit.notebook import live
 from tlkit.notebook.dashboard_export import GRID_KEY, default_export_folder, export_runs
 from tlkit.notebook.dashboard_figures import FigureAreas, png_size, project
@@ -66,6 +67,22 @@ FIGURE_AREAS = (
 FORM_NO_TARGET_FIX = (
     "Pick a pair in dataset (a name with '->', such as 'synth-digits->digits'), or untick them."
 )
+
+
+class LRFinderShown:
+    """Shows what ``lr="find"`` swept when training starts: the sweep runs then, in the
+    training thread, so that the Train click returns at once."""
+
+    name = "dashboard-lr-finder"
+
+    def __init__(self, show: Any) -> None:
+        self.show = show
+
+    @hookimpl
+    def tlkit_on_fit_start(self, trainer: Any) -> None:
+        finder = getattr(trainer, "lr_finder", None)
+        if finder is not None:
+            self.show(finder)
 
 
 class Dashboard:
@@ -312,11 +329,6 @@ class Dashboard:
         self._set_running(True)
         self.form.collapse(f"{record.label}, lr {options['lr']}, {options['epochs']} epochs")
         self.status.value = f"run #{number}: starting…"
-        finder = getattr(trainer, "lr_finder", None)  # lr="find" swept before the run
-        if finder is not None:
-            record.extra["lr_finder"] = finder.describe()
-            self.figures.draw_lr_finder(finder)
-            self.status.value += f" · {escape(finder.describe())}"
         self.progress_text.value = ""
         self._show_epochs()
         self._thread = threading.Thread(
@@ -349,7 +361,13 @@ class Dashboard:
             on_epoch=epoch_ended,
             on_end=fit_ended,
         )
-        return Trainer(task, config=config, observers=[observer, self._live])
+        sweep = LRFinderShown(lambda finder: self._show_lr_finder(record, finder))
+        return Trainer(task, config=config, observers=[observer, self._live, sweep])
+
+    def _show_lr_finder(self, record: RunRecord, finder: Any) -> None:
+        record.extra["lr_finder"] = finder.describe()
+        self.figures.draw_lr_finder(finder)
+        self.status.value += f" · {escape(finder.describe())}"
 
     def _draw_translations(self, trainer: Any) -> None:
         """Draw the source -> target grid of ``trainer`` (its strategies' previews), if any."""

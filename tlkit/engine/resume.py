@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from tlkit.datasets.domain import DomainPair
-from tlkit.engine import checkpoint, fingerprint
+from tlkit.engine import checkpoint, fingerprint, resume_defaults
 from tlkit.engine.checkpoint import load_weights
 from tlkit.engine.config import FitConfig
 from tlkit.engine.safe_write import SaveError, fsync_folder
@@ -291,6 +291,13 @@ def set_aside_earlier(trainer: Any) -> Path | None:
 
 
 # -- resuming ---------------------------------------------------------------------------------
+def adopt_defaults(trainer: Any, source: str | Path | bool | None) -> dict[str, Any]:
+    """Before the data feed is built: when resuming (``source`` set), the options ``trainer``
+    left at their defaults take the checkpoint's values (:mod:`tlkit.engine.resume_defaults`);
+    returns those it took."""
+    return resume_defaults.adopt(trainer, source) if source else {}
+
+
 def restore(trainer: Any, source: str | Path | bool) -> Path | None:
     """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs, and
     its ``optimisation``, which keeps the main optimiser's state until the run enters the phase
@@ -312,8 +319,10 @@ def restore(trainer: Any, source: str | Path | bool) -> Path | None:
             return None
     else:
         path = Path(os.fspath(source))
-    ckpt = checkpoint.read(path, trainer.device, training=True)
-    check_identity(ckpt.get("identity"), run_identity(trainer), path)
+    ckpt, keep_saved = resume_defaults.taken(trainer, path)  # read once, by adopt()
+    if ckpt is None:
+        ckpt = checkpoint.read(path, trainer.device, training=True)
+    check_identity(ckpt.get("identity"), {**run_identity(trainer), **keep_saved}, path)
     ema = trainer.ema.module if trainer.ema is not None else None
     restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
     if trainer.domain_stats is not None:

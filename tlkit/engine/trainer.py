@@ -263,6 +263,7 @@ class Trainer:
         return self
 
     def _start(self, resume_from: str | Path | bool | None) -> None:
+        resume.adopt_defaults(self, resume_from)  # resuming: unset options follow the checkpoint
         cfg = self.config
         distributed.setup(self.dist, self.device)
         self.model.to(self.device)

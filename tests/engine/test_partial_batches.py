@@ -24,7 +24,7 @@ def feeder(data, **options) -> Feeder:
 
 
 def epoch_indices(f: Feeder, epoch: int = 0, start: int = 0, *, target: bool = False):
-    batches = list(f.batches(epoch, start, with_target=target, cached=False))
+    batches = list(f.batches(epoch, start, with_target=target))
     return batches, [b.indices.tolist() for b in batches]
 
 

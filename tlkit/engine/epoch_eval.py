@@ -10,6 +10,7 @@ from torch import nn
 
 from tlkit.datasets.domain import DomainPair
 from tlkit.engine.evaluate import metrics_from_outputs, predict
+from tlkit.engine.feature_cache import FeatureCache
 from tlkit.errors import ConfigError
 from tlkit.step import domain_context
 
@@ -22,17 +23,18 @@ def held_out(
     data: DomainPair,
     feeder: Any,
     *,
-    cached: bool,
+    features: FeatureCache | None,
     domain_stats: Any,
     precision: str,
 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """``(scalars, full metrics)`` of each held-out set: ``{"source_accuracy": ...}`` and
-    ``{"source": metrics}``. ``domain_stats`` (or ``None``): the per-domain BatchNorm
-    statistics, given to ``model`` by hand (an EMA model has no hooks)."""
+    ``{"source": metrics}``. ``features``: the frozen backbone's cached features (or ``None``:
+    the inputs). ``domain_stats`` (or ``None``): the per-domain BatchNorm statistics, given to
+    ``model`` by hand (an EMA model has no hooks)."""
     scalars: dict[str, float] = {}
     results: dict[str, dict[str, Any]] = {}
     for name, domain in data.eval_sets().items():
-        batches, from_features = feeder.eval_batches(f"eval_{name}", cached)
+        batches, from_features = feeder.eval_batches(f"eval_{name}", features)
         statistics = (
             domain_stats.evaluating(model, name)
             if domain_stats is not None
@@ -47,9 +49,11 @@ def held_out(
     return scalars, results
 
 
-def target_predictions(model: nn.Module, feeder: Any, *, cached: bool, precision: str) -> Any:
+def target_predictions(
+    model: nn.Module, feeder: Any, *, features: FeatureCache | None, precision: str
+) -> Any:
     """The model's outputs and features on the unlabelled target training set (validators)."""
-    batches, from_features = feeder.eval_batches("target", cached)
+    batches, from_features = feeder.eval_batches("target", features)
     with domain_context("target"):
         return predict(model, batches, from_features=from_features, precision=precision)
 

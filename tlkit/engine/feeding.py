@@ -1,5 +1,5 @@
-"""Data feeding: which samples each step trains on, how they reach the device, and the cache of
-frozen-backbone features.
+"""Data feeding: which samples each step trains on and how they reach the device (or, while the
+backbone is frozen, their rows of a :class:`~tlkit.engine.feature_cache.FeatureCache`).
 
 Two paths, chosen per domain:
 
@@ -46,6 +46,7 @@ from tlkit.engine import batch_plan, distributed
 from tlkit.engine.class_balance import balanced_order
 from tlkit.engine.config import FitConfig
 from tlkit.engine.domain_feed import DomainFeed
+from tlkit.engine.feature_cache import FeatureCache
 
 
 def as_pair(
@@ -169,7 +170,6 @@ class Feeder:
             name: self._feed(domain, None, strong=False)
             for name, domain in data.eval_sets().items()
         }
-        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (rows, row_of)
         # every sample trains each epoch: the last batch is smaller (see tlkit.engine.batch_plan)
         if self.source_free:  # an epoch is one pass over the target (its last batch refilled
             per_rank = math.ceil(len(data.target) / dist.world_size)  # from the next pass)
@@ -257,10 +257,11 @@ class Feeder:
 
     # -- batches ---------------------------------------------------------------------------
     def batches(
-        self, epoch: int, start: int, *, with_target: bool, cached: bool
+        self, epoch: int, start: int, *, with_target: bool, features: FeatureCache | None = None
     ) -> Iterator[Batch]:
         """The batches of ``epoch`` from step ``start`` on (a resumed epoch skips the rest
-        without reading it)."""
+        without reading it); with ``features``, the cached features instead of the inputs."""
+        cached = features is not None
         bt = self.target_batch_size
         steps = range(start, self.steps_per_epoch)
         if self.source_free:
@@ -270,14 +271,12 @@ class Feeder:
             sizes = self.sizes[start:]
             skip = sum(self.sizes[:start])
             order = self.source_order(epoch)[skip : skip + sum(sizes)]
-            source = self._stream(self.source, order, sizes, epoch, 0, "source" if cached else None)
+            source = self._stream(self.source, order, sizes, epoch, 0, features, "source")
         target = None
         if (with_target or self.source_free) and self.target is not None:
             t_order = self.target_order(epoch)[start * bt :]
             t_sizes = [bt] * len(steps)
-            target = self._stream(
-                self.target, t_order, t_sizes, epoch, 1, "target" if cached else None
-            )
+            target = self._stream(self.target, t_order, t_sizes, epoch, 1, features, "target")
         read = False
         for _ in steps:
             x, idx = next(source)
@@ -312,11 +311,12 @@ class Feeder:
         sizes: list[int],
         epoch: int,
         role: int,
-        cache: str | None,
+        features: FeatureCache | None,
+        key: str,
     ) -> Iterator[tuple[Any, torch.Tensor]]:
         chunks = batch_plan.split(order, sizes)
-        if cache is not None:
-            rows, row_of = self.cache[cache]
+        if features is not None:
+            rows, row_of = features.rows(key)
             for idx in chunks:
                 r = row_of[idx]
                 keep = r >= 0  # files that could not be read have no features
@@ -327,14 +327,15 @@ class Feeder:
         else:
             yield from feed.load(order, self.epoch_seed(epoch, role), sizes)
 
-    # -- evaluation inputs and the feature cache -------------------------------------------
+    # -- evaluation inputs and the sets the feature cache holds -----------------------------
     def eval_batches(
-        self, key: str, cached: bool
+        self, key: str, features: FeatureCache | None = None
     ) -> tuple[Iterator[tuple[Any, torch.Tensor]], bool]:
         """``(batches, from_features)`` for a held-out set (``key`` = ``eval_<name>``) or the
-        unlabelled target (``"target"``): its cached features when they exist, else its inputs."""
-        if cached and key in self.cache:
-            rows, row_of = self.cache[key]
+        unlabelled target (``"target"``): its rows of ``features`` when that holds the set, else
+        its inputs."""
+        if features is not None and key in features:
+            rows, row_of = features.rows(key)
             present = (row_of >= 0).nonzero().flatten()
             bs = self.config.eval_batch_size
             return (
@@ -344,22 +345,14 @@ class Feeder:
         feed = self.target if key == "target" else self.eval_feeds[key.removeprefix("eval_")]
         return feed.eval_batches(self.config.eval_batch_size), False
 
-    @torch.no_grad()
-    def cache_features(self, compute: Callable[..., Any], *, target: bool) -> None:
-        """Run the frozen backbone once over the training and held-out sets (and the target when
-        a strategy trains on it); later epochs only train the head. ``compute(batches)`` returns
-        ``(features, indices)``."""
-        sets = {**({} if self.source_free else {"source": self.source})}
+    def feature_sets(self, *, target: bool) -> dict[str, DomainFeed]:
+        """The sets a frozen backbone's features are cached for, by key: the training set (none
+        when source-free), every held-out set and, with ``target``, the unlabelled target."""
+        sets = {} if self.source_free else {"source": self.source}
         sets.update({f"eval_{k}": f for k, f in self.eval_feeds.items()})
         if target and self.target is not None:
             sets["target"] = self.target
-        for key, feed in sets.items():
-            if key in self.cache:
-                continue
-            rows, idx = compute(feed.eval_batches(self.config.eval_batch_size), key, feed.domain)
-            row_of = torch.full((len(feed.domain),), -1, dtype=torch.long)
-            row_of[idx] = torch.arange(len(idx))
-            self.cache[key] = (rows, row_of)
+        return sets
 
     @property
     def skipped(self) -> int:

@@ -27,7 +27,6 @@ from tlkit.engine import (
     distributed,
     domain_stats,
     epoch_eval,
-    feature_store,
     hooks,
     optim,
     resume,
@@ -44,6 +43,7 @@ from tlkit.engine.device import (
     use_channels_last,
 )
 from tlkit.engine.evaluate import freeze_batchnorm, predict_outputs
+from tlkit.engine.feature_cache import FeatureCache
 from tlkit.engine.feeding import Batch, Feeder, as_pair, image_size
 from tlkit.engine.logs import NonFiniteLoss, StepLog
 from tlkit.engine.network import Network, build_model
@@ -139,6 +139,7 @@ class Trainer:
         self.services: NetworkServices | None = None  # what the steps offer strategies
         self.domain_stats: domain_stats.DomainStatistics | None = None  # the source's BatchNorm
         self.feeder: Feeder | None = None
+        self.feature_cache: FeatureCache | None = None  # the frozen backbone's, per train()
         self.train_transform = train_transform  # a user's own pipeline (augment="custom")
         self.image_size = image_size(config, self.data, self.model.backbone)
         self.net = Network(self.model, separate_domains=config.domain_bn == "separate")
@@ -210,11 +211,9 @@ class Trainer:
         and on CPU; the training mode is restored afterwards. For observers that follow
         predictions during training (e.g. how many noisy labels are memorised, epoch by epoch)."""
         return predict_outputs(
-            self.model,
-            images,
-            batch_size=batch_size or self.config.eval_batch_size,
+            self.model, images, batch_size=batch_size or self.config.eval_batch_size,
             precision=self.precision,
-        )
+        )  # fmt: skip
 
     def request_stop(self) -> None:
         """End training at the next step boundary; thread-safe. The one way to stop a run early
@@ -274,6 +273,7 @@ class Trainer:
             self.data, cfg, self.device, self.dist, size=self.image_size, strong_view=strong,
             train_transform=self.train_transform,
         )  # fmt: skip
+        self.feature_cache = FeatureCache(self.model, self.image_size, cfg, self.precision)
         truth = self.data.target.clean_labels if self.data.target is not None else None
         known = truth is not None and self.task == "classification"
         self.generator = torch.Generator(self.device)
@@ -316,7 +316,7 @@ class Trainer:
         cached = not trainable and not self._needs_inputs()
         self.services.enter_phase(trainable, cached, self.dist, compile=self.config.compile)
         if cached:
-            self.feeder.cache_features(self._features, target=self.needs_target)
+            self.feature_cache.fill(self.feeder.feature_sets(target=self.needs_target))
         replaced = any(getattr(p, "replaces_weight_decay", False) for p in self.strategies.values())
         self.optimisation.enter_phase(
             phase,
@@ -335,12 +335,6 @@ class Trainer:
             for p in self.strategies.values()
         )
 
-    def _features(self, batches: Any, key: str, domain: Domain) -> tuple[Any, torch.Tensor]:
-        """Frozen-backbone features of one set for the feature cache."""
-        return feature_store.features(
-            self.model, batches, domain, key, self.image_size, self.config, self.precision
-        )
-
     # -- one epoch / one step --------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> bool:
         """Train the rest of ``epoch``; ``False`` when stopped early (stop request, max_steps)."""
@@ -348,7 +342,8 @@ class Trainer:
         if self.state.step_in_epoch == 0:
             self.logs.start_epoch()
         batches = self.feeder.batches(
-            epoch, self.state.step_in_epoch, with_target=self.needs_target, cached=self.net.cached
+            epoch, self.state.step_in_epoch, with_target=self.needs_target,
+            features=self.feature_cache if self.net.cached else None,
         )
         for batch in batches:
             if self._stop_requested or (
@@ -474,15 +469,17 @@ class Trainer:
         self.eval_results = {}
         hooks.notify(self.pm, "tlkit_before_evaluate", trainer=self)
         model = self.ema.module if self.ema is not None else self.model
-        cached, precision = self.net.cached, self.precision
+        features, precision = self.feature_cache if self.net.cached else None, self.precision
         out, self.eval_results = epoch_eval.held_out(
-            model, self.data, self.feeder, cached=cached, domain_stats=self.domain_stats,
+            model, self.data, self.feeder, features=features, domain_stats=self.domain_stats,
             precision=precision,
         )  # fmt: skip
         if self.data.target is not None and hooks.implementations(self.pm, "tlkit_target_scores"):
-            if cached:
-                self.feeder.cache_features(self._features, target=True)
-            p = epoch_eval.target_predictions(model, self.feeder, cached=cached, precision=precision)
+            if features is not None:
+                features.fill(self.feeder.feature_sets(target=True))
+            p = epoch_eval.target_predictions(
+                model, self.feeder, features=features, precision=precision
+            )
             seen = [*(taken or {}), *out]
             out.update(
                 hooks.target_scores(

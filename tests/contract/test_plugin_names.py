@@ -33,7 +33,9 @@ def test_the_manager_names_strategies_and_observers_by_role_and_label():
 
 
 def test_a_failing_observer_is_named_by_its_label(tiny_task, fast):
-    with pytest.raises(PluginError, match="observer 'live-curves' failed in hook tlkit_on_step_end"):
+    with pytest.raises(
+        PluginError, match="observer 'live-curves' failed in hook tlkit_on_step_end"
+    ):
         tlkit.fit(tiny_task, epochs=1, observers=[Watches()], **fast)
 
 

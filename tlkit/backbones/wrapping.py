@@ -63,6 +63,22 @@ def _dummy_rows(module: nn.Module, data: Mapping[str, Any], batch: int = 2) -> t
         x = torch.zeros(batch, 8, dtype=torch.long, device=device)
         x[:, 0] = 1 if int(data.get("padding_id", 0)) != 1 else 2
         what = f"token ids ({batch}, 8)"
+    return _probe(
+        module,
+        x,
+        what=what,
+        fix="Give the module a num_features attribute (or wrap it: "
+        "tlkit.backbones.Backbone(module, num_features, modality='tensor')).",
+        returns="features (B, D) (an LSTM returns (output, state): take what you need in forward)",
+    )
+
+
+def _probe(
+    module: nn.Module, x: torch.Tensor, *, what: str, fix: str, returns: str
+) -> torch.Tensor:
+    """``module(x)`` in eval mode without gradients (its mode is restored after): the output
+    that tells a module's feature size. ``what`` names the batch, ``fix`` the way out when the
+    module cannot read it, ``returns`` what a backbone must return."""
     was_training = module.training
     module.eval()
     try:
@@ -71,15 +87,14 @@ def _dummy_rows(module: nn.Module, data: Mapping[str, Any], batch: int = 2) -> t
     except Exception as exc:
         raise BackboneError(
             f"could not run a dummy batch of {what} through the module to infer its feature "
-            f"size: {type(exc).__name__}: {exc}. Give the module a num_features attribute (or "
-            "wrap it: tlkit.backbones.Backbone(module, num_features, modality='tensor'))."
+            f"size: {type(exc).__name__}: {exc}. {fix}"
         ) from exc
     finally:
         module.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise BackboneError(
             f"the module returned {type(out).__name__}, not a tensor; a backbone must return "
-            "features (B, D) (an LSTM returns (output, state): take what you need in forward)."
+            f"{returns}."
         )
     return out
 
@@ -169,22 +184,11 @@ def dummy_forward(module: nn.Module, side: int, batch: int = 2) -> torch.Tensor:
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(batch, 3, side, side, device=device, dtype=dtype))
-    except Exception as exc:
-        raise BackboneError(
-            f"could not run a dummy ({batch}, 3, {side}, {side}) batch through the module to "
-            f"infer its feature size: {type(exc).__name__}: {exc}. Pass input_size= (the image "
-            "side it expects) or num_features=."
-        ) from exc
-    finally:
-        module.train(was_training)
-    if not isinstance(out, torch.Tensor):
-        raise BackboneError(
-            f"the module returned {type(out).__name__}, not a tensor; a backbone must return "
-            "features (B, D) or feature maps (B, C, H, W)."
-        )
-    return out
+    x = torch.zeros(batch, 3, side, side, device=device, dtype=dtype)
+    return _probe(
+        module,
+        x,
+        what=f"images ({batch}, 3, {side}, {side})",
+        fix="Pass input_size= (the image side it expects) or num_features=.",
+        returns="features (B, D) or feature maps (B, C, H, W)",
+    )

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import tlkit
 from tlkit.datasets import DomainPair
+from tlkit.engine.batch_plan import batch_sizes, split
 
 try:
     from benchmarks import _common as common
@@ -139,8 +140,7 @@ def fit_hand(setup: Setup, pair: DomainPair, model) -> dict:
         model.backbone.eval()
         model.head.train()
         order = torch.randperm(n)
-        for i in range(max(1, n // bs)):
-            idx = order[i * bs : (i + 1) * bs]
+        for idx in split(order, batch_sizes(n, bs)):  # the engine's batches: every sample trains
             with torch.no_grad():
                 features = model.backbone(model.prepare(images[idx].float().div_(255)))
             loss = F.cross_entropy(model.head(features), labels[idx])

@@ -18,9 +18,19 @@ def _isolated_cache(tmp_path_factory):
     """Bundled datasets are built into a per-session cache, never the user's home."""
     mp = pytest.MonkeyPatch()
     mp.setenv("TLKIT_CACHE", str(tmp_path_factory.mktemp("tlkit-cache")))
-    torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust on a shared CPU
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Every test runs torch on one intra-op thread: the networks are tiny, so a second thread
+    mostly adds synchronisation, and on a shared CPU (pytest beside a dashboard's training
+    thread, other jobs) it made fits several times slower. Restored when the session ends."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pattern_domain(n: int, *, seed: int, name: str, shift: float = 0.0, size: int = 16) -> Domain:

@@ -22,16 +22,6 @@ PLUGIN = ROOT / "plugins" / "tlkit-example-plugin"
 TESTS = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: a second thread mostly adds synchronisation (and contention on a shared
-    CPU). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory) -> Path:
     """The example package installed into a temporary folder: offline, the venv untouched.

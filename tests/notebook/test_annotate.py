@@ -34,14 +34,6 @@ def query_plugins():
         tlkit.unregister(name)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pool_task() -> DomainPair:
     """4 classes, 1 label each; the other 116 training images are the unlabelled pool."""

@@ -9,7 +9,6 @@ from html import escape
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import tlkit
@@ -17,14 +16,6 @@ from tlkit.cli import main as cli_main
 from tlkit.engine.config import ConfigError
 from tlkit.notebook.dashboard import Dashboard
 from tlkit.notebook.dashboard_progress import Eta, RunObserver
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import nbclient
 import nbformat
 import pytest
-import torch
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
@@ -31,14 +30,6 @@ def ip():
     shell.display_formatter.active_types = [*types, "text/html", "image/png"]
     yield shell
     shell.display_formatter.active_types = types
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_strategies_magic_lists_installed_strategies_as_a_table(ip):

@@ -21,15 +21,6 @@ from tlkit.notebook import live
 from tlkit.notebook.dashboard import CheckList, Dashboard, comparison_html, png_size, progress_text
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the training thread and pytest share two (often busy) cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def dash(tiny_task, tmp_path):
     d = Dashboard(

@@ -22,16 +22,6 @@ import tlkit
 NAMES = ("threshold", "fixmatch", "mean_teacher")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: a second thread mostly adds synchronisation, and on a shared CPU
-    it made these fits several times slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def logits_for(*probs: list[float]) -> torch.Tensor:
     """Logits whose softmax is exactly ``probs`` (one row per sample)."""
     return torch.tensor(probs).log()

@@ -170,7 +170,8 @@ def fit(
               ``weight_decay``, ``grad_clip``, ``ema``, ``freeze_bn``, ``augment``.
             * strategies: ``loss``, ``pseudo_label``, ``adapt``, ``regularize`` (names from
               ``tlkit.strategies()``, or ``(name, {options})``).
-            * ``seed``, ``device``, ``precision`` ("auto" = bf16 on CUDA), ``channels_last``,
+            * ``seed``, ``device``, ``precision`` ("auto" = bf16 on CUDA), ``channels_last``
+              ("auto" = on for image data, on CPU and GPU; ``False`` turns it off),
               ``compile``, ``checkpoint_dir``, ``checkpoint_every``, ``monitor``, ``max_steps``.
             * data: ``image_size`` (file-backed images are cropped to it), ``augment``
               (``"auto"``: crops and flips for photos, nothing for digits and tensors; ``True``

@@ -92,7 +92,7 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    channels_last: bool | str = "auto"
+    channels_last: bool | str = "auto"  # "auto": NHWC for images (CPU and GPU), off otherwise
     compile: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0

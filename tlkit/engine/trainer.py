@@ -100,7 +100,7 @@ class Trainer:
         self.classes = tuple(self.data.classes)
         self.config = config
         self.precision = pick_precision(config.precision, self.device)
-        self.channels_last = use_channels_last(config.channels_last, self.device)
+        self.channels_last = use_channels_last(config.channels_last, self.data.modality)
         with GLOBAL_RNG_LOCK:  # the model's initialisation is a function of the seed
             torch.manual_seed(config.seed)
             self.model = build_model(model, config, self.data)
@@ -266,7 +266,7 @@ class Trainer:
         cfg = self.config
         distributed.setup(self.dist, self.device)
         self.model.to(self.device)
-        if self.device.type == "cuda" and self.channels_last:
+        if self.channels_last:  # NHWC weights: convolutions skip a layout reorder each call
             self.model.to(memory_format=torch.channels_last)
         strong = any(getattr(p, "needs_strong_view", False) for p in self.strategies.values())
         self.feeder = Feeder(

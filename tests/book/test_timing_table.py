@@ -1,0 +1,37 @@
+"""The book's per-chapter timing table (book/intro.md, "Running the book"): one row per notebook,
+each a measured CPU time, so a student can plan a lab and a new chapter cannot go unmeasured."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+INTRO = ROOT / "book" / "intro.md"
+ROW = re.compile(r"^\|\s*\{doc\}`\.\./notebooks/(?P<stem>[^`]+)`\s*\|\s*(?P<cpu>[^|]+)\|", re.M)
+
+
+def timing_rows() -> dict[str, str]:
+    text = INTRO.read_text(encoding="utf-8")
+    start = text.find("\n## Running the book")
+    assert start != -1, "book/intro.md needs a '## Running the book' section with the table"
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end == -1 else text[start:end]
+    rows: dict[str, str] = {}
+    for match in ROW.finditer(section):
+        assert match["stem"] not in rows, f"{match['stem']} has two rows"
+        rows[match["stem"]] = match["cpu"].strip()
+    return rows
+
+
+def test_every_notebook_has_one_row_in_the_timing_table():
+    stems = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    rows = timing_rows()
+    assert set(rows) == stems, (
+        f"missing: {sorted(stems - set(rows))}, unknown: {sorted(set(rows) - stems)}"
+    )
+
+
+def test_each_row_states_a_cpu_time_in_minutes():
+    for stem, cpu in timing_rows().items():
+        assert re.fullmatch(r"about \d+(\.\d)? min|under 1 min", cpu), f"{stem}: {cpu!r}"

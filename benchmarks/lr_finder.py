@@ -1,32 +1,41 @@
-"""The learning-rate finder's picks against a small learning-rate sweep, on two small tasks.
+"""The learning-rate finder's picks against a small learning-rate sweep, on three small tasks
+(two trained from scratch, one pretrained network fine-tuned).
 
 For each task and seed, ``tlkit.lr_find`` sweeps the rate exponentially from 1e-7 to 10 over at
 most 100 steps (stopping when the smoothed loss exceeds 4x its minimum) and makes its three
-picks (valley, the default; steep; minimum / 10); then ``tlkit.fit`` trains with each pick. The
+picks (steep, the default; valley; minimum / 10); then ``tlkit.fit`` trains with each pick. The
 same fit runs with each rate of a fixed grid (five rates, half a decade apart). Reported: the
 final test accuracy, mean +/- std over the seeds, for every grid rate and every pick, and
 whether a pick's mean lies within one standard deviation of the best grid rate's mean
 (``mean_pick >= mean_best - std_best``).
 
-Tasks (both train from scratch, ``mode="full"``, AdamW, cosine schedule, seeds 0, 1, 2):
+Tasks (AdamW, cosine schedule, seeds 0, 1, 2; each task has its own grid around its best rate):
 
-* ``digits``: the 1438 training digits (8x8, upsampled to 16 px), ``small_cnn``, batch 32,
-  4 epochs; accuracy on the 359-image test split.
-* ``digits-m``: the same digits blended into colour photo patches (32 px, downsampled to
-  16 px), harder and more sensitive to the rate; ``small_cnn``, batch 32, 4 epochs.
+* ``digits`` (from scratch): the 1438 training digits (8x8, upsampled to 16 px), ``small_cnn``,
+  ``mode="full"``, batch 32, 4 epochs; accuracy on the 359-image test split.
+* ``digits-m`` (from scratch): the same digits blended into colour photo patches (32 px,
+  downsampled to 16 px), harder and more sensitive to the rate; ``small_cnn``, ``mode="full"``,
+  batch 32, 4 epochs.
+* ``digits-m fine-tune`` (pretrained): the demo's task and backbone -- ``digits-m`` with 10
+  labelled images per class (the same 100 for every seed), the ImageNet ``efficientnet_lite0``
+  fine-tuned with ``mode="fine_tune"`` (2 epochs head-only on cached features, then every layer
+  with discriminative rates, ``lr_spread=10``), 64 px, batch 20, 10 epochs; accuracy on the
+  359-image test split. The finder sweeps the phase the fit starts in (the frozen backbone's
+  head), as fastai's ``lr_find`` before ``fine_tune`` does.
 
-    .venv/bin/python benchmarks/lr_finder.py --threads 1   # full run (~4 min on 1 idle thread)
-    .venv/bin/python benchmarks/lr_finder.py --quick       # smoke run, seconds
+    .venv/bin/python benchmarks/lr_finder.py --threads 1   # full run (~12 min on 1 idle thread)
+    .venv/bin/python benchmarks/lr_finder.py --quick       # smoke run, under a minute
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
 import tlkit
-from tlkit.engine.lr_finder import METHODS
+from tlkit.engine.lr_finder import DEFAULT_METHOD, METHODS
 
 try:
     from benchmarks import _common as common
@@ -34,12 +43,47 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
     import _common as common
 
 SEEDS = (0, 1, 2)
-GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-COMMON: dict[str, Any] = {"mode": "full", "device": "cpu", "precision": "fp32", "progress": False}
-TASKS: dict[str, dict[str, Any]] = {
-    "digits": {"backbone": "small_cnn", "image_size": 16, "batch_size": 32, "epochs": 4},
-    "digits-m": {"backbone": "small_cnn", "image_size": 16, "batch_size": 32, "epochs": 4},
+COMMON: dict[str, Any] = {"device": "cpu", "precision": "fp32", "progress": False}
+SCRATCH_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+#: name -> (bundled dataset, labels per class or None for all, fit options, lr grid)
+TASKS: dict[str, tuple[str, int | None, dict[str, Any], tuple[float, ...]]] = {
+    "digits": (
+        "digits",
+        None,
+        {"backbone": "small_cnn", "mode": "full", "image_size": 16, "batch_size": 32, "epochs": 4},
+        SCRATCH_GRID,
+    ),
+    "digits-m": (
+        "digits-m",
+        None,
+        {"backbone": "small_cnn", "mode": "full", "image_size": 16, "batch_size": 32, "epochs": 4},
+        SCRATCH_GRID,
+    ),
+    "digits-m fine-tune": (
+        "digits-m",
+        10,
+        {
+            "backbone": "efficientnet_lite0",
+            "mode": "fine_tune",
+            "freeze_epochs": 2,
+            "lr_spread": 10.0,
+            "image_size": 64,
+            "batch_size": 20,
+            "epochs": 10,
+        },
+        (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    ),
 }
+
+
+def load_task(dataset: str, labels_per_class: int | None) -> Any:
+    """The bundled task; with ``labels_per_class``, that many labelled images per class (the
+    same ones for every seed) and no target domain."""
+    task = tlkit.datasets.load(dataset)
+    if labels_per_class is None:
+        return task
+    few = tlkit.datasets.few_labels(task, labels_per_class, seed=0)
+    return dataclasses.replace(few, target=None, target_test=None)
 
 
 def accuracy(task: Any, options: dict[str, Any], seed: int, lr: float) -> float:
@@ -54,7 +98,7 @@ def mean_pm_std(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-sized run (seconds)")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (under a minute)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--results", help="markdown file to update (default: full runs only)")
     args = parser.parse_args(argv)
@@ -62,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     info = common.machine_info("cpu")
     wall = time.perf_counter()
     seeds = (0,) if args.quick else SEEDS
-    grid = GRID[1:4:2] if args.quick else GRID
     sections = []
     verdicts: dict[str, list[str]] = {m: [] for m in METHODS}
-    for name, options in TASKS.items():
-        task = tlkit.datasets.load(name)
+    gaps: dict[str, list[float]] = {m: [] for m in METHODS}  # pick mean - best mean, per task
+    for name, (dataset, per_class, options, full_grid) in TASKS.items():
+        started = time.perf_counter()
+        task = load_task(dataset, per_class)
+        grid = full_grid[1:4:2] if args.quick else full_grid
         if args.quick:
-            options = {**options, "epochs": 1}
+            options = {**options, "epochs": 2 if options.get("freeze_epochs") else 1}
+            options = {**options, "image_size": min(options["image_size"], 32)}
         runs: dict[tuple[int, float], float] = {}  # (seed, lr) -> accuracy: no fit twice
 
         def acc(seed: int, lr: float, task=task, options=options, runs=runs) -> float:
@@ -96,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             pick_mean, _ = common.mean_std(picked)
             within = pick_mean >= means[best][0] - means[best][1]
             verdicts[method].append(f"{name}: {'yes' if within else 'no'}")
-            label = f"lr finder, {method}" + (" (the default)" if method == METHODS[0] else "")
+            gaps[method].append(pick_mean - means[best][0])
+            label = f"lr finder, {method}" + (" (the default)" if method == DEFAULT_METHOD else "")
             rows.append(
                 [
                     f"{label}: " + ", ".join(f"{lr:.2g}" for lr in lrs),
@@ -109,23 +157,40 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"- {method}: within one std of the grid's best (lr={best:g}): "
                 f"**{'yes' if within else 'no'}** (accuracy {pick_mean:.3f} vs "
-                f"{means[best][0]:.3f} ± {means[best][1]:.3f}; the median pick is {where} the "
-                "grid's best rate)"
+                f"{means[best][0]:.3f} ± {means[best][1]:.3f}, a gap of "
+                f"{pick_mean - means[best][0]:+.3f}; the median pick is {where} the grid's best "
+                "rate)"
             )
         table = common.markdown_table(["learning rate", "test accuracy", "per seed"], rows)
-        settings = ", ".join(f"{k}={v}" for k, v in options.items())
+        data = f"{per_class} labelled images per class; " if per_class else ""
+        settings = data + ", ".join(f"{k}={v}" for k, v in options.items())
         sweeps = "; ".join(
             f"seed {s}: {len(f.lrs)} steps"
             + (f", diverged at {f.diverged_at:.2g}" if f.diverged_at else "")
             for s, f in zip(seeds, finders)
         )
+        seconds = time.perf_counter() - started
         sections.append(
-            f"### {name}\n\n{settings}. Sweeps: {sweeps}.\n\n{table}\n\n" + "\n".join(lines) + "\n"
+            f"### {name}\n\n{settings}. Sweeps: {sweeps}. {len(runs)} fits and {len(finders)} "
+            f"sweeps in {seconds:.0f} s.\n\n{table}\n\n" + "\n".join(lines) + "\n"
         )
         print(table)
         print("\n".join(lines), flush=True)
     wall = time.perf_counter() - wall
     print(f"total wall time {wall:.0f} s")
+    overall = [
+        f"| {m} | {sum(v.endswith('yes') for v in verdicts[m])} of {len(verdicts[m])} | "
+        f"{sum(gaps[m]) / len(gaps[m]):+.3f} | {min(gaps[m]):+.3f} |"
+        for m in METHODS
+    ]
+    summary_table = "\n".join(
+        [
+            "| pick | tasks within one std of the grid's best | mean gap to the best | worst gap |",
+            "| --- | --- | --- | --- |",
+            *overall,
+        ]
+    )
+    print(summary_table)
     path = common.results_path(args.results, "lr_finder", args.quick)
     if path is not None:
         summary = "; ".join(f"{m}: {', '.join(v)}" for m, v in verdicts.items())
@@ -138,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                 + "; AdamW, cosine schedule with 5% warm-up. The finder sweeps the same "
                 "configuration (1e-7 to 10, at most 100 steps) on a copy of the model; each of "
                 "its three picks is trained. Pick within one std of the grid's best: "
-                f"{summary}. Total wall time "
-                f"{wall:.0f} s.",
+                f"{summary}. Total wall time {wall:.0f} s (the machine's 2 cores were shared "
+                "with other jobs: times are indicative only).",
+                "",
+                "Over the tasks (gap: the pick's mean accuracy minus the grid's best mean):",
+                "",
+                summary_table,
                 "",
                 *sections,
             ]

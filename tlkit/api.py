@@ -15,7 +15,7 @@ from tlkit.datasets import load as load_dataset
 from tlkit.datasets.domain import Domain, DomainPair
 from tlkit.engine import trainer as engine
 from tlkit.engine.config import FitConfig, check_known_options
-from tlkit.engine.lr_finder import LRFinder, find_lr
+from tlkit.engine.lr_finder import DEFAULT_METHOD, LRFinder, find_lr
 from tlkit.errors import ConfigError
 from tlkit.run import Run, load
 
@@ -213,15 +213,16 @@ def lr_find(
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_it: int = 100,
-    method: str = "valley",
+    method: str = DEFAULT_METHOD,
     **options: Any,
 ) -> LRFinder:
     """Find a learning rate for ``fit(data, backbone, **options)`` (fastai's ``lr_find``).
 
     Trains a copy of the model for up to ``num_it`` steps while the rate grows exponentially
     from ``start_lr`` to ``end_lr``, stops when the loss runs away, and picks a rate: ``method``
-    is ``"valley"`` (the middle of the longest fall; robust) or ``"steep"`` (the steepest
-    fall). The model passed, the optimiser and the global random state are left as they were.
+    is ``"steep"`` (the steepest fall; the default, closest to a grid's best rate in
+    ``benchmarks/results/lr_finder.md``), ``"valley"`` (the middle of the longest fall, fastai's
+    default; lower) or ``"minimum"`` (a tenth of the lowest loss's rate). The model passed, the optimiser and the global random state are left as they were.
     Returns an :class:`~tlkit.engine.lr_finder.LRFinder`: ``.suggestion``, ``.lrs``,
     ``.losses`` (smoothed) and ``.plot()``. ``fit(..., lr="find")`` runs it and trains with
     ``.suggestion``.

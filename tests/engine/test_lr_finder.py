@@ -1,5 +1,5 @@
-"""The learning-rate finder: an exponential sweep on a copy of the model, a valley pick, and
-``tlkit.fit(..., lr="find")`` training with the pick."""
+"""The learning-rate finder: an exponential sweep on a copy of the model, a steepest-fall pick
+(the default), and ``tlkit.fit(..., lr="find")`` training with the pick."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def test_fit_with_lr_find_trains_with_the_pick_and_says_it(tiny_task, fast, caps
     assert isinstance(picked, float) and math.isfinite(picked)
     assert f"lr={picked:.2g}" in lines[0]
     assert run.lr_finder.suggestion == picked
+    assert run.lr_finder.method == "steep" and picked == run.lr_finder.steep  # the default
+    assert run.lr_finder.steep != run.lr_finder.valley  # (so that the line above means it)
     # the same run with that lr given by hand is the same run: the sweep changed nothing
     again = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": picked})
     assert again.history[0]["train_loss"] == run.history[0]["train_loss"]

@@ -45,6 +45,11 @@ from tlkit.cli_inputs import (
 from tlkit.errors import ConfigError
 from tlkit.prediction_table import flat_lists
 
+#: Images per forward pass of ``tlkit evaluate`` and ``tlkit predict``: at 224 px a batch of 256
+#: (``run.evaluate``'s default, sized for small in-memory images) takes about 1 GB more than 64
+#: (benchmarks/results/cli_folder.md), for no gain on a CPU.
+EVAL_BATCH_SIZE = 64
+
 
 def _load_config(path: str | None) -> dict[str, Any]:
     if not path:
@@ -174,7 +179,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     run = tlkit.load(args.checkpoint)
     data = evaluation_data(args.data, task=run.task)
     files = isinstance(data, tlkit.datasets.Domain) and not data.in_memory
-    results = run.evaluate(data, num_workers=2 if files else 0)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: use a positive number, e.g. 64.")
+    results = run.evaluate(data, batch_size=args.batch_size, num_workers=2 if files else 0)
     if "accuracy" in results or "mae" in results:  # one domain: a folder or CSV
         results = {data.name: results}
     for name, metrics in results.items():
@@ -315,13 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a saved run on a dataset's test sets")
     ev.add_argument("checkpoint")
     ev.add_argument("--data", required=True, help="dataset name, image folder or CSV")
+    ev.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=EVAL_BATCH_SIZE,
+        help=f"images per forward pass (default {EVAL_BATCH_SIZE}: camera photos at 224 px fit a "
+        "laptop's memory)",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predict a folder or image files with a saved run")
     pr.add_argument("checkpoint", help="a file saved with run.save / --save")
     pr.add_argument("data", nargs="+", help="a folder of images, a CSV of paths, or image files")
     pr.add_argument("--out", help="write a table here (.csv, or .parquet with pyarrow)")
-    pr.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    pr.add_argument("--batch-size", dest="batch_size", type=int, default=EVAL_BATCH_SIZE)
     pr.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     pr.add_argument("--top-k", dest="top_k", type=int, default=3)
     pr.set_defaults(func=_cmd_predict)

@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     markdown_table,
     results_path,
     setup_torch,
+    update_results,
     write_run,
 )
 
@@ -111,7 +112,7 @@ def step_gflop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     return counter.get_total_flops() / 1e9
 
 
-def measure(name: str, rounds: int) -> list[dict]:
+def measure(name: str, rounds: int, variants: tuple[str, ...] = VARIANTS) -> list[dict]:
     """Rows for one model: every variant, timed in lock-step."""
     from tlkit.backbones import create_model
 
@@ -122,7 +123,7 @@ def measure(name: str, rounds: int) -> list[dict]:
     y = torch.randint(0, 10, (batch,))
     gflop = step_gflop(base, x, y)
     steps, first, failed = {}, {}, {}
-    for variant in VARIANTS:
+    for variant in variants:
         try:
             steps[variant] = make_step(copy.deepcopy(base), variant)
             start = time.perf_counter()
@@ -139,7 +140,7 @@ def measure(name: str, rounds: int) -> list[dict]:
             step(x, y)
             times[variant].append(time.perf_counter() - start)
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         if variant in failed:
             rows.append(dict(model=name, size=size, batch=batch, variant=variant, failed=failed[variant]))
             continue
@@ -155,9 +156,10 @@ def measure(name: str, rounds: int) -> list[dict]:
     return rows
 
 
-def child_rows(quick: bool, env: dict[str, str]) -> dict:
+def child_rows(quick: bool, env: dict[str, str], variants: list[str], rounds: int) -> dict:
     """Run the measurement in a child process with ``env`` added (ISA limits apply at start-up)."""
-    cmd = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
+    cmd = [sys.executable, __file__, "--child", "--rounds", str(rounds), "--variants", *variants]
+    cmd += ["--quick"] if quick else []
     with tempfile.TemporaryDirectory() as cache:  # inductor's kernels are built for one ISA
         env = {**os.environ, **env, "TORCHINDUCTOR_CACHE_DIR": cache}
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -181,22 +183,106 @@ def table(rows: list[dict], ceiling: float) -> str:
     return markdown_table(headers, body)
 
 
+def demo_one(seed: int, layout: bool, quick: bool) -> dict:
+    """The demo's fine-tune phase (``tlkit demo``'s recipe and data) for one seed and layout:
+    test accuracy after the last epoch (evaluated once, at the end) and the fit's seconds."""
+    from dataclasses import replace
+
+    import tlkit
+    from tlkit.demo import DEMO_TASK, RECIPES
+
+    _, backbone, recipe = RECIPES[-1]
+    options = {"image_size": 96, **recipe, **(dict(epochs=2, freeze_epochs=1) if quick else {})}
+    pair = tlkit.datasets.few_labels(tlkit.datasets.load(DEMO_TASK), 10, seed=seed)
+    test = pair.source_test
+    data = replace(pair, source_test=None, target=None, target_test=None)
+    start = time.perf_counter()
+    run = tlkit.fit(data, backbone, batch_size=20, seed=seed, channels_last=layout,
+                    device="cpu", progress=False, **options)
+    seconds = time.perf_counter() - start
+    return dict(seed=seed, layout=layout, acc=run.evaluate(test)["accuracy"], seconds=seconds,
+                backbone=backbone, options={k: options[k] for k in ("image_size", "epochs",
+                                                                    "freeze_epochs")})
+
+
+def demo_fine_tune(seeds: list[int], quick: bool) -> str:
+    """The demo's fine-tune phase, NCHW and channels-last, for each seed: every (seed, layout)
+    fit in its own process, all at once (one thread each), so the accuracy check fits in a few
+    minutes on a shared machine; the step's speed is the lock-step table's job."""
+    procs = []
+    for seed in seeds:
+        for layout in (False, True):
+            cmd = [sys.executable, __file__, "--demo-one", str(seed), str(int(layout))]
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            procs.append(subprocess.Popen(cmd + (["--quick"] if quick else []), env=env,
+                                          stdout=subprocess.PIPE, text=True))
+    got = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"a demo fine-tune failed: {proc.args}")
+        got.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  {got[-1]}", flush=True)
+    body = []
+    for layout in (False, True):
+        acc = [g["acc"] for g in got if g["layout"] == layout]
+        secs = [g["seconds"] for g in got if g["layout"] == layout]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        body.append([
+            "channels_last" if layout else "NCHW", " / ".join(f"{a:.3f}" for a in acc),
+            f"{statistics.mean(acc):.3f} +- {std:.3f}", f"{statistics.mean(secs):.0f}",
+        ])
+    o = got[0]["options"]
+    headers = ["layout", "test accuracy per seed", "mean +- std",
+               "mean fit s (all six fits at once, 1 thread each)"]
+    return (
+        f"### the demo's fine-tune phase\n\n`{got[0]['backbone']}`, {o['image_size']} px, "
+        f"{o['epochs']} epochs ({o['freeze_epochs']} head-only), 10 labels per class of "
+        f"digits-m, seeds {seeds}, test accuracy after the last epoch (359 images).\n\n"
+        + markdown_table(headers, body)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--results", default=None)
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+        help="which variants to time (fp32, the reference of the ratios, is always included)",
+    )
+    parser.add_argument("--rounds", type=int, help="lock-step rounds (default 12, quick 3)")
+    parser.add_argument("--demo-one", type=int, nargs=2, help=argparse.SUPPRESS)  # seed layout
+    parser.add_argument(
+        "--demo", type=int, nargs="+", metavar="SEED",
+        help="instead: the demo's fine-tune phase, NCHW vs channels-last, for these seeds",
+    )
     args = parser.parse_args()
     setup_torch("cpu", threads=2)
-    rounds = 3 if args.quick else 12
+    rounds = args.rounds or (3 if args.quick else 12)
+    variants = ["fp32"] + [v for v in args.variants if v != "fp32"]
     names = ["small_cnn"] if args.quick else list(MODELS)
+    if args.demo_one:
+        torch.set_num_threads(1)
+        print(json.dumps(demo_one(args.demo_one[0], bool(args.demo_one[1]), args.quick)))
+        return
+    if args.demo:
+        section = demo_fine_tune(args.demo, args.quick)
+        print(section)
+        path = Path(args.results) if args.results else None
+        if path:
+            body = machine_block(machine_info("cpu"), command_line()) + "\n\n" + section
+            update_results(path, "demo", "Channels-last in the demo's fine-tune phase", body,
+                           file_title="The CPU training step against its ceiling")
+        return
     if args.child:
-        rows = [row for name in names for row in measure(name, rounds)]
+        rows = [row for name in names for row in measure(name, rounds, tuple(variants))]
         print(json.dumps({"ceiling": matmul_ceiling(), "rows": rows}))
         return
     sections = []
     for label, env in (("this CPU's own kernels", {}), ("ordinary x86-64 (AVX2 only)", AVX2_ENV)):
-        result = child_rows(args.quick, env)
+        result = child_rows(args.quick, env, variants, rounds)
         ceiling = result["ceiling"]
         sections.append(
             f"### {label}\n\nfp32 matmul ceiling: {ceiling:.0f} GFLOP/s\n\n"

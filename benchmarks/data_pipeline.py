@@ -51,12 +51,18 @@ Time to first step (listing, workers' start, first batch, first step) and images
 first step's end to the last's (``CAMERA_STEPS`` steps), the mean of two passes per side run in
 the order A B C, C B A.
 
+``--camera-model efficientnet_lite0`` trains EfficientNet-Lite0 instead of the featherweight (all
+layers, random weights), so that a reader sees the gain where the step, not the decoding, costs
+most; tlkit lays out its images channels-last (its default for images), the hand loops as
+written by hand (NCHW). That table has its own section in the results file.
+
 The in-memory fast path (bundled digits, no workers) is measured by ``engine_overhead.py``
 against a hand-written loop, in ``results/engine_overhead.md``.
 
     .venv/bin/python benchmarks/data_pipeline.py           # full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/data_pipeline.py --quick   # N = 200, 800: a smoke run
     .venv/bin/python benchmarks/data_pipeline.py --camera  # camera-size JPEGs (~3 min)
+    .venv/bin/python benchmarks/data_pipeline.py --camera --camera-model efficientnet_lite0
 """
 
 from __future__ import annotations
@@ -367,6 +373,22 @@ def _feather(seed: int = 0) -> torch.nn.Module:
                                         widths=(8,))  # fmt: skip
 
 
+def _lite0(seed: int = 0) -> torch.nn.Module:
+    """EfficientNet-Lite0 (random weights: the step costs the same as a pretrained one's)."""
+    import tlkit
+
+    torch.manual_seed(seed)
+    return tlkit.backbones.create_model("efficientnet_lite0", CAMERA_CLASSES, pretrained=False,
+                                        input_size=IMAGE_SIZE)  # fmt: skip
+
+
+#: --camera-model: name -> (builder, description for the results)
+CAMERA_MODELS = {
+    "feather": (_feather, "featherweight model (small_cnn, one 8-channel block)"),
+    "efficientnet_lite0": (_lite0, "efficientnet_lite0 (all layers trained)"),
+}
+
+
 def _draft_loader(path: str) -> Any:
     from PIL import Image
 
@@ -375,7 +397,7 @@ def _draft_loader(path: str) -> Any:
     return im.convert("RGB")
 
 
-def camera_hand(folder: Path, draft: bool) -> dict[str, float]:
+def camera_hand(folder: Path, draft: bool, model_name: str = "feather") -> dict[str, float]:
     """The hand-written loop (optionally with draft decoding): first step and images/s."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
@@ -388,7 +410,7 @@ def camera_hand(folder: Path, draft: bool) -> dict[str, float]:
     ds = ImageFolder(os.fspath(folder), transform=v2.Compose([v2.PILToTensor(), plain]), **kwargs)
     loader = torch.utils.data.DataLoader(ds, batch_size=CAMERA_BATCH, shuffle=True,
                                          num_workers=WORKERS)  # fmt: skip
-    model = _feather()
+    model = CAMERA_MODELS[model_name][0]()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ends: list[float] = []
     model.train()
@@ -404,7 +426,7 @@ def camera_hand(folder: Path, draft: bool) -> dict[str, float]:
             "images_per_s": CAMERA_BATCH * (len(ends) - 1) / (ends[-1] - ends[0])}  # fmt: skip
 
 
-def camera_tlkit(folder: Path) -> dict[str, float]:
+def camera_tlkit(folder: Path, model_name: str = "feather") -> dict[str, float]:
     """tlkit.fit on from_folder: first step and images/s."""
     import tlkit
     from tlkit.datasets import from_folder
@@ -418,7 +440,7 @@ def camera_tlkit(folder: Path) -> dict[str, float]:
 
     t0 = time.perf_counter()
     domain = from_folder(folder, progress=False)
-    tlkit.fit(domain, model=_feather(), image_size=IMAGE_SIZE, num_workers=WORKERS,
+    tlkit.fit(domain, model=CAMERA_MODELS[model_name][0](), image_size=IMAGE_SIZE, num_workers=WORKERS,
               batch_size=CAMERA_BATCH, mode="full", epochs=1000, progress=False, lr=1e-3,
               precision="fp32", log_every=1000, max_steps=CAMERA_STEPS,
               observers=[Clock()])  # fmt: skip
@@ -436,32 +458,38 @@ def _vm_hwm_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def camera_one(side: str, size: tuple[int, int]) -> dict[str, Any]:
+def camera_one(side: str, size: tuple[int, int], model_name: str) -> dict[str, Any]:
     """One side on one size (run in its own process, so peak RSS is that side's)."""
     setup_torch("cpu", 2)
     folder = camera_folder(size)
     if side == "tlkit":
-        r = camera_tlkit(folder)
+        r = camera_tlkit(folder, model_name)
     else:
-        r = camera_hand(folder, draft=side == "hand_draft")
+        r = camera_hand(folder, draft=side == "hand_draft", model_name=model_name)
     r["peak_rss_mb"] = _vm_hwm_mb()
     r["peak_worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return r
 
 
-def run_camera(results: str | None) -> None:
+def run_camera(
+    results: str | None,
+    model_name: str = "feather",
+    sizes: tuple[tuple[int, int], ...] = CAMERA_SIZES,
+    rounds: int = CAMERA_ROUNDS,
+) -> None:
     setup_torch("cpu", 2)
     info = machine_info("cpu")
     t0 = time.perf_counter()
-    for size in CAMERA_SIZES:
+    for size in sizes:
         camera_folder(size)  # generated once, outside the timed children
     print(f"folders ready in {time.perf_counter() - t0:.0f} s")
     runs: dict[tuple[tuple[int, int], str], list[dict[str, Any]]] = {}
-    for size in CAMERA_SIZES:
-        for r in range(CAMERA_ROUNDS):
+    for size in sizes:
+        for r in range(rounds):
             for side in CAMERA_SIDES if r % 2 == 0 else CAMERA_SIDES[::-1]:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--camera-one", side, f"{size[0]}x{size[1]}"],
+                    [sys.executable, __file__, "--camera-one", side, f"{size[0]}x{size[1]}",
+                     "--camera-model", model_name],
                     capture_output=True, text=True, check=False,
                 )  # fmt: skip
                 line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
@@ -482,21 +510,26 @@ def run_camera(results: str | None) -> None:
           f"{rows[size, side]['first_step_s']:.2f}", f"{rows[size, side]['images_per_s']:.1f}",
           f"{rows[size, side]['images_per_s'] / rows[size, 'hand']['images_per_s']:.2f}x",
           f"{rows[size, side]['peak_rss_mb']:.0f}", f"{rows[size, side]['peak_worker_rss_mb']:.0f}"]
-         for size in CAMERA_SIZES for side in CAMERA_SIDES],
+         for size in sizes for side in CAMERA_SIDES],
     )  # fmt: skip
     worst = min(rows[s, "tlkit"]["images_per_s"] / rows[s, "hand"]["images_per_s"]
-                for s in CAMERA_SIZES)  # fmt: skip
+                for s in sizes)  # fmt: skip
+    featherweight = model_name == "feather"
     summary = (
-        f"224 px, batch {CAMERA_BATCH}, {WORKERS} workers, featherweight model (small_cnn, one "
-        f"8-channel block), img/s over steps 2-{CAMERA_STEPS}, the mean of {CAMERA_ROUNDS} "
-        "passes per side (in the order A B C, C B A; each in a fresh process), peak RSS the "
-        "larger of the passes' (main: VmHWM). tlkit / plain ImageFolder loop: "
-        f"{worst:.2f}x at worst (target >= 1.5x)."
+        f"224 px, batch {CAMERA_BATCH}, {WORKERS} workers, {CAMERA_MODELS[model_name][1]}, "
+        f"img/s over steps 2-{CAMERA_STEPS}, the mean of {rounds} "
+        f"pass{'es' if rounds > 1 else ''} per side "
+        f"({'in the order A B C, C B A; ' if rounds > 1 else ''}each in a fresh process), peak "
+        "RSS the larger of the passes' (main: VmHWM). tlkit / plain ImageFolder loop: "
+        f"{worst:.2f}x at worst" + (" (target >= 1.5x)." if featherweight else ".")
     )
     print("\n" + table + "\n\n" + summary)
     path = Path(results) if results else RESULTS_DIR / "data_pipeline.md"
     body = machine_block(info, command_line()) + "\n\n" + table + "\n\n" + summary + "\n"
-    update_results(path, "camera", "Camera-size JPEGs (decode-bound training)", body,
+    key, title = "camera", "Camera-size JPEGs (decode-bound training)"
+    if not featherweight:
+        key, title = f"camera-{model_name}", f"Camera-size JPEGs, {model_name}"
+    update_results(path, key, title, body,
                    file_title="Data pipeline (the data layer alone)")  # fmt: skip
     print(f"\nwrote {path}")
 
@@ -510,14 +543,23 @@ def main() -> None:
     parser.add_argument("--no-fit", action="store_true", help="the data layer only")
     parser.add_argument("--camera", action="store_true", help="camera-size JPEG rows")
     parser.add_argument("--camera-one", nargs=2, help=argparse.SUPPRESS)  # child: side WxH
+    parser.add_argument("--camera-model", choices=list(CAMERA_MODELS), default="feather",
+                        help="the model the camera rows train (default: the featherweight)")
+    parser.add_argument("--camera-sizes", nargs="+", metavar="WxH",
+                        help="camera photo sizes (default 3000x2000 4000x3000)")
+    parser.add_argument("--camera-rounds", type=int, default=CAMERA_ROUNDS,
+                        help="passes per side and size (A B C, C B A, ...)")
     args = parser.parse_args()
     if args.camera_one:
         side, wh = args.camera_one
         size = tuple(int(v) for v in wh.split("x"))
-        print("RESULT " + json.dumps(camera_one(side, size)))
+        print("RESULT " + json.dumps(camera_one(side, size, args.camera_model)))
         return
     if args.camera:
-        run_camera(args.results)
+        sizes = CAMERA_SIZES
+        if args.camera_sizes:
+            sizes = tuple(tuple(int(v) for v in wh.split("x")) for wh in args.camera_sizes)
+        run_camera(args.results, args.camera_model, sizes, args.camera_rounds)
         return
     global FIT
     FIT = not args.no_fit

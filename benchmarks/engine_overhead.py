@@ -7,8 +7,10 @@ optimiser steps and epochs, fp32, ``mode="full"`` (every layer trained), ``progr
 
 One step, on both sides: index a shuffled batch of uint8 images -> ``.float().div_(255)`` ->
 ``model.prepare`` (resize to the backbone's input size, normalise) -> backbone -> head ->
-cross-entropy -> zero_grad -> backward -> AdamW step. After every epoch both evaluate the whole
-test split (batches of 256, ``no_grad``, eval mode) and compute its accuracy.
+cross-entropy -> zero_grad -> backward -> AdamW step; images and weights channels-last on both
+sides (tlkit's default for image data; ``--nchw`` runs both sides in NCHW). After every epoch
+both evaluate the whole test split (batches of 256, ``no_grad``, eval mode) and compute its
+accuracy.
 
 What tlkit does on top (the overhead being measured): the pluggy hooks (loss strategy, step and
 epoch observers, stop check), the seeded per-step RNG, the learning-rate schedule (cosine with
@@ -75,11 +77,13 @@ class Case:
     repeats: int  # lock-step fits; pairs are pooled over them
     batch_size: int = 64
     lr: float = 1e-3
+    channels_last: bool = True  # both sides: NHWC images and weights (tlkit's default for images)
     test_samples: int = 0  # 0 = the whole test split (359 images)
 
     @property
     def label(self) -> str:
-        return f"{self.backbone} @ {self.image_size}px"
+        layout = "" if self.channels_last else ", NCHW"
+        return f"{self.backbone} @ {self.image_size}px{layout}"
 
 
 FULL_CASES = [
@@ -119,6 +123,7 @@ def fit_tlkit(case: Case, pair: DomainPair, model, seed: int, observers=()) -> A
         precision="fp32",
         device="cpu",
         seed=seed,
+        channels_last=case.channels_last,
         progress=False,
         observers=observers,
     )
@@ -129,6 +134,8 @@ class HandLoop:
 
     def __init__(self, case: Case, pair: DomainPair, model, seed: int) -> None:
         self.model = model
+        self.memory = torch.channels_last if case.channels_last else torch.contiguous_format
+        model.to(memory_format=self.memory)
         self.images, self.labels = pair.source.images, pair.source.labels
         self.test_images = pair.source_test.images
         self.test_labels = pair.source_test.clean_labels
@@ -154,7 +161,8 @@ class HandLoop:
             self.order = torch.randperm(len(self.labels), generator=self.generator)
         idx = self.order[k * self.bs : (k + 1) * self.bs]
         x = self.images[idx].float().div_(255)
-        logits = self.model.head(self.model.backbone(self.model.prepare(x)))
+        x = self.model.prepare(x).contiguous(memory_format=self.memory)
+        logits = self.model.head(self.model.backbone(x))
         loss = F.cross_entropy(logits, self.labels[idx])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,7 +178,10 @@ class HandLoop:
         correct = 0
         with torch.no_grad():
             for s in range(0, len(self.test_images), 256):
-                out = self.model(self.test_images[s : s + 256].float().div_(255))
+                x = self.test_images[s : s + 256].float().div_(255)
+                out = self.model.head(
+                    self.model.backbone(self.model.prepare(x).contiguous(memory_format=self.memory))
+                )
                 correct += int((out.argmax(1) == self.test_labels[s : s + 256]).sum())
         self.accuracy = correct / len(self.test_images)
 
@@ -351,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="lock-step fits per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--nchw",
+        action="store_true",
+        help="both sides in the contiguous NCHW layout (default: channels-last, tlkit's default)",
+    )
+    parser.add_argument(
         "--profile",
         choices=("auto", "always", "never"),
         help="cProfile a tlkit fit (default auto: when a ratio misses the target; never with "
@@ -365,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = args.profile or ("never" if args.quick else "auto")
     if args.repeats:
         cases = [replace(c, repeats=args.repeats) for c in cases]
+    if args.nchw:
+        cases = [replace(c, channels_last=False) for c in cases]
     path = common.results_path(args.results, "engine_overhead", args.quick)
     total = time.perf_counter()
     rows = []
@@ -392,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         if res["profile"]:
             body += ["", "cProfile of one plain tlkit fit:", "", "```", res["profile"].strip()]
             body += ["```"]
-        key = f"{'quick' if args.quick else 'full'}-{case.backbone}"
+        key = f"{'quick' if args.quick else 'full'}-{case.backbone}" + (
+            "" if case.channels_last else "-nchw"
+        )
         title = f"{case.label}" + (" (quick run)" if args.quick else "")
         common.update_results(
             path,

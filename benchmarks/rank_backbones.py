@@ -64,9 +64,9 @@ PRETRAIN = {"strong": 8, "weak": 1}  # epochs of the source checkpoints
 QUICK_PRETRAIN = {"strong": 2, "weak": 1}
 NOTES = """\
 Reading the tables: both scores put the candidate that fine-tunes best first on every target,
-from one pass over 100 images, in 1-3 s against 78-97 s for fine-tuning the six candidates once
+from one pass over 100 images, in 2-4 s against 66-83 s for fine-tuning the six candidates once
 (one seed). Kendall's tau over six candidates moves in steps of 0.13; on digits the fine-tuned
-accuracies of five candidates lie within 0.935-0.957, closer than their seed-to-seed spread,
+accuracies of five candidates lie within 0.929-0.957, closer than their seed-to-seed spread,
 so no score can order them and tau is low there. LEEP with ImageNet's 1000 source classes
 estimates P(y | z) from only 100 images, which flatters it (its LEEP is the highest on
 digits-m, where it also fine-tunes best, and second on digits, where it fine-tunes worst). The

@@ -270,6 +270,11 @@ def resolved_domain_bn(adapt: Any) -> str:
     return resolve_domain_bn(adapt_strategies(adapt))
 
 
+# What the engine does that changes every run's numbers without showing in its options: a run
+# stored under another value is not reused (the stored runs in the results file predate both).
+ENGINE = {"last_short_batch": "trained", "cpu_channels_last": True}
+
+
 def run_key(method: Method, pair: str, seed: int, budget: int, quick: bool) -> dict[str, Any]:
     """Everything that decides a run's result, as plain values."""
     trim = QUICK if quick else TRIM
@@ -284,6 +289,7 @@ def run_key(method: Method, pair: str, seed: int, budget: int, quick: bool) -> d
         "defaults": strategy_defaults(method.adapt) if method.adapt else {},
         "options": options,
         "trim": trim,
+        "engine": ENGINE,
     }
 
 

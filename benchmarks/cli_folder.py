@@ -13,10 +13,13 @@ exactly as a user types them::
     tlkit predict run.pt DIR --out predictions.csv
 
 For each command: wall time, the largest single process's peak RSS (``ru_maxrss`` from
-``os.wait4``: the kernel's number, exact), and the peak of the process tree's summed RSS (the
-main process and its DataLoader workers, sampled every 0.2 s with psutil when it is installed;
-pages the workers share with the main process count once per process, so it is an upper bound).
-``fit``'s own lines (the image size it trains at, the held-out split, its metrics table) are kept.
+``os.wait4``: the kernel's number, exact), and the peaks of the process tree's summed RSS and PSS
+(the main process and its DataLoader workers, sampled every 0.25 s with psutil when it is
+installed). The RSS sum is what a task manager adds up: the pages the forked workers share with
+the main process (torch's libraries) count once per process. The PSS sum splits shared pages
+between their processes: it is the memory the command really takes. The most worker processes
+seen at once are counted too. ``fit``'s own lines (the image size it trains at, the held-out
+split, its metrics table) are kept. Each ``--variant`` runs ``fit`` only, with its flags added.
 
     .venv/bin/python benchmarks/cli_folder.py                  # defaults only (~2-4 min)
     .venv/bin/python benchmarks/cli_folder.py --variant "--image-size 128" --variant "--set num_workers=0"
@@ -73,14 +76,19 @@ def make_folder(root: Path, per_class: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def _tree_rss(proc: Any) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+def _tree_memory(proc: Any) -> tuple[int, int, int]:
+    """The summed RSS and PSS (shared pages split between the processes that share them) of
+    ``proc`` and its descendants, and how many descendants it has."""
+    rss = pss = 0
+    tree = [proc, *proc.children(recursive=True)]
+    for p in tree:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
         except Exception:  # a worker that just exited
-            pass
-    return total
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss, len(tree) - 1
 
 
 def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
     except ImportError:  # the tree's sum needs psutil; the kernel's peak does not
         psutil = None
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    peak_tree = [0]
+    peak_tree = [0, 0, 0]  # RSS, PSS, child processes
     with open(log, "w") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -101,11 +109,12 @@ def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
                 handle = psutil.Process(proc.pid)
             except Exception:
                 return
-            while not done.wait(0.2):
+            while not done.wait(0.25):
                 try:
-                    peak_tree[0] = max(peak_tree[0], _tree_rss(handle))
+                    now = _tree_memory(handle)
                 except Exception:
                     return
+                peak_tree[:] = [max(a, b) for a, b in zip(peak_tree, now)]
 
         sampler = threading.Thread(target=sample, daemon=True) if psutil else None
         if sampler:
@@ -122,6 +131,8 @@ def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
         "seconds": seconds,
         "max_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # Linux: kilobytes
         "tree_rss_gb": peak_tree[0] / 1e9 if psutil else float("nan"),
+        "tree_pss_gb": peak_tree[1] / 1e9 if psutil else float("nan"),
+        "workers": peak_tree[2] if psutil else "n/a",
         "output": log.read_text(errors="replace"),
     }
 
@@ -135,21 +146,27 @@ def run_variant(
     name: str, flags: list[str], folder: Path, work: Path, timeout: float, quick: bool
 ) -> list[dict[str, Any]]:
     tlkit = tlkit_command()
-    save = work / f"{name}.pt"
+    save = work / ("run.pt" if name == "defaults" else f"run-{abs(hash(name)) % 10**6}.pt")
     epochs = ["--epochs", "1"] if quick else []
     steps = [
         ("fit", [*tlkit, "fit", "--data", str(folder), "--save", str(save), *epochs, *flags]),
         ("evaluate", [*tlkit, "evaluate", str(save), "--data", str(folder)]),
         ("predict", [*tlkit, "predict", str(save), str(folder), "--out", str(work / "p.csv")]),
     ]
+    if name != "defaults":  # a variant changes training: its fit is what is compared
+        steps = steps[:1]
     rows = []
     for step, cmd in steps:
-        result = measure(cmd, work / f"{name}-{step}.log", timeout)
-        result.update(variant=name, step=step, command=shlex.join(["tlkit", *cmd[len(tlkit) :]]))
+        result = measure(cmd, work / f"{save.stem}-{step}.log", timeout)
+        result["output"] = result["output"].replace(str(save), "run.pt").replace(str(folder), "photos")
+        shown = {str(folder): "photos/", str(save): "run.pt", str(work / "p.csv"): "p.csv"}
+        words = ["tlkit", *(shown.get(w, w) for w in cmd[len(tlkit) :])]
+        result.update(variant=name, step=step, command=shlex.join(words))
         rows.append(result)
         print(
             f"{name:>24} {step:>8}: rc={result['rc']} {result['seconds']:.1f} s, largest process "
-            f"{result['max_rss_gb']:.2f} GB, tree {result['tree_rss_gb']:.2f} GB",
+            f"{result['max_rss_gb']:.2f} GB, tree RSS {result['tree_rss_gb']:.2f} GB, PSS "
+            f"{result['tree_pss_gb']:.2f} GB, {result['workers']} child processes",
             flush=True,
         )
         if result["rc"] != 0:
@@ -181,7 +198,7 @@ def main() -> None:
         default=[],
         help="extra flags for another fit after the defaults' (quoted), e.g. '--image-size 128'",
     )
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per command")
     parser.add_argument("--quick", action="store_true", help="12 photos, 1 epoch")
     parser.add_argument("--results", help="write the results here (default: a full run only)")
     parser.add_argument("--keep", help="build the folder here and keep it (default: a temp dir)")
@@ -217,7 +234,16 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     table = markdown_table(
-        ["fit flags", "command", "exit", "wall s", "largest process GB", "process tree GB"],
+        [
+            "fit flags",
+            "command",
+            "exit",
+            "wall s",
+            "largest process GB",
+            "tree RSS sum GB",
+            "tree PSS sum GB",
+            "child processes",
+        ],
         [
             (
                 "(defaults)" if r["variant"] == "defaults" else f"`{r['variant']}`",
@@ -226,6 +252,8 @@ def report(
                 r["seconds"],
                 r["max_rss_gb"],
                 r["tree_rss_gb"],
+                r["tree_pss_gb"],
+                r["workers"],
             )
             for r in rows
         ],
@@ -245,8 +273,10 @@ def report(
             f"{REPORTED['seconds'] // 60} min {REPORTED['seconds'] % 60} s and "
             f"{REPORTED['rss_gb']} GB (another machine, the defaults of then: batch 64, the last "
             f"partial batch dropped, no held-out split). Here: {default_fit['seconds']:.0f} s and "
-            f"{default_fit['max_rss_gb']:.2f} GB in the largest process "
-            f"({default_fit['tree_rss_gb']:.2f} GB summed over the process tree)."
+            f"{default_fit['max_rss_gb']:.2f} GB in the largest process, "
+            f"{default_fit['tree_rss_gb']:.2f} GB RSS summed over the process tree (the way a task "
+            f"manager adds it up), {default_fit['tree_pss_gb']:.2f} GB PSS (shared pages counted "
+            "once)."
         )
     data = (
         f"{made['images']} photos ({made['jpegs']} JPEG at {SIZES[0][0]}x{SIZES[0][1]}, "

@@ -104,3 +104,17 @@ def test_a_checkpoint_with_augmentation_off_resumes_with_it_off(tiny_task, tmp_p
     assert resumed.config.augment is False
     lines = resume_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "augment=False" in lines[0], lines
+
+
+def test_a_refusal_names_the_values_that_resume_the_run(tiny_task, tmp_path):
+    """An option the run resolves before it reads the checkpoint (domain_bn="auto": "separate"
+    for DANN; "shared" was the default before) is refused with the value to pass."""
+    opts = dict(OPTS, adapt="dann", batch_size=16)
+    tlkit.fit(tiny_task, domain_bn="shared", checkpoint_dir=str(tmp_path), max_steps=1, **opts)
+    with pytest.raises(CheckpointError, match=r"pass domain_bn='shared' to resume it") as info:
+        tlkit.fit(tiny_task, checkpoint_dir=str(tmp_path), resume=True, **opts)
+    assert "domain_bn ('shared' there, 'separate' here)" in str(info.value)
+    resumed = tlkit.fit(
+        tiny_task, domain_bn="shared", checkpoint_dir=str(tmp_path), resume=True, **opts
+    )
+    assert len(resumed.history) == 2

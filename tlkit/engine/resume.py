@@ -96,7 +96,7 @@ def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
             f"checkpoint '{path}' does not say which run wrote it (written by an older tlkit?); "
             "start a new run, or load its weights with tlkit.load(path)."
         )
-    diffs = []
+    diffs, fixes = [], []
     for key, mine in current.items():
         theirs = saved.get(key)
         if key == "data" and isinstance(theirs, dict):
@@ -105,10 +105,13 @@ def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
                 diffs.append(f"data ({', '.join(parts)})")
         elif theirs != mine:
             diffs.append(f"{key} ({theirs!r} there, {mine!r} here)")
+            if isinstance(theirs, _PLAIN):  # a value that can be passed back as it is
+                fixes.append(f"{key}={theirs!r}")
     if diffs:
+        same = f"pass {', '.join(fixes)} to resume it" if fixes else "resume with the same options"
         raise CheckpointError(
-            f"'{path}' was written by another run: it differs in {'; '.join(diffs)}. Resume with "
-            "the same options and data, or give this run its own checkpoint_dir."
+            f"'{path}' was written by another run: it differs in {'; '.join(diffs)}. To continue "
+            f"that run, {same} (and the same data); else give this run its own checkpoint_dir."
         )
 
 

@@ -96,6 +96,19 @@ def test_a_checkpoint_trained_at_the_backbone_size_resumes_at_that_size(tmp_path
         tlkit.fit(task, image_size=24, checkpoint_dir=str(tmp_path), resume=True, **opts)
 
 
+def test_an_image_size_set_on_the_first_run_is_kept_on_resume(tmp_path, capsys):
+    task = sized_task(16)
+    opts = dict(OPTS, batch_size=12)
+    whole = tlkit.fit(task, image_size=24, **opts)
+    tlkit.fit(task, image_size=24, checkpoint_dir=str(tmp_path), max_steps=2, **opts)
+    capsys.readouterr()
+    resumed = tlkit.fit(task, checkpoint_dir=str(tmp_path), resume=True, **opts)
+    assert resumed.model.backbone.input_size == 24 and resumed.config.image_size == 24
+    assert_same_run(resumed, whole)
+    lines = resume_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "image_size=24" in lines[0], lines
+
+
 def test_a_checkpoint_with_augmentation_off_resumes_with_it_off(tiny_task, tmp_path, capsys):
     """augment=False in the checkpoint, "auto" (the default) here: the run keeps it off."""
     tlkit.fit(tiny_task, augment=False, checkpoint_dir=str(tmp_path), max_steps=1, **OPTS)

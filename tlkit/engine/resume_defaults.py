@@ -67,8 +67,8 @@ def adopt(trainer: Any, source: str | os.PathLike | bool) -> dict[str, Any]:
         if trainer.is_main:
             given = ", ".join(f"{k}={v!r}" for k, v in changes.items())
             print(
-                f"tlkit: resuming '{path}' with {given}, as it was trained (left at its default "
-                "here; pass the option to choose, another value starts a new run).",
+                f"tlkit: resuming '{path}' with {given}, as that run was trained (each left at its "
+                "default here; another value would make another run, which resuming refuses).",
                 file=sys.stderr,
                 flush=True,
             )

@@ -39,8 +39,8 @@ class Run:
         restored_from: ``{"epoch", "metric", "value"}`` that chose the returned weights
             (``restore_best=True``), else ``None``.
         lr_finder: what ``lr="find"`` swept (``.suggestion``, ``.plot()``), kept by
-            :meth:`save`; ``None`` for a given lr, and for a run loaded from a training
-            checkpoint (``last.pt`` / ``best.pt``), whose config holds the picked rate only.
+            :meth:`save` and by the training checkpoints (``last.pt`` / ``best.pt``);
+            ``None`` for a given lr.
     """
 
     def __init__(

@@ -142,13 +142,15 @@ def test_a_saved_run_keeps_what_its_lr_finder_found(tiny_task, fast, tmp_path):
     assert tlkit.load(plain.save(tmp_path / "plain.pt")).lr_finder is None
 
 
-def test_a_training_checkpoint_loads_without_the_sweep(tiny_task, fast, tmp_path):
-    """``last.pt`` / ``best.pt`` hold the picked rate in their config, not the sweep."""
+def test_a_training_checkpoint_keeps_the_sweep(tiny_task, fast, tmp_path):
+    """``last.pt`` holds the picked rate in its config and the sweep that picked it."""
     options = {**fast, "lr": "find", "checkpoint_dir": str(tmp_path)}
     run = tlkit.fit(tiny_task, epochs=1, mode="full", **options)
     loaded = tlkit.load(tmp_path / "last.pt")
-    assert loaded.lr_finder is None
     assert loaded.config.lr == run.lr_finder.suggestion
+    assert loaded.lr_finder is not None
+    assert loaded.lr_finder.lrs == run.lr_finder.lrs
+    assert loaded.lr_finder.suggestion == run.lr_finder.suggestion
 
 
 def test_a_damaged_lr_finder_in_a_saved_run_is_named(tiny_task, fast, tmp_path):

@@ -191,6 +191,7 @@ def payload(trainer: Any) -> dict[str, Any]:
         best=trainer.best,
         step_logs=logs["step_logs"],
         resume=resume_state(trainer, logs),
+        lr_finder=finder.to_dict() if (finder := getattr(trainer, "lr_finder", None)) else None,
     )
 
 

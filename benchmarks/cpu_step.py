@@ -24,8 +24,14 @@ without special instructions (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 no bf16 or AMX instructions), in a child process. An acceleration is on by default in tlkit only
 if it pays there and needs no compiler on the user's machine.
 
+``--demo 0 1 2`` instead checks that the layout leaves accuracy alone: the demo's fine-tune phase
+(``tlkit demo``'s recipe and data) for each seed in NCHW and channels-last, test accuracy after
+the last epoch.
+
     .venv/bin/python benchmarks/cpu_step.py            # both ISAs, ~10 min on 2 idle cores
     .venv/bin/python benchmarks/cpu_step.py --quick    # smoke run
+    .venv/bin/python benchmarks/cpu_step.py --variants fp32 channels_last --rounds 16
+    .venv/bin/python benchmarks/cpu_step.py --demo 0 1 2 --results benchmarks/results/cpu_step.md
 """
 
 from __future__ import annotations

@@ -214,6 +214,9 @@ def test_badly_imbalanced_classes_warn_naming_both_options(fast):
     with warnings.catch_warnings():  # a mild imbalance (3x) is no reason to warn
         warnings.filterwarnings("error", message=".*imbalanced.*")
         tlkit.fit(imbalanced_task((18, 6, 6, 6)), epochs=1, max_steps=1, **fast)
+    with warnings.catch_warnings():  # nor a handful of labels, where any ratio is chance
+        warnings.filterwarnings("error", message=".*imbalanced.*")
+        tlkit.fit(imbalanced_task((9, 1, 1, 1)), epochs=1, max_steps=1, **fast)
 
 
 # -- early stopping and the best epoch kept ---------------------------------------------------

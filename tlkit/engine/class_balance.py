@@ -34,6 +34,10 @@ from tlkit.errors import ConfigError
 
 #: Warn when the largest class has more than this many times the samples of the smallest.
 IMBALANCE_RATIO = 5.0
+#: ... and the largest class has at least this many: with a handful of labels per class (the
+#: first rounds of active learning, a few-shot split) a ratio such as 6:1 is sampling chance,
+#: and weights of 6x drawn from it would be noisier than the imbalance.
+IMBALANCE_MIN_LARGEST = 20
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -137,13 +141,14 @@ def setup(config: FitConfig, data: DomainPair, device: torch.device) -> torch.Te
 
 def warn_if_imbalanced(source: Domain) -> None:
     """A warning naming both remedies when the largest class has more than
-    :data:`IMBALANCE_RATIO` times the labelled samples of the smallest."""
+    :data:`IMBALANCE_RATIO` times the labelled samples of the smallest and at least
+    :data:`IMBALANCE_MIN_LARGEST` of its own."""
     counts = class_counts(source.labels, source.num_classes)
     present = counts[counts > 0]
     if len(present) < 2:
         return
     big, small = int(present.max()), int(present.min())
-    if big <= IMBALANCE_RATIO * small:
+    if big <= IMBALANCE_RATIO * small or big < IMBALANCE_MIN_LARGEST:
         return
     names = [str(c) for c in source.classes] or [str(i) for i in range(len(counts))]
     most = names[int(counts.argmax())]

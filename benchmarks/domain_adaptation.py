@@ -183,7 +183,7 @@ STUDY = [
         options=(("domain_bn", "shared"),),
     ),
 ]
-#: The pixel-level methods (issue 11's >= 80% target on digits->digits-m).
+#: The pixel-level methods (the >= 80% target on digits->digits-m).
 PIXEL_LEVEL = ("fda", "pixelda", "fda + bnm", "pixelda, augment='colour'")
 STUDY_SEEDS = {"synth-digits->digits": (0, 1, 2), "digits->digits-m": (0, 1, 2)}
 
@@ -524,7 +524,7 @@ def validator_tables(results, methods, pairs) -> tuple[str, str]:
 
 
 def verdicts(results, pairs) -> list[str]:
-    """Issue 11's targets, each MET or NOT met, with the numbers."""
+    """The targets, each MET or NOT met, with the numbers."""
     out = []
 
     def acc(pair, name, budget=1):

@@ -14,7 +14,7 @@ and the training randomness; the train/test split is fixed).
    paper's default options, and for cross-entropy retrained (same 15 epochs) on the data cleaned
    by cross-validated confident learning: flagged samples removed, or relabelled with the fold
    models' most probable class, for the pruning rules "by_class" (tlkit's default), "by_pair"
-   (the paper's prune-by-noise-rate) and "off_diagonal" (tlkit's only rule before issue 11). A
+   (the paper's prune-by-noise-rate) and "off_diagonal" (tlkit's first, looser rule). A
    reference row gives cross-entropy's accuracy at its best epoch -- chosen on the test set, so
    optimistic -- which shows what memorisation costs.
 2. Precision / recall / F1 of the flags against the truth (``labels != clean_labels``):
@@ -24,7 +24,7 @@ and the training randomness; the train/test split is fixed).
    pruning rule applied to the *same* out-of-fold probabilities.
 3. The estimated noise: confident learning's noise rate and noise matrix against the true ones.
 
-Issue 11's targets: symmetric noise, detection F1 >= 0.95 and clean accuracy after cleaning
+The targets: symmetric noise, detection F1 >= 0.95 and clean accuracy after cleaning
 >= 0.98; pair-flip no worse than before (the "off_diagonal" rows).
 
     .venv/bin/python benchmarks/noisy_labels.py              # full run (~15 min on 2 CPU cores)

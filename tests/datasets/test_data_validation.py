@@ -1,5 +1,5 @@
-"""Issue 9's data findings: raw Python errors and silent mistakes become clear DataErrors or
-warnings (each test failed before the fix)."""
+"""Data mistakes users make: raw Python errors and silent mistakes become clear DataErrors or
+warnings."""
 
 from __future__ import annotations
 

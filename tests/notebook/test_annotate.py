@@ -201,7 +201,7 @@ def _bad(self, probs):
     raise ValueError("no scores today")
 
 
-# -- issue 12: background training, bulk-accept preview, undo ----------------------------------
+# -- background training, bulk-accept preview, undo -------------------------------------------
 SLOW = dict(steps=300, batch_size=16, image_size=16)  # a few seconds: long enough to see
 
 

@@ -184,7 +184,7 @@ def test_live_curves_split_loss_terms_from_rates():
     assert live.figure_png(fig).startswith(b"\x89PNG")
 
 
-# -- issue 12: what makes a class go well ------------------------------------------------------
+# -- what makes a class go well -----------------------------------------------------------------
 def widget_tree(widget):
     yield widget
     for child in getattr(widget, "children", ()):

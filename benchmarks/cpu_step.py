@@ -15,7 +15,7 @@ median step time and the median of the per-round ratios to ``fp32``.
 
 The ceiling is this machine's fp32 matrix-multiply rate measured in the same run (the best of a
 few 1024x1024 ``torch.mm`` runs). A step's work is counted with ``torch.utils.flop_counter``
-(forward and backward); ``% of ceiling`` = achieved FLOP/s / ceiling. Depthwise convolutions and
+(the forward pass, times 3 for forward and backward; see :func:`step_gflop`); ``% of ceiling`` = achieved FLOP/s / ceiling. Depthwise convolutions and
 elementwise work count few FLOPs and run far below matmul speed, so a MobileNet-style network
 sits well under the ceiling by construction.
 
@@ -110,12 +110,17 @@ def make_step(model: torch.nn.Module, variant: str) -> Callable[[torch.Tensor, t
 
 
 def step_gflop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """A training step's GFLOP: the forward pass counted by ``torch.utils.flop_counter``, times 3
+    (the backward computes a gradient for the inputs and one for the weights, each about one
+    forward's work). The counter's own backward count is not used: it ignores ``groups`` in
+    ``convolution_backward`` and counts a depthwise layer's backward as a dense convolution's,
+    which puts efficientnet_lite0's step at 257 GFLOP instead of about 18."""
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(probe(probe.prepare(x)), y).backward()
-    return counter.get_total_flops() / 1e9
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        F.cross_entropy(probe(probe.prepare(x)), y)
+    return 3 * counter.get_total_flops() / 1e9
 
 
 def measure(name: str, rounds: int, variants: tuple[str, ...] = VARIANTS) -> list[dict]:

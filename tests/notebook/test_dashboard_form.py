@@ -101,13 +101,15 @@ def test_the_target_rule_is_the_engines_with_the_forms_advice(tiny_task, tmp_pat
 
 
 def test_day_one_options_are_fields_that_reach_the_run(dash, tmp_path):
-    for name in ("patience", "restore_best", "class_weight", "log_dir"):
+    for name in ("patience", "restore_best", "class_weight", "sampler", "log_dir"):
         assert getattr(dash, name).description == name
     assert dash.options()["patience"] is None and dash.options()["class_weight"] is None
+    assert dash.options()["sampler"] == "shuffle"  # fit's default
     dash.epochs.value = 3
     dash.patience.value = "1"
     dash.restore_best.value = True
     dash.class_weight.value = "balanced"
+    dash.sampler.value = "balanced"
     dash.log_dir.value = str(tmp_path / "logs")
     assert dash.train() is None  # the engine's rule: an adaptation run names its monitor
     assert "Name the monitor" in dash.error.value and "monitor=&#x27;auto&#x27;" in dash.error.value
@@ -117,9 +119,12 @@ def test_day_one_options_are_fields_that_reach_the_run(dash, tmp_path):
     assert dash.error.value == "", dash.error.value
     options = record.options
     assert options["patience"] == 1 and options["restore_best"] is True
-    assert options["class_weight"] == "balanced"
+    assert options["class_weight"] == "balanced" and options["sampler"] == "balanced"
     assert run.config.patience == 1 and run.config.class_weight == "balanced"
+    assert run.config.sampler == "balanced"
     assert run.restored_from is not None  # restore_best kept the monitor's best epoch
+    best = run.best
+    assert f"best epoch {best['epoch']} by source_accuracy" in dash.status.value  # says which
     assert (tmp_path / "logs" / "run-1" / "metrics.csv").is_file()  # a folder per run
     dash.patience.value = ""
     assert dash.options()["patience"] is None  # empty: not set

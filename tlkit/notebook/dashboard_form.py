@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit import registry
-from tlkit.engine.config import MODES, ConfigError
+from tlkit.engine.config import MODES, SAMPLERS, ConfigError
 
 #: Strategy families shown as checkbox lists: (form field, registry family).
 CHECK_FAMILIES = (("adapt", "adapt"), ("regularize", "regularizer"), ("validate", "validator"))
@@ -26,8 +26,8 @@ NUMBER_FIELDS = ("epochs", "lr", "batch_size", "image_size", "seed", "patience")
 #: Every field a Dashboard exposes as an attribute of its own (``dash.lr.value = "3e-4"``).
 FIELDS = (
     "dataset", "backbone", "loss", "pseudo_label", "mode", "monitor", "adapt", "regularize",
-    "validate", *NUMBER_FIELDS, "restore_best", "class_weight", "log_dir", "runs_folder",
-    "runs_note",
+    "validate", *NUMBER_FIELDS, "restore_best", "class_weight", "sampler", "log_dir",
+    "runs_folder", "runs_note",
 )  # fmt: skip
 
 
@@ -194,6 +194,7 @@ class Form:
         self.class_weight = dropdown(
             "class_weight", options=[("none", ""), ("balanced", "balanced")]
         )
+        self.sampler = dropdown("sampler", options=list(SAMPLERS))
         self.log_dir = w.Text(
             description="log_dir",
             placeholder="a folder for metrics.csv",
@@ -220,7 +221,12 @@ class Form:
                 column(self.epochs, self.lr, self.batch_size, self.image_size, self.seed),
                 column(self.adapt.widget, self.regularize.widget, self.validate.widget),
                 column(
-                    self.monitor, self.patience, self.restore_best, self.class_weight, self.log_dir
+                    self.monitor,
+                    self.patience,
+                    self.restore_best,
+                    self.class_weight,
+                    self.sampler,
+                    self.log_dir,
                 ),
             ],
             layout=w.Layout(
@@ -334,6 +340,7 @@ class Form:
             "patience": read_number(self.patience.value),
             "restore_best": self.restore_best.value,
             "class_weight": self.class_weight.value or None,
+            "sampler": self.sampler.value,
             "log_dir": self.log_dir.value.strip() or None,
             "seed": read_number(self.seed.value),
         }

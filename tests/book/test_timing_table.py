@@ -35,3 +35,21 @@ def test_every_notebook_has_one_row_in_the_timing_table():
 def test_each_row_states_a_cpu_time_in_minutes():
     for stem, cpu in timing_rows().items():
         assert re.fullmatch(r"about \d+(\.\d)? min|under 1 min", cpu), f"{stem}: {cpu!r}"
+
+
+def spoken(cpu: str) -> str:
+    """A table cell as prose: "under 1 min" -> "under a minute", "about 1.2 min" -> "about 1.2
+    minutes"."""
+    return "under a minute" if cpu == "under 1 min" else cpu.replace(" min", " minutes")
+
+
+def test_each_chapter_opens_with_the_time_the_table_gives_it():
+    import json
+
+    for stem, cpu in timing_rows().items():
+        notebook = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+        first = " ".join("".join(notebook["cells"][0]["source"]).split())
+        assert f"{spoken(cpu)} of CPU time at one thread" in first, (
+            f"{stem}: its first cell should say its cells take {spoken(cpu)} of CPU time at one "
+            "thread, as book/intro.md's table does"
+        )

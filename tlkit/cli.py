@@ -7,6 +7,7 @@
     tlkit fit --data shop_photos/ --image-size 224 --save run.pt   # a folder of your own photos
     tlkit fit --data labels.csv --val-split 0.1 --save run.pt       # a CSV of path,label rows
     tlkit fit --data ages.csv --task regression --save run.pt       # a number per image
+    tlkit fit --data ages/ --task regression --save run.pt          # ages/23/, ages/41.5/ ...
     tlkit fit --data photos/ --lr find --patience 3 --restore-best --log-dir logs/
     tlkit evaluate run.pt --data shop_photos/
     tlkit predict run.pt new_photos/ --out predictions.csv
@@ -276,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", help="continue from checkpoint-dir/last.pt")
     fit.add_argument(
         "--task",
-        help="for a CSV of your own: 'classification' (a class per row) or 'regression' (a "
-        "number per row); bundled datasets and folders know theirs",
+        help="for a folder or CSV of your own: 'classification' (class folders, a class per "
+        "row) or 'regression' (folders named by value, a number per row); bundled datasets "
+        "know theirs",
     )
     fit.add_argument("--patience", help="stop after N epochs without a better --set monitor=")
     fit.add_argument(

@@ -106,13 +106,8 @@ def user_domain(text: str, *, labels: bool = True, task: str | None = None) -> D
         return None
     p = Path(text).expanduser()
     if p.is_dir():
-        if task == "regression":
-            raise ConfigError(
-                f"--task regression: '{text}' is a folder, whose labels are its class folders; "
-                "give a CSV of path,label rows with a number per image instead."
-            )
         if labels:
-            return tlkit.datasets.from_folder(p)
+            return tlkit.datasets.from_folder(p, task=task or "classification")
         return tlkit.datasets.from_folder(p, labels=False, check="none", progress=False)
     if p.is_file():
         if p.suffix.lower() == ".csv":

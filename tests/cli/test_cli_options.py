@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,15 @@ def test_task_classification_on_a_csv_of_numbers(regression_csv, capsys):
     assert "accuracy" in out and "stratified" in out
 
 
-def test_task_regression_on_a_folder_is_refused(regression_csv, capsys):
-    folder = regression_csv.parent
+def test_task_regression_on_a_folder_reads_the_folder_names(regression_csv, capsys, tmp_path):
+    folder = regression_csv.parent  # class folders a, b, c, d: not numbers
     assert main(["fit", "--data", str(folder), "--task", "regression", *FAST]) == 2
     err = _one_error(capsys)
-    assert "class folders" in err and "CSV" in err
+    assert "'a'" in err and "not a number" in err and "CSV" in err
+    values = tmp_path / "values"
+    for name in ("a", "b", "c"):
+        shutil.copytree(folder / name, values / f"{0.3 * 'abc'.index(name):.1f}")
+    argv = ["fit", "--data", str(values), "--task", "regression", *FAST, "--epochs", "1"]
+    assert main([*argv, "--save", str(tmp_path / "v.pt")]) == 0
+    assert "mae" in capsys.readouterr().out
+    assert tlkit.load(tmp_path / "v.pt").task == "regression"

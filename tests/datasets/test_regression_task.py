@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 import tlkit
-from tlkit.datasets import DataError, DomainPair, from_arrays, from_csv, from_tensors
+from tlkit.datasets import (
+    DataError,
+    DomainPair,
+    from_arrays,
+    from_csv,
+    from_folder,
+    from_tensors,
+)
 from tlkit.engine.metrics import regression_metrics
 
 FAST = dict(progress=False, seed=0)
@@ -167,6 +174,30 @@ def test_regression_from_the_photo_fixture_manifest(tmp_path):
     assert d.task == "regression" and d.labels.tolist() == pytest.approx(photos.values)
     labelled = from_csv(photos.csv)  # the class column is unaffected
     assert labelled.task == "classification" and labelled.classes == tuple(sorted(photos.classes))
+
+
+def test_from_folder_reads_each_folder_name_as_the_target_value(tmp_path):
+    for value, shade in (("2.5", 40), ("10", 120), ("-1e1", 200)):  # a folder per value
+        (tmp_path / "ages" / value / "deep").mkdir(parents=True)
+        for i in range(2):
+            image = Image.new("RGB", (24, 20), (shade, shade, i * 50))
+            image.save(tmp_path / "ages" / value / f"{i}.png")
+        Image.new("RGB", (24, 20), (shade, 0, 0)).save(tmp_path / "ages" / value / "deep" / "x.jpg")
+    d = from_folder(tmp_path / "ages", task="regression")
+    assert d.task == "regression" and d.classes == () and len(d) == 9
+    by_value = {float(v): 3 for v in ("2.5", "10", "-1e1")}
+    assert {float(v): d.labels.tolist().count(float(v)) for v in by_value} == by_value
+    assert d.labels.dtype == torch.float32 and torch.equal(d.labels, d.clean_labels)
+    run = tlkit.fit(d, "small_cnn", epochs=1, batch_size=4, image_size=16, **FAST)
+    assert run.task == "regression" and "r2" in run.evaluate(d)
+    (tmp_path / "ages" / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "ages" / "cat" / "0.png")
+    with pytest.raises(DataError, match="'cat' under .* is not a number.*from_csv"):
+        from_folder(tmp_path / "ages", task="regression")
+    with pytest.raises(DataError, match="task='regression' reads the targets from the folder"):
+        from_folder(tmp_path / "ages", labels=False, task="regression")
+    with pytest.raises(DataError, match="task must be 'classification' or 'regression'"):
+        from_folder(tmp_path / "ages", task="regresion")
 
 
 def test_a_float_label_column_without_task_is_refused_not_turned_into_classes(tmp_path):

@@ -16,6 +16,7 @@ listed).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ def from_folder(
     path: str | os.PathLike,
     *,
     labels: bool = True,
+    task: str = "classification",
     image_size: int | None = None,
     in_memory: bool = False,
     strict: bool = False,
@@ -102,6 +104,9 @@ def from_folder(
     inside each class folder; classes are the sorted folder names, as torchvision orders them,
     or ``classes=[...]`` to fix the label set and its order). ``labels=False`` lists every image
     under ``path`` as unlabelled (a target domain, a pool to annotate, new photos to predict).
+    ``task="regression"`` reads each sub-folder's name as the target value of its images
+    (``ages/23/``, ``ages/41.5/``); for targets that do not fit folder names, list paths and
+    values in a CSV (:func:`from_csv` with ``task="regression"``).
 
     ``image_size`` is the domain's default training size (the engine's ``image_size`` wins when
     both are given); it no longer resizes anything here. ``in_memory=True`` is the old eager
@@ -114,6 +119,13 @@ def from_folder(
     nothing. Files over ``max_pixels`` pixels are refused as decompression bombs.
     """
     size, max_pixels = _common("from_folder", image_size, max_pixels, check)
+    if task not in ("classification", "regression"):
+        raise DataError(f"task must be 'classification' or 'regression', got {task!r}.")
+    if task == "regression" and not labels:
+        raise DataError(
+            "from_folder: task='regression' reads the targets from the folder names; "
+            "labels=False has none (leave task out for unlabelled images)."
+        )
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -197,6 +209,8 @@ def from_folder(
         backing=backing,
         image_size=size,
     )
+    if task == "regression":
+        domain = _folder_values(domain, root)
     return _finish(domain, check=check, strict=strict, in_memory=in_memory, progress=progress)
 
 
@@ -336,3 +350,23 @@ def from_paths(
         check=check, progress=progress, what="from_paths",
     )  # fmt: skip
 
+
+
+def _folder_values(domain: Domain, root: Path) -> Domain:
+    """The class-folder domain as a regression one: each folder's name is its images' target."""
+    values = []
+    for name in domain.classes:
+        try:
+            value = float(name)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise DataError(
+                f"from_folder: task='regression' reads each sub-folder's name as the target "
+                f"value; '{name}' under '{root}' is not a number. Name the folders by value "
+                "(path/2.5/..., path/10/...), or list paths and targets in a CSV: "
+                "from_csv(file, label_column=..., task='regression')."
+            )
+        values.append(value)
+    y = torch.tensor(values, dtype=torch.float32)[domain.labels]
+    return dataclasses.replace(domain, labels=y, clean_labels=y, classes=(), task="regression")

@@ -4,12 +4,19 @@ Rows: the features (fit, evaluate, predict, out-of-fold probabilities, confident
 them, backbone ranking, label-noise injection, few-labels splits, the active-learning query and
 the annotation cards, the dashboard's embedding). Columns: the backings a user's data arrives
 in (in-memory images, a photo folder, a CSV manifest, WebDataset shards, feature rows, token
-ids). Each cell either runs, tiny (2 classes x 8 samples, one epoch, 16 px), or is listed in
-``REFUSED`` and refuses *before any training* with a message that says why.
+ids), for classification and for regression. Each cell either runs, tiny (2 classes x 8 samples,
+one epoch, 16 px), or is listed in ``REFUSED`` and refuses *before any training* with a message
+that says why.
+
+The folder, CSV and shards are the shared photo fixture (:func:`tlkit.testing.make_photo_folder`):
+camera-size JPEGs and PNGs, a photo stored sideways with an EXIF tag, class folders with
+sub-folders, non-image files beside the photos, and a CSV manifest with a float column. Its
+undecodable files are the subject of the tests that say so, below.
 """
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -32,60 +39,74 @@ from tlkit.datasets import (
 )
 from tlkit.notebook.active_learning import ActiveLearner
 from tlkit.notebook.embedding import embedding_features
+from tlkit.testing import make_photo_folder
 
 KINDS = ("memory", "folder", "csv", "shards", "features", "tokens")
 BACKBONE = {"features": "mlp", "tokens": "text_bag"}  # images: small_cnn
 PER_CLASS = 8
 COLOURS = np.array([[200, 50, 50], [50, 60, 210]])
+TOKENS = {"vocab_size": 100, "padding_id": 0}
 
 
-def _images(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """Two colour classes of noisy images at varied sizes (16-30 px), like photos in miniature."""
+def _photo_folder(root, *, corrupt: int = 0):
+    """The shared fixture, 2 classes x 8 photos at two camera sizes (PNGs at 800x600)."""
+    return make_photo_folder(
+        root, classes=2, per_class=PER_CLASS, sizes=((2048, 1536), (3000, 2000)),
+        png_size=(800, 600), corrupt=corrupt, seed=0,
+    )  # fmt: skip
+
+
+def _images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two colour classes of noisy 16 px images: the in-memory column."""
     rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for c in range(2):
-        for _ in range(PER_CLASS):
-            h, w = (int(v) for v in rng.integers(16, 31, 2))
-            noise = rng.integers(0, 60, (h, w, 3))
-            images.append((COLOURS[c] * 0.7 + noise).clip(0, 255).astype(np.uint8))
-            labels.append(c)
-    return images, np.array(labels)
-
-
-def _write_folder(root) -> None:
-    from PIL import Image
-
-    images, labels = _images()
-    lines = ["path,label,weight"]
-    for i, (img, c) in enumerate(zip(images, labels)):
-        cls = "ab"[c]
-        (root / "photos" / cls).mkdir(parents=True, exist_ok=True)
-        rel = f"photos/{cls}/{i:02d}.{'png' if i % 2 else 'jpg'}"
-        Image.fromarray(img).save(root / rel)
-        lines.append(f"{rel},{cls},{0.5 + i / 10:.2f}")  # a float column rides along
-    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    labels = np.repeat(np.arange(2), PER_CLASS)
+    noise = rng.integers(0, 60, (len(labels), 16, 16, 3))
+    return (COLOURS[labels][:, None, None] * 0.7 + noise).clip(0, 255).astype(np.uint8), labels
 
 
 @pytest.fixture(scope="module")
-def domains(tmp_path_factory):
-    root = tmp_path_factory.mktemp("matrix")
-    _write_folder(root)
-    folder = from_folder(root / "photos")
-    images, labels = _images()
-    square = np.stack([img[:16, :16] for img in images])
+def photos(tmp_path_factory):
+    return _photo_folder(tmp_path_factory.mktemp("matrix") / "photos")
+
+
+@pytest.fixture(scope="module")
+def domains(photos):
+    classes = photos.classes
+    folder = from_folder(photos.root)
+    square, labels = _images()
     g = torch.Generator().manual_seed(0)
     y = torch.as_tensor(labels)
     rows = torch.randn(len(y), 5, generator=g) + 2.0 * y[:, None]
     tokens = torch.randint(1, 50, (len(y), 12), generator=g) + 50 * y[:, None]
     tokens[:, 9:] = 0  # padding
+    shards = pack(folder, photos.root.parent / "shards", shard_size=6, progress=False)
     return {
-        "memory": from_arrays(square, labels, classes=["a", "b"], name="memory"),
+        "memory": from_arrays(square, labels, classes=classes, name="memory"),
         "folder": folder,
-        "csv": from_csv(root / "manifest.csv"),
-        "shards": from_shards(pack(folder, root / "shards", shard_size=6, progress=False)),
-        "features": from_tensors(rows, y, classes=["a", "b"], name="rows"),
+        "csv": from_csv(photos.csv),
+        "shards": from_shards(shards),
+        "features": from_tensors(rows, y, classes=classes, name="rows"),
+        "tokens": from_tensors(tokens, y, classes=classes, name="tokens", info=TOKENS),
+    }
+
+
+@pytest.fixture(scope="module")
+def regression_domains(photos, domains):
+    """The same samples with a number each: the fixture's float column where the data are files
+    (folders named by value for the folder), a value per class otherwise."""
+    by_value = photos.root.parent / "by_value"
+    for name, value in zip(photos.classes, ("0.25", "0.75")):
+        shutil.copytree(photos.root / name, by_value / value, dirs_exist_ok=True)
+    csv = from_csv(photos.csv, label_column="value", task="regression")
+    values = torch.tensor([0.25, 0.75])[domains["memory"].labels]
+    return {
+        "memory": from_arrays(domains["memory"].inputs, values, task="regression"),
+        "folder": from_folder(by_value, task="regression"),
+        "csv": csv,
+        "shards": from_shards(pack(csv, photos.root.parent / "value-shards", progress=False)),
+        "features": from_tensors(domains["features"].inputs, values, task="regression"),
         "tokens": from_tensors(
-            tokens, y, classes=["a", "b"], name="tokens", info={"vocab_size": 100, "padding_id": 0}
+            domains["tokens"].inputs, values, task="regression", info=TOKENS
         ),
     }
 
@@ -132,7 +153,25 @@ def test_fit_evaluate_predict(kind, tasks, runs):
     assert metrics["confusion_matrix"].sum() == len(test)
     assert metrics["accuracy"] == pytest.approx(run.last["source_accuracy"])
     table = run.predict(test, progress=False)
-    assert len(table) == len(test) and set(table["label"]) <= {"a", "b"}
+    assert len(table) == len(test) and set(table["label"]) <= set(run.classes)
+    assert set(run.classes) == {"chelsea", "coffee"}  # the fixture's classes, on every backing
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_regression_fit_evaluate_predict(kind, regression_domains):
+    domain = regression_domains[kind]
+    assert domain.task == "regression" and domain.labels.dtype == torch.float32
+    train, test = domain.split(0.25, seed=0)
+    run = tlkit.fit(DomainPair(train, test, name=kind), backbone(kind), epochs=1, mode="full",
+                    **options(kind))  # fmt: skip
+    assert run.task == "regression"
+    metrics = run.evaluate(test)
+    assert {"mae", "rmse", "r2", "baseline_mae"} <= set(metrics)
+    assert np.isfinite(metrics["mae"]) and metrics["baseline_mae"] > 0
+    table = run.predict(test, progress=False)
+    assert len(table) == len(test) and np.isfinite(table["prediction"]).all()
+    # predictions come back in the targets' units (0.25-0.75 here), not standardised ones
+    assert table["prediction"].between(-1.0, 2.0).all(), table["prediction"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -161,18 +200,16 @@ def test_cross_validation_reads_files_in_worker_processes(tasks):
 
 
 def test_an_unreadable_file_is_left_out_of_the_out_of_fold_probabilities(tmp_path):
-    _write_folder(tmp_path)
-    bad = tmp_path / "photos" / "a" / "zz-broken.jpg"
-    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    fixture = _photo_folder(tmp_path / "photos", corrupt=2)  # a cut-off JPEG, a random .png
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        photos = from_folder(tmp_path / "photos")
-        where = photos.paths.index(str(bad))
+        photos = from_folder(fixture.root)
+        broken = [photos.paths.index(str(fixture.path(rel))) for rel in fixture.corrupt]
         probs, idx = cv.cross_validated_probabilities(
             photos, folds=2, epochs=1, **options("folder")
         )
-    assert len(idx) == len(photos) - 1 and where not in idx.tolist()
-    assert probs.shape == (len(photos) - 1, 2)
+    assert len(broken) == 2 and not set(broken) & set(idx.tolist())
+    assert len(idx) == len(photos) - 2 and probs.shape == (len(photos) - 2, 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -332,19 +369,19 @@ def test_the_annotation_widget_shows_cards_and_accepts_in_bulk(kind, tasks):
 
 
 def test_an_unreadable_file_is_never_asked_about_nor_ranked(tmp_path):
-    _write_folder(tmp_path)
-    bad = tmp_path / "photos" / "b" / "zz-broken.png"
-    bad.write_bytes(b"\x89PNG truncated")
+    fixture = _photo_folder(tmp_path / "photos", corrupt=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        photos = from_folder(tmp_path / "photos")
+        photos = from_folder(fixture.root)
         task = DomainPair(photos, name="photos")
         ranking = tlkit.rank_backbones(task, ["small_cnn"], image_size=16, progress=False)
         learner = ActiveLearner(few_labels(task, 2, seed=0), steps=2, **options("folder"))
         picks = learner.query(len(photos))
     assert np.isfinite(ranking[0]["logme"]) and ranking.samples == len(photos)
-    broken = learner.pool.paths.index(str(bad))
-    assert broken not in [p.index for p in picks] and len(picks) == len(learner.pool) - 1
+    unreadable = {str(fixture.path(rel)) for rel in fixture.corrupt}
+    broken = [i for i, path in enumerate(learner.pool.paths) if path in unreadable]
+    assert broken and not set(broken) & {p.index for p in picks}  # (few_labels may label one)
+    assert len(picks) == len(learner.pool) - len(broken)
 
 
 @pytest.mark.parametrize("kind", ["folder", "shards"])

@@ -407,7 +407,7 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
     ``nn.Module`` backbone pass ``model=`` built the same way.
     """
     ckpt = checkpoint.read(path, map_location=device)
-    spec = ckpt.get("model_spec") or {}
+    spec = ckpt["model_spec"]
     try:
         config = FitConfig.from_dict(ckpt["config"])
     except (ConfigError, TypeError) as exc:
@@ -435,7 +435,7 @@ def load(path: str | Path, *, model: TransferModel | None = None, device: str = 
     # with EMA on, the averaged weights are the model the history measured (and Run.save keeps)
     weights = ckpt.get("ema") if isinstance(ckpt.get("ema"), dict) else None
     load_weights(model, weights or ckpt["model"], "model", path)
-    history, best, step_logs = ckpt["history"], ckpt["best"], ckpt.get("step_logs") or []
+    history, best, step_logs = ckpt["history"], ckpt["best"], ckpt["step_logs"]
     return Run(
         model.to(device),
         config,

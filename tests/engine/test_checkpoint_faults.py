@@ -351,16 +351,14 @@ def test_resume_before_the_first_checkpoint_starts_fresh(tiny_task, fast, tmp_pa
         tlkit.fit(tiny_task, resume=tmp_path / "missing.pt", **opts)
 
 
-def test_a_regression_head_saved_before_target_scaling_loads_unscaled():
-    """Runs saved before heads scaled their targets have no scale buffers: they load with the
-    identity scale, so their predictions are what they were."""
+def test_weights_missing_a_buffer_are_refused_naming_it():
+    """A regression head without its target-scale buffers would predict in the wrong units:
+    the file is refused, naming what is missing, rather than filled in."""
     from tlkit.backbones.target_scale import TargetScale
     from tlkit.engine.checkpoint import load_weights
 
     head = torch.nn.Sequential(torch.nn.Linear(3, 1))
     head.scale = TargetScale(1)
-    old = {k: v for k, v in head.state_dict().items() if not k.startswith("scale.")}
-    head.scale.mean.fill_(5.0)
-    load_weights(head, old, "model", "old.pt")
-    assert float(head.scale.mean) == 0.0 and float(head.scale.std) == 1.0
-    assert bool(head.scale.fitted)
+    partial = {k: v for k, v in head.state_dict().items() if not k.startswith("scale.")}
+    with pytest.raises(CheckpointError, match=r"'old.pt'.*missing: scale.mean"):
+        load_weights(head, partial, "model", "old.pt")

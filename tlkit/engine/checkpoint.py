@@ -187,11 +187,11 @@ def read(
             f"'{path}' holds a finished model (saved with run.save), not a training state; "
             "resume from checkpoint_dir/last.pt, or load it with tlkit.load()."
         )
-    for name, kind in (("config", dict), ("model", dict), ("history", list), ("best", dict)):
+    for name, kind in (
+        ("config", dict), ("model", dict), ("history", list), ("best", dict),
+        ("model_spec", dict), ("step_logs", list),
+    ):  # fmt: skip
         field(ckpt, name, kind, path)
-    for name, kind in (("model_spec", dict), ("step_logs", list)):
-        if name in ckpt:  # files written before these were kept lack them
-            field(ckpt, name, kind, path)
     if training:
         state = field(ckpt, "state", dict, path)
         for key in ("epoch", "step", "step_in_epoch"):
@@ -333,7 +333,6 @@ def load_weights(module: torch.nn.Module, state: Any, what: str, path: Any) -> N
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint '{path}': the {what} weights are damaged.")
     mine = module.state_dict()
-    state = _unscaled_regression_head(state, mine)
     missing = [k for k in mine if k not in state]
     unexpected = [k for k in state if k not in mine]
     mismatched = [
@@ -357,22 +356,6 @@ def load_weights(module: torch.nn.Module, state: Any, what: str, path: Any) -> N
             + "). Load it with the backbone, number of classes and strategies it was trained with."
         )
     module.load_state_dict(state)
-
-
-_HEAD_SCALE_KEYS = ("scale.mean", "scale.std", "scale.fitted")
-
-
-def _unscaled_regression_head(state: dict, mine: dict) -> dict:
-    """A regression run saved before heads scaled their targets learned raw targets: give its
-    head the identity scale (mean 0, std 1, fitted) so it loads and predicts as it did."""
-    absent = [k for k in mine if k not in state]
-    if not absent or not all(k.endswith(_HEAD_SCALE_KEYS) for k in absent):
-        return state
-    filled = dict(state)
-    for key in absent:
-        value = mine[key]
-        filled[key] = torch.ones_like(value) if key.endswith(("std", "fitted")) else torch.zeros_like(value)
-    return filled
 
 
 class FolderLock:

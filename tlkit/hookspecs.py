@@ -59,9 +59,10 @@ Conventions, as in pytest's hook module:
   source batch is empty and the supervised loss is not called.
 * ``domain_bn = "separate"`` -- with ``fit(domain_bn="auto")`` (the default) the backbone runs
   once per domain, so BatchNorm normalises source and target each with its own statistics
-  (adversarial alignment needs it) and keeps running statistics per domain (the model ends with
-  the target's: ``tlkit.engine.domain_stats``); without any such strategy both go through one
-  pass.
+  (adversarial alignment needs it) and keeps running statistics per domain: the model's own
+  BatchNorm buffers hold the target's, and the source's are swapped in during source passes
+  (:class:`tlkit.strategy_tools.DomainSwap`, which a strategy may use for statistics of its
+  own); without any such strategy both go through one pass.
 * ``keeps_domain_statistics = True`` -- the strategy keeps BatchNorm statistics per domain
   itself (DSBN's source branch), so the engine does not keep its own source copy.
 * ``replaces_weight_decay = True`` -- no optimiser weight decay on the model (L2-SP's penalty

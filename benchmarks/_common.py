@@ -25,6 +25,13 @@ RESULTS_DIR = HERE / "results"
 BOOK_RESULTS_DIR = HERE.parent / "tlkit" / "book_results"
 
 
+def cache_dir() -> Path:
+    """Where benchmarks keep the data they generate between runs (``$TLKIT_CACHE/bench``)."""
+    env = os.environ.get("TLKIT_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "tlkit"
+    return base / "bench"
+
+
 def setup_torch(device: str = "cpu", threads: int = 2) -> None:
     """Pin CPU threads (every benchmark here is measured with 2 threads on CPU), and line-buffer
     stdout so that progress lines show up in a log file as they happen."""

@@ -84,6 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     RESULTS_DIR,
+    cache_dir,
     command_line,
     machine_block,
     machine_info,
@@ -108,9 +109,7 @@ FIT = True
 
 # -- the folder -----------------------------------------------------------------------------
 def bench_root() -> Path:
-    env = os.environ.get("TLKIT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "tlkit"
-    return base / "bench"
+    return cache_dir()
 
 
 def _photos() -> list[np.ndarray]:

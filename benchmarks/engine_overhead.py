@@ -5,12 +5,21 @@ then deep-copied, so both start from identical weights) on the same data (the tr
 the bundled ``digits-m``, uint8 in memory), with AdamW, the same batch size, the same number of
 optimiser steps and epochs, fp32, ``mode="full"`` (every layer trained), ``progress=False``.
 
-One step, on both sides: index a shuffled batch of uint8 images -> ``.float().div_(255)`` ->
+One step, on both sides (in-memory data): index a shuffled batch of uint8 images -> ``.float().div_(255)`` ->
 ``model.prepare`` (resize to the backbone's input size, normalise) -> backbone -> head ->
 cross-entropy -> zero_grad -> backward -> AdamW step; images and weights channels-last on both
 sides (tlkit's default for image data; ``--nchw`` runs both sides in NCHW). After every epoch
 both evaluate the whole test split (batches of 256, ``no_grad``, eval mode) and compute its
 accuracy.
+
+**The folder path** (``photos``: a :func:`tlkit.testing.make_photo_folder` folder of JPEGs and
+PNGs, 3 classes, listed with ``from_folder`` and split 80/20): both sides read the same files
+through the same per-sample pipeline, tlkit's own (``train_transform``: reduced-size JPEG decoding,
+RandomResizedCrop and flip; ``eval_transform`` for the test split), so what is compared is the
+engine around it, not the decoder. tlkit trains with ``augment="photos"``; the hand loop feeds
+``Domain.dataset(train_transform(size))`` to a plain ``DataLoader`` (shuffled, ``collate``).
+Both decode in the main process (``num_workers=0``): worker processes of the two sides would
+compete for the same two cores and the pairs would no longer be measured under the same load.
 
 What tlkit does on top (the overhead being measured): the pluggy hooks (loss strategy, step and
 epoch observers, stop check), the seeded per-step RNG, the learning-rate schedule (cosine with
@@ -38,7 +47,8 @@ between two pairs cannot move it. Also shown: the ratio of the two sides' amorti
 (unpaired) and the ratio of summed times (every interval, spikes included). Target: <= 1.05. When
 it misses, one plain tlkit fit is profiled with cProfile and the report shows where the time goes.
 
-    .venv/bin/python benchmarks/engine_overhead.py           # full run (~8 min on 2 idle cores)
+    .venv/bin/python benchmarks/engine_overhead.py           # full run (~15 min on 2 idle cores)
+    .venv/bin/python benchmarks/engine_overhead.py --models photos  # only the folder path
     .venv/bin/python benchmarks/engine_overhead.py --quick   # smoke run, a few seconds
 """
 
@@ -51,6 +61,7 @@ import io
 import pstats
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,23 +90,55 @@ class Case:
     lr: float = 1e-3
     channels_last: bool = True  # both sides: NHWC images and weights (tlkit's default for images)
     test_samples: int = 0  # 0 = the whole test split (359 images)
+    photos: int = 0  # > 0: a folder of this many photos (the folder path) instead of digits-m
+    name: str = ""  # the --models name and results key (default: the backbone)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.backbone
 
     @property
     def label(self) -> str:
         layout = "" if self.channels_last else ", NCHW"
-        return f"{self.backbone} @ {self.image_size}px{layout}"
+        where = f", folder of {self.photos} photos" if self.photos else ""
+        return f"{self.backbone} @ {self.image_size}px{where}{layout}"
 
 
 FULL_CASES = [
     Case("small_cnn", 32, train_samples=0, epochs=4, repeats=2),
     Case("efficientnet_lite0", 64, train_samples=1280, epochs=2, repeats=1),
-]
+    Case("efficientnet_lite0", 224, train_samples=256, epochs=1, repeats=1, batch_size=32,
+         test_samples=128, name="efficientnet_lite0-224"),
+    Case("small_cnn", 64, train_samples=0, epochs=5, repeats=2, batch_size=32, photos=150,
+         name="photos"),
+]  # fmt: skip
 QUICK_CASES = [
     Case("small_cnn", 32, train_samples=64, epochs=2, repeats=1, batch_size=16, test_samples=32),
 ]
 
 
+#: The folder path's photos: phone-size JPEGs with a few PNGs (decoding is real work, but not
+#: so much that the engine's share of a step cannot be seen).
+PHOTO_SIZES = ((1024, 768), (1280, 960), (800, 600))
+
+
+def photo_folder(n: int) -> Path:
+    """``n`` photos in 3 class folders, written once under the benchmarks' cache folder."""
+    from tlkit.testing import make_photo_folder
+
+    root = common.cache_dir() / f"overhead-photos-{n}"
+    if not (root / ".complete").exists():
+        make_photo_folder(root, classes=3, per_class=n // 3, sizes=PHOTO_SIZES, png_every=10,
+                          png_size=(800, 600), corrupt=0, csv=False, seed=0)  # fmt: skip
+        (root / ".complete").write_text(str(n))
+    return root
+
+
 def make_data(case: Case, seed: int) -> DomainPair:
+    if case.photos:
+        folder = tlkit.datasets.from_folder(photo_folder(case.photos), progress=False)
+        train, test = folder.split(0.2, seed=seed)
+        return DomainPair(train, test, name="photos")
     pair = tlkit.datasets.load("digits-m")
     if case.train_samples and case.train_samples < len(pair.source):
         g = torch.Generator().manual_seed(seed)
@@ -108,7 +151,8 @@ def make_data(case: Case, seed: int) -> DomainPair:
 
 def build_model(case: Case, seed: int) -> tlkit.backbones.TransferModel:
     torch.manual_seed(seed)
-    return tlkit.backbones.create_model(case.backbone, 10, input_size=case.image_size)
+    classes = 3 if case.photos else 10
+    return tlkit.backbones.create_model(case.backbone, classes, input_size=case.image_size)
 
 
 def fit_tlkit(case: Case, pair: DomainPair, model, seed: int, observers=()) -> Any:
@@ -126,7 +170,9 @@ def fit_tlkit(case: Case, pair: DomainPair, model, seed: int, observers=()) -> A
         channels_last=case.channels_last,
         progress=False,
         observers=observers,
-    )
+        **({"augment": "photos", "image_size": case.image_size, "num_workers": 0}
+           if case.photos else {}),
+    )  # fmt: skip
 
 
 class HandLoop:
@@ -136,8 +182,11 @@ class HandLoop:
         self.model = model
         self.memory = torch.channels_last if case.channels_last else torch.contiguous_format
         model.to(memory_format=self.memory)
-        self.images, self.labels = pair.source.images, pair.source.labels
-        self.test_images = pair.source_test.images
+        self.files = None if pair.source.in_memory else self._loaders(case, pair, seed)
+        if self.files is None:
+            self.images = pair.source.images
+            self.test_images = pair.source_test.images
+        self.labels = pair.source.labels
         self.test_labels = pair.source_test.clean_labels
         # The usual AdamW recipe, as tlkit's: no weight decay on biases and norm parameters.
         decay = [p for p in model.parameters() if p.ndim > 1]
@@ -147,23 +196,57 @@ class HandLoop:
             lr=case.lr,
         )
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self.bs = case.batch_size
-        self.steps_per_epoch = max(1, len(self.labels) // self.bs)
+        # tlkit's batch plan (every sample each epoch, a short last batch), so that the two
+        # sides' epochs end on the same step
+        self.sizes = batch_sizes(len(self.labels), case.batch_size)
         self.i = 0
-        self.order = None
+        self.fresh = True  # the next step starts an epoch: train mode, a new order
+        self.order = torch.empty(0, dtype=torch.long)
+        self.offset = 0
         self.losses: list[torch.Tensor] = []
         self.accuracy = float("nan")
+        self.batches: Any = None
+        self.epoch_start = 0
+
+    @staticmethod
+    def _loaders(case: Case, pair: DomainPair, seed: int) -> tuple[Any, Any]:
+        """Plain DataLoaders over tlkit's per-sample pipeline (the folder path)."""
+        from tlkit.datasets import collate
+        from tlkit.datasets.transforms import eval_transform, train_transform
+
+        g = torch.Generator().manual_seed(seed + 1)
+        train = torch.utils.data.DataLoader(
+            pair.source.dataset(train_transform(case.image_size)), batch_size=case.batch_size,
+            shuffle=True, generator=g, collate_fn=collate, num_workers=0,
+        )  # fmt: skip
+        test = torch.utils.data.DataLoader(
+            pair.source_test.dataset(eval_transform(case.image_size)), batch_size=64,
+            collate_fn=collate, num_workers=0,
+        )  # fmt: skip
+        return train, test
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: a shuffled slice of the tensor, or the next files from the loader."""
+        if self.files is not None:
+            x, idx = next(self.batches)
+            return x, self.labels[idx]
+        size = self.sizes[min(len(self.sizes) - 1, self.i - self.epoch_start)]
+        idx = self.order[self.offset : self.offset + size]
+        self.offset += size
+        return self.images[idx].float().div_(255), self.labels[idx]
 
     def step(self) -> None:
-        k = self.i % self.steps_per_epoch
-        if k == 0:
+        if self.fresh:  # a new epoch, as tlkit's: train mode, a new order
+            self.fresh, self.epoch_start, self.offset = False, self.i, 0
             self.model.train()
-            self.order = torch.randperm(len(self.labels), generator=self.generator)
-        idx = self.order[k * self.bs : (k + 1) * self.bs]
-        x = self.images[idx].float().div_(255)
+            if self.files is not None:
+                self.batches = iter(self.files[0])
+            else:
+                self.order = torch.randperm(len(self.labels), generator=self.generator)
+        x, y = self._batch()
         x = self.model.prepare(x).contiguous(memory_format=self.memory)
         logits = self.model.head(self.model.backbone(x))
-        loss = F.cross_entropy(logits, self.labels[idx])
+        loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -174,16 +257,23 @@ class HandLoop:
         if not torch.isfinite(torch.stack(self.losses)).all():
             raise RuntimeError("hand loop: the loss diverged")
         self.losses.clear()
+        self.fresh = True
         self.model.eval()
         correct = 0
+        if self.files is not None:
+            batches = ((x, self.test_labels[idx]) for x, idx in self.files[1])
+        else:
+            batches = (
+                (self.test_images[s : s + 256].float().div_(255), self.test_labels[s : s + 256])
+                for s in range(0, len(self.test_images), 256)
+            )
         with torch.no_grad():
-            for s in range(0, len(self.test_images), 256):
-                x = self.test_images[s : s + 256].float().div_(255)
+            for x, y in batches:
                 out = self.model.head(
                     self.model.backbone(self.model.prepare(x).contiguous(memory_format=self.memory))
                 )
-                correct += int((out.argmax(1) == self.test_labels[s : s + 256]).sum())
-        self.accuracy = correct / len(self.test_images)
+                correct += int((out.argmax(1) == y).sum())
+        self.accuracy = correct / len(self.test_labels)
 
 
 class Lockstep:
@@ -356,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models",
         nargs="+",
-        choices=[c.backbone for c in FULL_CASES],
+        choices=[c.key for c in FULL_CASES],
         help="run only these models (each has its own section in the results file)",
     )
     parser.add_argument("--repeats", type=int, help="lock-step fits per model")
@@ -377,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_torch("cpu")
     cases = QUICK_CASES if args.quick else FULL_CASES
     if args.models:
-        cases = [c for c in cases if c.backbone in args.models]
+        cases = [c for c in cases if c.key in args.models]
     profile = args.profile or ("never" if args.quick else "auto")
     if args.repeats:
         cases = [replace(c, repeats=args.repeats) for c in cases]
@@ -410,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         if res["profile"]:
             body += ["", "cProfile of one plain tlkit fit:", "", "```", res["profile"].strip()]
             body += ["```"]
-        key = f"{'quick' if args.quick else 'full'}-{case.backbone}" + (
+        key = f"{'quick' if args.quick else 'full'}-{case.key}" + (
             "" if case.channels_last else "-nchw"
         )
         title = f"{case.label}" + (" (quick run)" if args.quick else "")

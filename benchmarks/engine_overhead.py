@@ -107,7 +107,7 @@ class Case:
 FULL_CASES = [
     Case("small_cnn", 32, train_samples=0, epochs=4, repeats=2),
     Case("efficientnet_lite0", 64, train_samples=1280, epochs=2, repeats=1),
-    Case("efficientnet_lite0", 224, train_samples=256, epochs=1, repeats=1, batch_size=32,
+    Case("efficientnet_lite0", 224, train_samples=640, epochs=1, repeats=1, batch_size=32,
          test_samples=128, name="efficientnet_lite0-224"),
     Case("small_cnn", 64, train_samples=0, epochs=5, repeats=2, batch_size=32, photos=150,
          name="photos"),

@@ -339,10 +339,12 @@ def measure_one(n: int) -> dict[str, Any]:
 
 # -- camera-size JPEGs: decode-bound training ------------------------------------------------
 CAMERA_SIZES = ((3000, 2000), (4000, 3000))
-CAMERA_N = 150
+#: photos per folder (``--camera-n``): a few hundred, so that an epoch is longer than the timed
+#: steps and the listing, the workers' start and memory are those of a real folder
+CAMERA_N = 300
 CAMERA_CLASSES = 3
 CAMERA_BATCH = 16
-CAMERA_STEPS = 8
+CAMERA_STEPS = 16
 #: passes per side and size, in the order A B C, C B A (the mean is reported)
 CAMERA_ROUNDS = 2
 #: the hand-written draft loop's request: the short side that still covers the smallest crop
@@ -350,8 +352,10 @@ DRAFT_SIDE = 379  # ceil(224 / sqrt(0.35))
 CAMERA_SIDES = ("tlkit", "hand", "hand_draft")
 
 
-def camera_folder(size: tuple[int, int], n: int = CAMERA_N) -> Path:
-    """``n`` camera JPEGs of ``size`` in ``CAMERA_CLASSES`` class folders (cached)."""
+def camera_folder(size: tuple[int, int], n: int | None = None) -> Path:
+    """``n`` (default ``CAMERA_N``) camera JPEGs of ``size`` in ``CAMERA_CLASSES`` class folders
+    (cached)."""
+    n = n or CAMERA_N
     from tlkit.testing import make_photo_folder
 
     root = bench_root() / f"camera-{size[0]}x{size[1]}-{n}"
@@ -488,7 +492,7 @@ def run_camera(
             for side in CAMERA_SIDES if r % 2 == 0 else CAMERA_SIDES[::-1]:
                 out = subprocess.run(
                     [sys.executable, __file__, "--camera-one", side, f"{size[0]}x{size[1]}",
-                     "--camera-model", model_name],
+                     "--camera-model", model_name, "--camera-n", str(CAMERA_N)],
                     capture_output=True, text=True, check=False,
                 )  # fmt: skip
                 line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
@@ -534,6 +538,7 @@ def run_camera(
 
 
 def main() -> None:
+    global CAMERA_N, FIT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 200, 800 (smoke run)")
     parser.add_argument("--sizes", type=int, nargs="*", help="image counts (default 2k 8k 32k)")
@@ -548,7 +553,10 @@ def main() -> None:
                         help="camera photo sizes (default 3000x2000 4000x3000)")
     parser.add_argument("--camera-rounds", type=int, default=CAMERA_ROUNDS,
                         help="passes per side and size (A B C, C B A, ...)")
+    parser.add_argument("--camera-n", type=int, default=CAMERA_N,
+                        help=f"photos per camera folder (default {CAMERA_N})")
     args = parser.parse_args()
+    CAMERA_N = args.camera_n
     if args.camera_one:
         side, wh = args.camera_one
         size = tuple(int(v) for v in wh.split("x"))
@@ -560,7 +568,6 @@ def main() -> None:
             sizes = tuple(tuple(int(v) for v in wh.split("x")) for wh in args.camera_sizes)
         run_camera(args.results, args.camera_model, sizes, args.camera_rounds)
         return
-    global FIT
     FIT = not args.no_fit
     if args.one:
         print("RESULT " + json.dumps(measure_one(args.one)))

@@ -24,6 +24,10 @@ split, its metrics table) are kept. Each ``--variant`` runs ``fit`` only, with i
     .venv/bin/python benchmarks/cli_folder.py                  # defaults only (~2-4 min)
     .venv/bin/python benchmarks/cli_folder.py --variant "--image-size 128" --variant "--set num_workers=0"
     .venv/bin/python benchmarks/cli_folder.py --quick          # 12 photos, 1 epoch: a smoke run
+    .venv/bin/python benchmarks/cli_folder.py --tlkit ../old/.venv/bin/tlkit   # another version
+
+``--tlkit`` measures another installation's command on the same folder (a checkout of an earlier
+commit with its own virtual environment): a before/after comparison on one machine.
 """
 
 from __future__ import annotations
@@ -137,15 +141,23 @@ def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
     }
 
 
-def tlkit_command() -> list[str]:
+def tlkit_command(other: str | None = None) -> list[str]:
+    if other:
+        return [str(Path(other).expanduser().resolve())]
     exe = Path(sys.executable).with_name("tlkit")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tlkit.cli"]
 
 
 def run_variant(
-    name: str, flags: list[str], folder: Path, work: Path, timeout: float, quick: bool
+    name: str,
+    flags: list[str],
+    folder: Path,
+    work: Path,
+    timeout: float,
+    quick: bool,
+    other: str | None = None,
 ) -> list[dict[str, Any]]:
-    tlkit = tlkit_command()
+    tlkit = tlkit_command(other)
     save = work / ("run.pt" if name == "defaults" else f"run-{abs(hash(name)) % 10**6}.pt")
     epochs = ["--epochs", "1"] if quick else []
     steps = [
@@ -202,6 +214,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="12 photos, 1 epoch")
     parser.add_argument("--results", help="write the results here (default: a full run only)")
     parser.add_argument("--keep", help="build the folder here and keep it (default: a temp dir)")
+    parser.add_argument("--tlkit", help="the tlkit command to measure (default: this environment's)")
     args = parser.parse_args()
     per_class = 4 if args.quick else args.per_class
     info = machine_info("cpu")
@@ -219,7 +232,7 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
         variants = [("defaults", [])] + [(v, shlex.split(v)) for v in args.variant]
         for name, flags in variants:
-            rows += run_variant(name, flags, folder, work, args.timeout, args.quick)
+            rows += run_variant(name, flags, folder, work, args.timeout, args.quick, args.tlkit)
         report(rows, made, info, per_class, args)
     finally:
         if not args.keep:

@@ -31,7 +31,9 @@ copies, bf16 + channels_last -- against a hand-written ``ImageFolder`` + ``DataL
 same model, transform and workers, and against a loop that reads the JPEG bytes in the workers and
 decodes them on the GPU (``torchvision.io.decode_jpeg(device="cuda")``, then crop/resize on the
 GPU): what GPU decoding would buy when the CPU cannot keep up. Images/s between the first and the
-last of ``--pipeline-steps`` steps (worker start-up not counted).
+last of ``--pipeline-steps`` steps (worker start-up not counted). The same three paths run again
+on ``--camera-images`` camera-size JPEGs (3000x2000, batch 32), where tlkit decodes each photo at
+the smallest DCT scale that covers its crop and the hand loops decode every pixel.
 
 Eager configurations run twice per side (alternating), compiled ones once (compiling costs a
 minute or more per run). One invocation runs every check, so a single call on a lent GPU machine
@@ -160,20 +162,25 @@ def _clock_pass(device: torch.device, steps: int, run_steps: Any) -> float:
 
 
 def pipeline_rows(device: torch.device, images: int, steps: int, workers: int, batch: int,
-                  size: int) -> list[list[str]]:  # fmt: skip
-    """The folder pipeline's three paths (see the module docstring)."""
+                  size: int, camera: tuple[int, int] | None = None) -> list[list[str]]:  # fmt: skip
+    """The folder pipeline's three paths (see the module docstring), on ordinary photo crops or,
+    with ``camera=(w, h)``, on camera-size JPEGs (tlkit decodes those at a reduced DCT scale)."""
     import data_pipeline
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    folder = data_pipeline.generate_folder(images)
+    if camera is None:
+        folder, what = data_pipeline.generate_folder(images), f"{images} photo crops"
+    else:
+        folder = data_pipeline.camera_folder(camera, images)
+        what = f"{images} x {camera[0]}x{camera[1]} JPEG"
     precision = "bf16" if device.type == "cuda" else "fp32"
     transform = tlkit.datasets.transforms.train_transform(size)
 
     def model() -> nn.Module:
         torch.manual_seed(0)
         return tlkit.backbones.create_model(
-            "efficientnet_lite0", data_pipeline.CLASSES, input_size=size
+            "efficientnet_lite0", len(ImageFolder(str(folder)).classes), input_size=size
         )
 
     def tlkit_rate() -> float:
@@ -231,13 +238,14 @@ def pipeline_rows(device: torch.device, images: int, steps: int, workers: int, b
     rows = []
     t = tlkit_rate()
     h = _clock_pass(device, steps, hand_steps(False))
-    rows.append(["tlkit.fit (decode in workers)", f"{t:.0f}", f"{t / h:.2f}", f"{workers} workers"])
-    rows.append(["hand ImageFolder + DataLoader", f"{h:.0f}", "1.00", f"{workers} workers, PIL"])
+    tlkit_side = "tlkit.fit (reduced-size decoding in workers)" if camera else "tlkit.fit (decode in workers)"
+    rows.append([f"{what}: {tlkit_side}", f"{t:.0f}", f"{t / h:.2f}", f"{workers} workers"])
+    rows.append([f"{what}: hand ImageFolder + DataLoader", f"{h:.0f}", "1.00",
+                 f"{workers} workers, PIL"])  # fmt: skip
     if device.type == "cuda":
         g = _clock_pass(device, steps, hand_steps(True))
-        rows.append(
-            ["hand, JPEG decoded on the GPU", f"{g:.0f}", f"{g / h:.2f}", "decode_jpeg(cuda)"]
-        )
+        rows.append([f"{what}: hand, JPEG decoded on the GPU", f"{g:.0f}", f"{g / h:.2f}",
+                     "decode_jpeg(cuda)"])  # fmt: skip
     return rows
 
 
@@ -375,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the folder pipeline")
     parser.add_argument("--pipeline-images", type=int, help="photos (default 2000, quick 64)")
     parser.add_argument("--pipeline-steps", type=int, help="steps a pass (default 30, quick 3)")
+    parser.add_argument("--camera-images", type=int,
+                        help="camera-size JPEGs (3000x2000, batch 32) for the folder table's "
+                        "second part (default 256, written in about a minute; quick 4; 0: none)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers (default 8)")
     parser.add_argument(
         "--results",
@@ -419,14 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.results) if args.results else common.RESULTS_DIR / "gpu_throughput.md"
     start = time.perf_counter()
     if not args.no_pipeline:
-        pipe = pipeline_rows(
-            device,
-            args.pipeline_images or (64 if quick else 2000),
-            args.pipeline_steps or (3 if quick else 30),
-            min(args.workers, 2) if quick else args.workers,
-            s.batch_size,
-            s.image_size,
-        )
+        workers = min(args.workers, 2) if quick else args.workers
+        steps = args.pipeline_steps or (3 if quick else 30)
+        pipe = pipeline_rows(device, args.pipeline_images or (64 if quick else 2000), steps,
+                             workers, s.batch_size, s.image_size)  # fmt: skip
+        cameras = args.camera_images if args.camera_images is not None else (4 if quick else 256)
+        if cameras:  # where tlkit's reduced-size JPEG decoding applies
+            batch = min(s.batch_size, 32)
+            pipe += pipeline_rows(device, cameras, min(steps, max(2, cameras // batch)), workers,
+                                  batch, s.image_size, camera=(3000, 2000))  # fmt: skip
         print(common.markdown_table(PIPELINE_HEADERS, pipe))
         info["folder pipeline"] = "; ".join(f"{r[0]}: {r[1]} img/s ({r[2]})" for r in pipe)
     data = make_data(s)  # on the host; each run copies it to the device, untimed, as tlkit does

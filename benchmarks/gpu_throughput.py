@@ -115,7 +115,7 @@ class StepClock:
             self.checks = {
                 "logits dtype": str(step.logits.dtype).replace("torch.", ""),
                 "channels_last weights": _weights_channels_last(trainer.model),
-                "compiled": type(trainer.forward).__name__ == "OptimizedModule",
+                "compiled": type(trainer.services.network).__name__ == "OptimizedModule",
             }
         if n == self.warmup:
             synchronize(trainer.device)

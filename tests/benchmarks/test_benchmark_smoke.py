@@ -33,6 +33,31 @@ def test_gpu_throughput_runs_every_part_on_cpu(tmp_path):
     assert "channels_last weights: True" in out and "finite loss: True" in out
 
 
-def test_engine_overhead_quick_run_pairs_every_step(tmp_path):
-    out = run_script("engine_overhead.py", "--quick", tmp_path=tmp_path)
-    assert "small_cnn @ 32px" in out and "paired steps" in out
+#: Every other benchmark's smoke mode, with what its output must show.
+QUICK = {
+    "active_learning.py": ("--quick",),
+    "cli_folder.py": ("--quick",),
+    "cpu_step.py": ("--quick", "--variants", "fp32", "channels_last"),
+    "data_pipeline.py": ("--quick", "--no-fit"),
+    "domain_adaptation.py": ("--quick",),
+    "engine_overhead.py": ("--quick",),
+    "feature_extraction.py": ("--quick",),
+    "lr_finder.py": ("--quick",),
+    "noisy_labels.py": ("--quick",),
+    "rank_backbones.py": ("--quick",),
+    "semi_supervised.py": ("--quick",),
+    "text_transfer.py": ("--quick",),
+    "transfer_digits_m.py": ("--quick",),
+}
+
+
+def test_every_benchmark_has_a_smoke_run():
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(QUICK) | {"gpu_throughput.py"}, "add the new script to QUICK"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(QUICK))
+def test_benchmark_quick_run_finishes_and_prints_a_table(script, tmp_path):
+    out = run_script(script, *QUICK[script], tmp_path=tmp_path)
+    assert "| ---" in out, out[-1500:]  # a markdown table was printed

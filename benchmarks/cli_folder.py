@@ -143,7 +143,8 @@ def measure(cmd: list[str], log: Path, timeout: float) -> dict[str, Any]:
 
 def tlkit_command(other: str | None = None) -> list[str]:
     if other:
-        return [str(Path(other).expanduser().resolve())]
+        found = shutil.which(other)  # a command on PATH, or a path to one
+        return [str(Path(found or other).expanduser().resolve())]
     exe = Path(sys.executable).with_name("tlkit")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tlkit.cli"]
 

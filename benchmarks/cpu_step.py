@@ -15,9 +15,9 @@ median step time and the median of the per-round ratios to ``fp32``.
 
 The ceiling is this machine's fp32 matrix-multiply rate measured in the same run (the best of a
 few 1024x1024 ``torch.mm`` runs). A step's work is counted with ``torch.utils.flop_counter``
-(the forward pass, times 3 for forward and backward; see :func:`step_gflop`); ``% of ceiling`` = achieved FLOP/s / ceiling. Depthwise convolutions and
-elementwise work count few FLOPs and run far below matmul speed, so a MobileNet-style network
-sits well under the ceiling by construction.
+(the forward pass, times 3 for forward and backward; see :func:`step_gflop`); ``% of ceiling`` =
+achieved FLOP/s / ceiling. Depthwise convolutions and elementwise work count few FLOPs and run
+far below matmul speed, so a MobileNet-style network sits well under the ceiling by construction.
 
 The whole table is measured twice: with the CPU's own kernels, and as an ordinary x86-64 CPU
 without special instructions (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: no AVX-512,

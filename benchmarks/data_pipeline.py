@@ -355,7 +355,7 @@ CAMERA_SIDES = ("tlkit", "hand", "hand_draft")
 def camera_folder(size: tuple[int, int], n: int | None = None) -> Path:
     """``n`` (default ``CAMERA_N``) camera JPEGs of ``size`` in ``CAMERA_CLASSES`` class folders
     (cached)."""
-    n = n or CAMERA_N
+    n = CAMERA_N if n is None else n
     from tlkit.testing import make_photo_folder
 
     root = bench_root() / f"camera-{size[0]}x{size[1]}-{n}"
@@ -556,6 +556,8 @@ def main() -> None:
     parser.add_argument("--camera-n", type=int, default=CAMERA_N,
                         help=f"photos per camera folder (default {CAMERA_N})")
     args = parser.parse_args()
+    if args.camera_n < CAMERA_CLASSES or args.camera_n % CAMERA_CLASSES:
+        parser.error(f"--camera-n must be a positive multiple of {CAMERA_CLASSES} (the classes)")
     CAMERA_N = args.camera_n
     if args.camera_one:
         side, wh = args.camera_one

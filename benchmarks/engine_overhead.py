@@ -47,7 +47,7 @@ between two pairs cannot move it. Also shown: the ratio of the two sides' amorti
 (unpaired) and the ratio of summed times (every interval, spikes included). Target: <= 1.05. When
 it misses, one plain tlkit fit is profiled with cProfile and the report shows where the time goes.
 
-    .venv/bin/python benchmarks/engine_overhead.py           # full run (~15 min on 2 idle cores)
+    .venv/bin/python benchmarks/engine_overhead.py           # full run (~6 min on 2 idle cores)
     .venv/bin/python benchmarks/engine_overhead.py --models photos  # only the folder path
     .venv/bin/python benchmarks/engine_overhead.py --quick   # smoke run, a few seconds
 """
@@ -114,7 +114,9 @@ FULL_CASES = [
 ]  # fmt: skip
 QUICK_CASES = [
     Case("small_cnn", 32, train_samples=64, epochs=2, repeats=1, batch_size=16, test_samples=32),
-]
+    Case("small_cnn", 32, train_samples=0, epochs=2, repeats=1, batch_size=8, photos=24,
+         name="photos"),
+]  # fmt: skip
 
 
 #: The folder path's photos: phone-size JPEGs with a few PNGs (decoding is real work, but not
@@ -123,7 +125,8 @@ PHOTO_SIZES = ((1024, 768), (1280, 960), (800, 600))
 
 
 def photo_folder(n: int) -> Path:
-    """``n`` photos in 3 class folders, written once under the benchmarks' cache folder."""
+    """``n`` photos (a multiple of 3) in 3 class folders, written once under the benchmarks'
+    cache folder."""
     from tlkit.testing import make_photo_folder
 
     root = common.cache_dir() / f"overhead-photos-{n}"
@@ -215,9 +218,23 @@ class HandLoop:
         from tlkit.datasets.transforms import eval_transform, train_transform
 
         g = torch.Generator().manual_seed(seed + 1)
+        sizes = batch_sizes(len(pair.source), case.batch_size)
+
+        class PlanSampler(torch.utils.data.Sampler):
+            """Shuffled batches of tlkit's sizes (a remainder of one joins the last batch)."""
+
+            def __len__(self) -> int:
+                return len(sizes)
+
+            def __iter__(self):
+                order, start = torch.randperm(sum(sizes), generator=g).tolist(), 0
+                for size in sizes:
+                    yield order[start : start + size]
+                    start += size
+
         train = torch.utils.data.DataLoader(
-            pair.source.dataset(train_transform(case.image_size)), batch_size=case.batch_size,
-            shuffle=True, generator=g, collate_fn=collate, num_workers=0,
+            pair.source.dataset(train_transform(case.image_size)), batch_sampler=PlanSampler(),
+            collate_fn=collate, num_workers=0,
         )  # fmt: skip
         test = torch.utils.data.DataLoader(
             pair.source_test.dataset(eval_transform(case.image_size)), batch_size=64,

@@ -243,7 +243,11 @@ def pipeline_rows(device: torch.device, images: int, steps: int, workers: int, b
     rows = []
     t = tlkit_rate()
     h = _clock_pass(device, steps, hand_steps(False))
-    tlkit_side = "tlkit.fit (reduced-size decoding in workers)" if camera else "tlkit.fit (decode in workers)"
+    tlkit_side = (
+        "tlkit.fit (reduced-size decoding in workers)"
+        if camera
+        else "tlkit.fit (decode in workers)"
+    )
     rows.append([f"{what}: {tlkit_side}", f"{t:.0f}", f"{t / h:.2f}", f"{workers} workers"])
     rows.append([f"{what}: hand ImageFolder + DataLoader", f"{h:.0f}", "1.00",
                  f"{workers} workers, PIL"])  # fmt: skip
@@ -435,12 +439,14 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.results) if args.results else common.RESULTS_DIR / "gpu_throughput.md"
     start = time.perf_counter()
     if not args.no_pipeline:
+        import data_pipeline  # beside this script
+
         workers = min(args.workers, 2) if quick else args.workers
         steps = args.pipeline_steps or (3 if quick else 30)
         pipe = pipeline_rows(device, args.pipeline_images or (64 if quick else 2000), steps,
                              workers, s.batch_size, s.image_size)  # fmt: skip
         cameras = args.camera_images if args.camera_images is not None else (12 if quick else 255)
-        cameras -= cameras % 3  # three class folders
+        cameras -= cameras % data_pipeline.CAMERA_CLASSES  # whole class folders
         if cameras:  # where tlkit's reduced-size JPEG decoding applies
             pipe += pipeline_rows(device, cameras, steps, workers, min(s.batch_size, 32),
                                   s.image_size, camera=(3000, 2000))  # fmt: skip

@@ -185,7 +185,7 @@ def fit(
               domain, the model ending with the target's; "shared": one pass over both),
               ``source_free`` (adapt ``model=`` with unlabelled target data only).
             * imbalanced classes (a warning names both when the largest class has over 5x the
-              labelled samples of the smallest): ``class_weight="balanced"`` weights each
+              labelled samples of the smallest, and at least 20 of its own): ``class_weight="balanced"`` weights each
               sample's loss by ``n / (K * n_class)`` (any classification loss; a list with one
               weight per class, or a dict by class name, gives your own), ``sampler="balanced"``
               draws every class equally often, with replacement (in memory and from files).

@@ -35,15 +35,21 @@ def on_page(module: types.ModuleType, name: str, listed: set[str]) -> bool:
 
 def test_every_public_name_of_tlkit_is_on_the_api_page():
     listed = documented()
-    missing = [name for name in tlkit.__all__ if name not in NOT_ENTRIES
-               and not isinstance(getattr(tlkit, name), types.ModuleType)
-               and not on_page(tlkit, name, listed)]
+    missing = [
+        name
+        for name in tlkit.__all__
+        if name not in NOT_ENTRIES
+        and not isinstance(getattr(tlkit, name), types.ModuleType)
+        and not on_page(tlkit, name, listed)
+    ]
     assert not missing, f"add these to book/api.md: {missing}"
 
 
 def test_every_public_function_and_class_of_datasets_is_on_the_api_page():
     listed = documented()
-    missing = [name for name in tlkit.datasets.__all__
-               if callable(getattr(tlkit.datasets, name))
-               and not on_page(tlkit.datasets, name, listed)]
+    missing = [
+        name
+        for name in tlkit.datasets.__all__
+        if callable(getattr(tlkit.datasets, name)) and not on_page(tlkit.datasets, name, listed)
+    ]
     assert not missing, f"add these to book/api.md: {missing}"

@@ -37,6 +37,21 @@ def test_each_row_states_a_cpu_time_in_minutes():
         assert re.fullmatch(r"about \d+(\.\d)? min|under 1 min", cpu), f"{stem}: {cpu!r}"
 
 
+def minutes_cell(seconds: int) -> str:
+    """What a row's first column says for a measured CPU time."""
+    return "under 1 min" if seconds < 60 else f"about {seconds / 60:.1f} min"
+
+
+def test_each_rows_minutes_follow_its_measured_seconds():
+    text = INTRO.read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\|\s*\{doc\}`\.\./notebooks/([^`]+)`\s*\|([^|]+)\|\s*(\d+) s\s*\|", text, re.M
+    )
+    assert len(rows) == len(timing_rows()), "every row ends with the measured seconds ('52 s')"
+    for stem, cpu, seconds in rows:
+        assert cpu.strip() == minutes_cell(int(seconds)), f"{stem}: {cpu.strip()!r} for {seconds} s"
+
+
 def spoken(cpu: str) -> str:
     """A table cell as prose: "under 1 min" -> "under a minute", "about 1.2 min" -> "about 1.2
     minutes"."""

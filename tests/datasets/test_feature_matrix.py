@@ -170,8 +170,10 @@ def test_regression_fit_evaluate_predict(kind, regression_domains):
     assert np.isfinite(metrics["mae"]) and metrics["baseline_mae"] > 0
     table = run.predict(test, progress=False)
     assert len(table) == len(test) and np.isfinite(table["prediction"]).all()
-    # predictions come back in the targets' units (0.25-0.75 here), not standardised ones
-    assert table["prediction"].between(-1.0, 2.0).all(), table["prediction"]
+    # predictions come back in the targets' units, not standardised ones (which centre on 0):
+    # after one epoch they sit near the training targets' mean (0.5 here, ~0.4 in the manifest)
+    centre = float(train.labels.mean())
+    assert abs(table["prediction"].mean() - centre) < 0.25, (table["prediction"], centre)
 
 
 @pytest.mark.parametrize("kind", KINDS)

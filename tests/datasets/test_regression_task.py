@@ -177,15 +177,17 @@ def test_regression_from_the_photo_fixture_manifest(tmp_path):
 
 
 def test_from_folder_reads_each_folder_name_as_the_target_value(tmp_path):
-    for value, shade in (("2.5", 40), ("10", 120), ("-1e1", 200)):  # a folder per value
+    for value, shade in (("2.5", 40), ("10", 120), ("-1e1", 200), (".5", 90)):  # one per value
         (tmp_path / "ages" / value / "deep").mkdir(parents=True)
         for i in range(2):
             image = Image.new("RGB", (24, 20), (shade, shade, i * 50))
             image.save(tmp_path / "ages" / value / f"{i}.png")
         Image.new("RGB", (24, 20), (shade, 0, 0)).save(tmp_path / "ages" / value / "deep" / "x.jpg")
+    (tmp_path / "ages" / ".cache").mkdir()  # hidden: left out
+    Image.new("RGB", (8, 8)).save(tmp_path / "ages" / ".cache" / "0.png")
     d = from_folder(tmp_path / "ages", task="regression")
-    assert d.task == "regression" and d.classes == () and len(d) == 9
-    by_value = {float(v): 3 for v in ("2.5", "10", "-1e1")}
+    assert d.task == "regression" and d.classes == () and len(d) == 12  # ".5" is a value
+    by_value = {float(v): 3 for v in ("2.5", "10", "-1e1", ".5")}
     assert {float(v): d.labels.tolist().count(float(v)) for v in by_value} == by_value
     assert d.labels.dtype == torch.float32 and torch.equal(d.labels, d.clean_labels)
     run = tlkit.fit(d, "small_cnn", epochs=1, batch_size=4, image_size=16, **FAST)

@@ -138,7 +138,9 @@ def from_folder(
     if labels:
         try:
             folders = sorted(
-                e.name for e in os.scandir(top) if not e.name.startswith(".") and e.is_dir()
+                e.name
+                for e in os.scandir(top)
+                if e.is_dir() and (not e.name.startswith(".") or _value_name(e.name, task))
             )
         except OSError as e:
             raise DataError(f"from_folder: cannot list '{root}' ({e.strerror or e}).") from None
@@ -350,6 +352,16 @@ def from_paths(
         check=check, progress=progress, what="from_paths",
     )  # fmt: skip
 
+
+def _value_name(name: str, task: str) -> bool:
+    """A folder name that is a regression target (``.5``): not hidden, though it starts with a
+    dot."""
+    if task != "regression":
+        return False
+    try:
+        return bool(np.isfinite(float(name)))
+    except ValueError:
+        return False
 
 
 def _folder_values(domain: Domain, root: Path) -> Domain:

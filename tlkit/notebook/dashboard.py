@@ -95,8 +95,8 @@ class Dashboard:
         backbone: the form's initial value, as are ``epochs``, ``lr``, ``batch_size``,
             ``image_size`` (0 = the backbone's default), ``mode``, ``loss``, ``pseudo_label``,
             ``adapt``, ``regularize``, ``validate``, ``monitor``, ``patience``,
-            ``restore_best``, ``class_weight``, ``sampler``, ``log_dir`` and ``seed`` (:func:`tlkit.fit`'s
-            defaults where it has one). With ``log_dir`` each run logs into its ``run-N``
+            ``restore_best``, ``class_weight``, ``sampler``, ``log_dir`` and ``seed``
+            (:func:`tlkit.fit`'s defaults where it has one). With ``log_dir`` each run logs into its ``run-N``
             subfolder.
         checkpoint_root: the *runs folder*, where each run's checkpoint folder goes. Default: a
             temporary folder, deleted with the dashboard (type a folder in the form to keep runs).
@@ -129,7 +129,7 @@ class Dashboard:
         patience: int | None = None,
         restore_best: bool = False,
         class_weight: str | None = None,
-        sampler: str = "shuffle",
+        sampler: str | None = "shuffle",
         log_dir: str | Path | None = None,
         seed: int = 0,
         checkpoint_root: str | Path | None = None,
@@ -182,7 +182,7 @@ class Dashboard:
             patience=patience,
             restore_best=bool(restore_best),
             class_weight=class_weight or "",
-            sampler=sampler,
+            sampler=sampler or "shuffle",
             log_dir=str(log_dir or ""),
             seed=seed,
         )

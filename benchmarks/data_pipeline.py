@@ -108,10 +108,6 @@ FIT = True
 
 
 # -- the folder -----------------------------------------------------------------------------
-def bench_root() -> Path:
-    return cache_dir()
-
-
 def _photos() -> list[np.ndarray]:
     import skimage.data
     from sklearn.datasets import load_sample_images
@@ -126,7 +122,7 @@ def generate_folder(n: int, root: Path | None = None, seed: int = 0) -> Path:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    root = root or bench_root()
+    root = root or cache_dir()
     full = root / f"photos-{max(n, SIZES[-1]) if n > QUICK_SIZES[-1] else QUICK_SIZES[-1]}"
     done = full / ".complete"
     total = int(full.name.split("-")[1])
@@ -358,7 +354,7 @@ def camera_folder(size: tuple[int, int], n: int | None = None) -> Path:
     n = CAMERA_N if n is None else n
     from tlkit.testing import make_photo_folder
 
-    root = bench_root() / f"camera-{size[0]}x{size[1]}-{n}"
+    root = cache_dir() / f"camera-{size[0]}x{size[1]}-{n}"
     if not (root / ".complete").exists():
         make_photo_folder(root, classes=CAMERA_CLASSES, per_class=n // CAMERA_CLASSES,
                           sizes=(size,), png_every=0, rotated=0, corrupt=0, nested=False,

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 
 import tlkit
 from tlkit.datasets import DomainPair
-from tlkit.engine.batch_plan import batch_sizes
+from tlkit.engine.batch_plan import batch_sizes, split
 
 try:
     from benchmarks import _common as common
@@ -185,7 +185,7 @@ class HandLoop:
         self.model = model
         self.memory = torch.channels_last if case.channels_last else torch.contiguous_format
         model.to(memory_format=self.memory)
-        self.files = None if pair.source.in_memory else self._loaders(case, pair, seed)
+        self.files = None if pair.source.in_memory else self._file_data(case, pair)
         if self.files is None:
             self.images = pair.source.images
             self.test_images = pair.source_test.images
@@ -203,64 +203,42 @@ class HandLoop:
         # sides' epochs end on the same step
         self.sizes = batch_sizes(len(self.labels), case.batch_size)
         self.i = 0
-        self.fresh = True  # the next step starts an epoch: train mode, a new order
-        self.order = torch.empty(0, dtype=torch.long)
-        self.offset = 0
+        self.batches: Any = None  # this epoch's (x, y); None: the next step starts an epoch
         self.losses: list[torch.Tensor] = []
         self.accuracy = float("nan")
-        self.batches: Any = None
-        self.epoch_start = 0
 
     @staticmethod
-    def _loaders(case: Case, pair: DomainPair, seed: int) -> tuple[Any, Any]:
-        """Plain DataLoaders over tlkit's per-sample pipeline (the folder path)."""
+    def _file_data(case: Case, pair: DomainPair) -> tuple[Any, Any]:
+        """The folder path: tlkit's per-sample pipeline as a plain dataset (training) and a plain
+        DataLoader (test)."""
         from tlkit.datasets import collate
         from tlkit.datasets.transforms import eval_transform, train_transform
 
-        g = torch.Generator().manual_seed(seed + 1)
-        sizes = batch_sizes(len(pair.source), case.batch_size)
-
-        class PlanSampler(torch.utils.data.Sampler):
-            """Shuffled batches of tlkit's sizes (a remainder of one joins the last batch)."""
-
-            def __len__(self) -> int:
-                return len(sizes)
-
-            def __iter__(self):
-                order, start = torch.randperm(sum(sizes), generator=g).tolist(), 0
-                for size in sizes:
-                    yield order[start : start + size]
-                    start += size
-
-        train = torch.utils.data.DataLoader(
-            pair.source.dataset(train_transform(case.image_size)), batch_sampler=PlanSampler(),
-            collate_fn=collate, num_workers=0,
-        )  # fmt: skip
         test = torch.utils.data.DataLoader(
             pair.source_test.dataset(eval_transform(case.image_size)), batch_size=64,
             collate_fn=collate, num_workers=0,
         )  # fmt: skip
-        return train, test
+        return pair.source.dataset(train_transform(case.image_size)), test
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch: a shuffled slice of the tensor, or the next files from the loader."""
-        if self.files is not None:
-            x, idx = next(self.batches)
-            return x, self.labels[idx]
-        size = self.sizes[min(len(self.sizes) - 1, self.i - self.epoch_start)]
-        idx = self.order[self.offset : self.offset + size]
-        self.offset += size
-        return self.images[idx].float().div_(255), self.labels[idx]
+    def _epoch(self) -> Any:
+        """One epoch's batches: a shuffled order cut by tlkit's batch plan, sliced from the tensor
+        or read through a plain DataLoader."""
+        from tlkit.datasets import collate
+
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        chunks = list(split(order, self.sizes))
+        if self.files is None:
+            return ((self.images[i].float().div_(255), self.labels[i]) for i in chunks)
+        loader = torch.utils.data.DataLoader(
+            self.files[0], batch_sampler=[c.tolist() for c in chunks], collate_fn=collate
+        )
+        return ((x, self.labels[idx]) for x, idx in loader)
 
     def step(self) -> None:
-        if self.fresh:  # a new epoch, as tlkit's: train mode, a new order
-            self.fresh, self.epoch_start, self.offset = False, self.i, 0
+        if self.batches is None:  # a new epoch, as tlkit's: train mode, a new order
             self.model.train()
-            if self.files is not None:
-                self.batches = iter(self.files[0])
-            else:
-                self.order = torch.randperm(len(self.labels), generator=self.generator)
-        x, y = self._batch()
+            self.batches = self._epoch()
+        x, y = next(self.batches)
         x = self.model.prepare(x).contiguous(memory_format=self.memory)
         logits = self.model.head(self.model.backbone(x))
         loss = F.cross_entropy(logits, y)
@@ -274,7 +252,7 @@ class HandLoop:
         if not torch.isfinite(torch.stack(self.losses)).all():
             raise RuntimeError("hand loop: the loss diverged")
         self.losses.clear()
-        self.fresh = True
+        self.batches = None
         self.model.eval()
         correct = 0
         if self.files is not None:

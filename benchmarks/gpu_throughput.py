@@ -177,12 +177,11 @@ def pipeline_rows(device: torch.device, images: int, steps: int, workers: int, b
         what = f"{images} x {camera[0]}x{camera[1]} JPEG"
     precision = "bf16" if device.type == "cuda" else "fp32"
     transform = tlkit.datasets.transforms.train_transform(size)
+    classes = len(ImageFolder(str(folder)).classes)
 
     def model() -> nn.Module:
         torch.manual_seed(0)
-        return tlkit.backbones.create_model(
-            "efficientnet_lite0", len(ImageFolder(str(folder)).classes), input_size=size
-        )
+        return tlkit.backbones.create_model("efficientnet_lite0", classes, input_size=size)
 
     def tlkit_rate() -> float:
         ends: list[float] = []

@@ -185,10 +185,11 @@ def fit(
               domain, the model ending with the target's; "shared": one pass over both),
               ``source_free`` (adapt ``model=`` with unlabelled target data only).
             * imbalanced classes (a warning names both when the largest class has over 5x the
-              labelled samples of the smallest, and at least 20 of its own): ``class_weight="balanced"`` weights each
-              sample's loss by ``n / (K * n_class)`` (any classification loss; a list with one
-              weight per class, or a dict by class name, gives your own), ``sampler="balanced"``
-              draws every class equally often, with replacement (in memory and from files).
+              labelled samples of the smallest, and at least 20 of its own):
+              ``class_weight="balanced"`` weights each sample's loss by ``n / (K * n_class)``
+              (any classification loss; a list with one weight per class, or a dict by class
+              name, gives your own), ``sampler="balanced"`` draws every class equally often,
+              with replacement (in memory and from files).
             * ``monitor``: the metric that picks ``best.pt`` (``"auto"``: source test accuracy,
               else the train loss; a validator's score only when named, e.g.
               ``validate="info_max", monitor="score_info_max"``). ``patience=N`` stops after N
@@ -222,7 +223,8 @@ def lr_find(
     from ``start_lr`` to ``end_lr``, stops when the loss runs away, and picks a rate: ``method``
     is ``"steep"`` (the steepest fall; the default, closest to a grid's best rate in
     ``benchmarks/results/lr_finder.md``), ``"valley"`` (the middle of the longest fall, fastai's
-    default; lower) or ``"minimum"`` (a tenth of the lowest loss's rate). The model passed, the optimiser and the global random state are left as they were.
+    default; lower) or ``"minimum"`` (a tenth of the lowest loss's rate). The model passed, the
+    optimiser and the global random state are left as they were.
     Returns an :class:`~tlkit.engine.lr_finder.LRFinder`: ``.suggestion``, ``.lrs``,
     ``.losses`` (smoothed) and ``.plot()``. ``fit(..., lr="find")`` runs it and trains with
     ``.suggestion``.

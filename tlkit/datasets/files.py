@@ -126,6 +126,7 @@ def from_folder(
             "from_folder: task='regression' reads the targets from the folder names; "
             "labels=False has none (leave task out for unlabelled images)."
         )
+    regression = task == "regression"
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -140,7 +141,9 @@ def from_folder(
             folders = sorted(
                 e.name
                 for e in os.scandir(top)
-                if e.is_dir() and (not e.name.startswith(".") or _value_name(e.name, task))
+                if e.is_dir()
+                # hidden, unless it names a regression target (".5")
+                and (not e.name.startswith(".") or (regression and _value(e.name) is not None))
             )
         except OSError as e:
             raise DataError(f"from_folder: cannot list '{root}' ({e.strerror or e}).") from None
@@ -211,7 +214,7 @@ def from_folder(
         backing=backing,
         image_size=size,
     )
-    if task == "regression":
+    if regression:
         domain = _folder_values(domain, root)
     return _finish(domain, check=check, strict=strict, in_memory=in_memory, progress=progress)
 
@@ -353,32 +356,25 @@ def from_paths(
     )  # fmt: skip
 
 
-def _value_name(name: str, task: str) -> bool:
-    """A folder name that is a regression target (``.5``): not hidden, though it starts with a
-    dot."""
-    if task != "regression":
-        return False
+def _value(name: str) -> float | None:
+    """The finite number a folder name spells (``"41.5"``, ``".5"``, ``"-1e1"``), else ``None``."""
     try:
-        return bool(np.isfinite(float(name)))
+        value = float(name)
     except ValueError:
-        return False
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _folder_values(domain: Domain, root: Path) -> Domain:
     """The class-folder domain as a regression one: each folder's name is its images' target."""
-    values = []
-    for name in domain.classes:
-        try:
-            value = float(name)
-        except ValueError:
-            value = float("nan")
-        if not np.isfinite(value):
+    values = [_value(name) for name in domain.classes]
+    for name, value in zip(domain.classes, values):
+        if value is None:
             raise DataError(
                 f"from_folder: task='regression' reads each sub-folder's name as the target "
                 f"value; '{name}' under '{root}' is not a number. Name the folders by value "
                 "(path/2.5/..., path/10/...), or list paths and targets in a CSV: "
                 "from_csv(file, label_column=..., task='regression')."
             )
-        values.append(value)
     y = torch.tensor(values, dtype=torch.float32)[domain.labels]
     return dataclasses.replace(domain, labels=y, clean_labels=y, classes=(), task="regression")

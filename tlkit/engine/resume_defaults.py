@@ -82,7 +82,7 @@ def _saved_image_size(trainer: Any, ckpt: dict[str, Any], saved: dict[str, Any])
         return None
     if isinstance(saved.get("image_size"), int):  # set there: the same rule as the others
         return int(saved["image_size"])
-    spec = ckpt.get("model_spec") or {}
+    spec = ckpt["model_spec"]
     theirs = spec.get("input_size")  # the side that checkpoint's network resized images to
     mine = trainer.model.backbone.input_size
     if isinstance(theirs, int) and theirs != mine:

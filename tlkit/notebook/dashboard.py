@@ -96,8 +96,8 @@ class Dashboard:
             ``image_size`` (0 = the backbone's default), ``mode``, ``loss``, ``pseudo_label``,
             ``adapt``, ``regularize``, ``validate``, ``monitor``, ``patience``,
             ``restore_best``, ``class_weight``, ``sampler``, ``log_dir`` and ``seed``
-            (:func:`tlkit.fit`'s defaults where it has one). With ``log_dir`` each run logs into its ``run-N``
-            subfolder.
+            (:func:`tlkit.fit`'s defaults where it has one). With ``log_dir`` each run logs into
+            its ``run-N`` subfolder.
         checkpoint_root: the *runs folder*, where each run's checkpoint folder goes. Default: a
             temporary folder, deleted with the dashboard (type a folder in the form to keep runs).
         redraw_interval: seconds between two redraws of the curves within an epoch.

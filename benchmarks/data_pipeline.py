@@ -552,8 +552,10 @@ def main() -> None:
     parser.add_argument("--camera-n", type=int, default=CAMERA_N,
                         help=f"photos per camera folder (default {CAMERA_N})")
     args = parser.parse_args()
-    if args.camera_n < CAMERA_CLASSES or args.camera_n % CAMERA_CLASSES:
-        parser.error(f"--camera-n must be a positive multiple of {CAMERA_CLASSES} (the classes)")
+    least = CAMERA_BATCH * CAMERA_STEPS  # the hand loops time one epoch's first steps
+    if args.camera_n < least or args.camera_n % CAMERA_CLASSES:
+        parser.error(f"--camera-n must be a multiple of {CAMERA_CLASSES} (the classes) and at "
+                     f"least {least} ({CAMERA_STEPS} timed steps of {CAMERA_BATCH})")
     CAMERA_N = args.camera_n
     if args.camera_one:
         side, wh = args.camera_one

@@ -106,82 +106,22 @@ the dashboard's "source -> target" tab and the book call it; a strategy without 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
 
 from tlkit.step import OwnOptimizer
+from tlkit.trainer_view import TrainerView
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import torch
     from torch import nn
 
-    from tlkit.step import PseudoLabels, Step, TrainState
+    from tlkit.step import PseudoLabels, Step
 
 PROJECT = "tlkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class TrainerView(Protocol):
-    """What a strategy may use of the trainer its hooks receive (``trainer``, ``step.trainer``).
-
-    :class:`tlkit.Trainer` provides all of it; anything else on the trainer is the engine's and
-    may change. The members marked *observers* hold the true target labels or the run's
-    results: read them for diagnostics, never to train.
-    """
-
-    #: The :class:`~tlkit.backbones.TransferModel` being trained (``backbone``, ``head``).
-    model: nn.Module
-    #: The run's :class:`tlkit.FitConfig` (``epochs``, ``lr``, ``domain_bn``, ``seed``...).
-    config: Any
-    #: The training device.
-    device: torch.device
-    #: ``"fp32"``, ``"bf16"`` or ``"fp16"``; :meth:`autocast` applies it.
-    precision: str
-    #: ``"classification"`` or ``"regression"``.
-    task: str
-    #: How many classes (outputs, for regression).
-    num_classes: int
-    #: The class names.
-    classes: tuple[str, ...]
-    #: Where training is: ``epoch``, ``step``, ``total_steps``, ``progress``.
-    state: TrainState
-    #: The averaged model (``.module``) with ``fit(ema=...)``, else ``None``.
-    ema: Any
-    #: The unlabelled target :class:`~tlkit.datasets.Domain` (true labels removed), or ``None``.
-    target: Any
-    #: The run's strategies by name (the objects whose hooks run), e.g. to find a partner.
-    strategies: Mapping[str, Any]
-    #: *Observers*: the task (:class:`~tlkit.datasets.DomainPair`, true target labels included).
-    data: Any
-    #: *Observers*: the per-epoch rows so far.
-    history: list[dict[str, Any]]
-    #: *Observers*: the logged step rows so far.
-    step_logs: list[dict[str, Any]]
-    #: *Observers*: the full metrics of each held-out set at the last evaluation.
-    eval_results: dict[str, Any]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast context of the run's precision (a no-op in fp32)."""
-        ...
-
-    def target_batches(self, batch_size: int | None = None) -> Iterable[tuple[Any, Any]]:
-        """The unlabelled target once, as ``(inputs, indices)`` batches on the device (AdaBN)."""
-        ...
-
-    def predict_outputs(
-        self, images: torch.Tensor, *, batch_size: int | None = None
-    ) -> torch.Tensor:
-        """Outputs ``(N, K)`` of the model being trained for images ``(N, C, H, W)``, in eval
-        mode, without gradients."""
-        ...
-
-    def request_stop(self) -> None:
-        """End training at the next step boundary (thread-safe)."""
-        ...
 
 
 @runtime_checkable

@@ -17,8 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from tlkit.trainer_view import TrainState
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
+
+    from tlkit.trainer_view import TrainerView
 
 
 _FORWARD_DOMAIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -111,32 +115,6 @@ class OwnOptimizer:
             )
 
 
-@dataclass
-class TrainState:
-    """Where training is: with the weights, all a checkpoint must restore to resume exactly.
-
-    Attributes:
-        epoch: epochs completed (0 before the first ends). The epoch being trained is number
-            ``epoch + 1``, which is what ``step.epoch``, the history's ``epoch`` column and
-            ``tlkit_on_epoch_end(epoch=...)`` call it: epochs are counted from 1 everywhere.
-        step: optimisation steps completed.
-        step_in_epoch: steps completed in the current epoch.
-        total_steps: steps the whole run will take (``epochs * steps per epoch``).
-        stopped_early: the run ended before ``total_steps`` (a stop request or ``max_steps``).
-    """
-
-    epoch: int = 0
-    step: int = 0
-    step_in_epoch: int = 0
-    total_steps: int = 1
-    stopped_early: bool = False
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        return min(1.0, self.step / max(1, self.total_steps))
-
-
 def _scalar(name: str, value: Any) -> torch.Tensor | float:
     """A loggable scalar: a Python number or a one-element tensor (kept on its device)."""
     if isinstance(value, torch.Tensor):
@@ -215,7 +193,7 @@ class Step:
     The true labels of the target are never on a step: strategies must not see them.
     """
 
-    trainer: Any
+    trainer: TrainerView
     index: int
     epoch: int
     progress: float

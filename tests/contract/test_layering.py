@@ -1,7 +1,7 @@
 """The engine's layering: no import cycle among tlkit's modules (imports inside functions and
 under TYPE_CHECKING count too), and no module imports a layer above it:
 
-    errors/options/hookspecs/step -> registry -> engine -> run -> api -> notebook / cli
+    errors/trainer_view/options/hookspecs/step -> registry -> engine -> run -> api -> notebook / cli
 
 Importing ``a.b.c`` runs the package ``a.b``'s ``__init__`` first, so an import also depends on the
 packages above the imported module (other than the importer's own): ``run`` importing
@@ -93,6 +93,7 @@ def test_the_cycle_finder_finds_cycles():
 LOWER_MUST_NOT_IMPORT = {
     # module (or package prefix): what it must never import
     "tlkit.errors": ("tlkit.",),
+    "tlkit.trainer_view": ("tlkit.",),  # the trainer's type: step and hookspecs both name it
     "tlkit.options": ("tlkit.registry", "tlkit.engine", "tlkit.run", "tlkit.api", "tlkit.notebook"),
     "tlkit.hookspecs": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),
     "tlkit.step": ("tlkit.registry", "tlkit.engine.trainer", "tlkit.run", "tlkit.api"),

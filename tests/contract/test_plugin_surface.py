@@ -251,6 +251,13 @@ def test_every_hook_types_its_trainer_with_the_view():
     assert typed >= 7
 
 
+def test_a_steps_trainer_is_typed_with_the_view_too():
+    assert tlkit.Step.__annotations__["trainer"] == "TrainerView"
+    step_module = inspect.getmodule(tlkit.Step)
+    assert "from tlkit.trainer_view import TrainerView" in inspect.getsource(step_module)
+    assert tlkit.hookspecs.TrainerView is TrainerView
+
+
 def test_the_view_lists_what_plugins_use_and_the_trainer_has_it(tiny_task, fast):
     members = _view_members()
     assert {"target_batches", "predict_outputs", "strategies", "request_stop"} <= members

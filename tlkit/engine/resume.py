@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +73,6 @@ def identity(config: FitConfig, data: DomainPair) -> dict[str, Any]:
     """What makes a run this run: its defining options and its data."""
     values = config.to_dict()
     return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data_fingerprint(data)}
-
-
-#: Each trainer's data fingerprint, read once per run (checkpoints are written every few steps).
-_DATA_PRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def run_identity(trainer: Any) -> dict[str, Any]:
-    """:func:`identity` of a trainer's run, its data fingerprinted once per trainer."""
-    data = _DATA_PRINTS.get(trainer)
-    if data is None:
-        data = _DATA_PRINTS[trainer] = data_fingerprint(trainer.data)
-    values = trainer.config.to_dict()
-    return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data}
 
 
 def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
@@ -178,180 +164,225 @@ def load_strategy_state(plugin: Any, state: dict[str, Any]) -> None:
             setattr(plugin, key, value)
 
 
-# -- writing ----------------------------------------------------------------------------------
-def payload(trainer: Any) -> dict[str, Any]:
-    """A trainer's checkpoint (:func:`tlkit.engine.checkpoint.payload`): its model part and
-    everything needed to resume."""
-    logs = trainer.logs.state_dict()
-    return checkpoint.payload(
-        config=trainer.config,
-        spec=trainer.model_spec(),
-        model=trainer.model,
-        history=trainer.history,
-        best=trainer.best,
-        step_logs=logs["step_logs"],
-        resume=resume_state(trainer, logs),
-        lr_finder=finder.to_dict() if (finder := getattr(trainer, "lr_finder", None)) else None,
-    )
-
-
-def resume_state(trainer: Any, logs: dict[str, Any]) -> checkpoint.ResumeState:
-    """What a trainer's ``last.pt`` / ``best.pt`` hold besides its model."""
-    state = trainer.state
-    return checkpoint.ResumeState(
-        identity=run_identity(trainer),
-        position={
-            "epoch": state.epoch,
-            "step": state.step,
-            "step_in_epoch": state.step_in_epoch,
-        },
-        logs=logs,
-        extra_modules=dict(trainer.extra_modules),
-        strategy_state={k: strategy_state(p) for k, p in trainer.strategies.items()},
-        early_stopping=trainer.stopping.state_dict(),
-        ema=trainer.ema,
-        source_bn_stats=trainer.domain_stats,
-        optimisation=trainer.optimisation.state_dict() if trainer.optimisation else None,
-    )
-
-
-def save(trainer: Any, name: str) -> Path | None:
-    """Write ``checkpoint_dir/name``; returns its path, or ``None`` when the disk refused it.
-
-    A weight, BatchNorm statistic or optimiser moment that is not finite writes nothing and
-    stops training, so the last checkpoint stays a good one. A write that fails (a full disk)
-    warns and lets training go on: the previous checkpoint is kept, and the trained model is
-    still returned at the end."""
-    try:
-        return checkpoint.write(payload(trainer), Path(trainer.config.checkpoint_dir) / name)
-    except checkpoint.NonFiniteError as exc:
-        raise TrainingError(
-            f"the weights, BatchNorm statistics or optimiser state became non-finite ({exc.part}) "
-            f"by step {trainer.state.step}; training diverged, and no checkpoint was written from "
-            f"it. {note(trainer)} Try a lower lr (now {trainer.config.lr}), grad_clip=1.0, or "
-            "precision='fp32'."
-        ) from None
-    except SaveError as exc:
-        kept = (
-            f"the last good checkpoint is still {trainer.last_checkpoint}"
-            if trainer.last_checkpoint is not None
-            else "no checkpoint of this run is on disk yet"
-        )
-        warnings.warn(
-            f"{exc} Training goes on without it ({kept}); the trained model is returned at the "
-            "end.",
-            stacklevel=2,
-        )
-        return None
-
-
-def note(trainer: Any) -> str:
-    """What a diverged run kept, for its error message."""
-    if not trainer.config.checkpoint_dir:
-        return "No checkpoint was written (set checkpoint_dir= to keep one)."
-    if trainer.last_checkpoint is None:
-        return (
-            "No checkpoint had been written yet: they are written at the end of each epoch, and "
-            "every N steps with checkpoint_every=N."
-        )
-    return f"The last good checkpoint is kept at {trainer.last_checkpoint}."
-
-
+# -- one run's checkpoints --------------------------------------------------------------------
 #: The files a run writes in its checkpoint folder; an earlier run's are moved aside, not lost.
 CHECKPOINT_NAMES = ("last.pt", "best.pt")
 
 
-def set_aside_earlier(trainer: Any) -> Path | None:
-    """Move an earlier run's checkpoints (this run's or another's) out of the way, into
-    ``previous/`` (``previous-2/``...) inside the folder, and say so in one line. A new run
-    never silently replaces a checkpoint. Returns the folder they went to."""
-    folder = Path(trainer.config.checkpoint_dir)
-    found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
-    if not found:
-        return None
-    aside, k = folder / "previous", 1
-    while aside.exists():
-        k += 1
-        aside = folder / f"previous-{k}"
-    try:
-        aside.mkdir()
-        for path in found:
-            os.replace(path, aside / path.name)
-    except OSError as exc:
-        raise ConfigError(
-            f"checkpoint_dir '{folder}' holds an earlier run's checkpoints, and they could not be "
-            f"moved to '{aside}' ({exc.strerror or exc}). Move or delete them, give this run its "
-            "own checkpoint_dir, or pass resume=True to continue that run."
-        ) from None
-    fsync_folder(folder)
-    names = " and ".join(p.name for p in found)
-    print(
-        f"tlkit: checkpoint_dir '{folder}' held an earlier run's {names}; moved to '{aside}' "
-        "(pass resume=True to continue a run instead).",
-        file=sys.stderr,
-        flush=True,
-    )
-    return aside
+class RunCheckpoints:
+    """The checkpoints of one training run: where they go, the last good one, the run's
+    identity (its data fingerprinted once), and the checkpoint a resume read.
 
+    The trainer owns one (``trainer.checkpoints``) and asks it to :meth:`save`, to
+    :meth:`restore` a run, to :meth:`set_aside_earlier` runs' files and to say what a diverged run
+    kept (:meth:`note`). What goes into a checkpoint is the trainer's state, read by
+    :meth:`payload`; how it is written and read back is :mod:`tlkit.engine.checkpoint`'s.
+    """
 
-# -- resuming ---------------------------------------------------------------------------------
-def adopt_defaults(trainer: Any, source: str | Path | bool | None) -> dict[str, Any]:
-    """Before the data feed is built: when resuming (``source`` set), the options ``trainer``
-    left at their defaults take the checkpoint's values (:mod:`tlkit.engine.resume_defaults`);
-    returns those it took."""
-    return resume_defaults.adopt(trainer, source) if source else {}
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        #: The last good ``last.pt`` this run wrote or resumed from (``None`` before one).
+        self.last: Path | None = None
+        self._data: dict[str, Any] | None = None  # the data's fingerprint, read once per run
+        self._adopted: resume_defaults.Adopted | None = None  # what adopt_defaults() read
 
+    @property
+    def folder(self) -> Path | None:
+        folder = self.trainer.config.checkpoint_dir
+        return Path(folder) if folder else None
 
-def restore(trainer: Any, source: str | Path | bool) -> Path | None:
-    """Load a training checkpoint into ``trainer`` (weights, strategies, position, logs, and
-    its ``optimisation``, which keeps the main optimiser's state until the run enters the phase
-    it was saved in); returns its path, or ``None`` when ``source`` is ``True`` and the folder
-    has no ``last.pt`` yet (the run starts fresh)."""
-    if source is True:
-        if not trainer.config.checkpoint_dir:
-            raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
-        path = Path(trainer.config.checkpoint_dir) / "last.pt"
-        if not path.exists():  # a restart loop's first start: nothing to resume yet
-            if trainer.is_main:
-                print(
-                    f"tlkit: resume=True, but '{path.parent}' holds no checkpoint yet: starting "
-                    "a new run.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                set_aside_earlier(trainer)
+    def identity(self) -> dict[str, Any]:
+        """:func:`identity` of this run (the data is fingerprinted on the first call)."""
+        if self._data is None:
+            self._data = data_fingerprint(self.trainer.data)
+        values = self.trainer.config.to_dict()
+        return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": self._data}
+
+    # -- writing ------------------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        """The run's checkpoint (:func:`tlkit.engine.checkpoint.payload`): its model part and
+        everything needed to resume."""
+        trainer = self.trainer
+        logs = trainer.logs.state_dict()
+        finder = getattr(trainer, "lr_finder", None)
+        return checkpoint.payload(
+            config=trainer.config,
+            spec=trainer.model_spec(),
+            model=trainer.model,
+            history=trainer.history,
+            best=trainer.best,
+            step_logs=logs["step_logs"],
+            resume=self._resume_state(logs),
+            lr_finder=finder.to_dict() if finder else None,
+        )
+
+    def _resume_state(self, logs: dict[str, Any]) -> checkpoint.ResumeState:
+        """What ``last.pt`` / ``best.pt`` hold besides the model."""
+        trainer = self.trainer
+        state = trainer.state
+        return checkpoint.ResumeState(
+            identity=self.identity(),
+            position={
+                "epoch": state.epoch,
+                "step": state.step,
+                "step_in_epoch": state.step_in_epoch,
+            },
+            logs=logs,
+            extra_modules=dict(trainer.extra_modules),
+            strategy_state={k: strategy_state(p) for k, p in trainer.strategies.items()},
+            early_stopping=trainer.stopping.state_dict(),
+            ema=trainer.ema,
+            source_bn_stats=trainer.domain_stats,
+            optimisation=trainer.optimisation.state_dict() if trainer.optimisation else None,
+        )
+
+    def save(self, name: str) -> Path | None:
+        """Write ``checkpoint_dir/name``; returns its path, or ``None`` when the disk refused it.
+
+        A weight, BatchNorm statistic or optimiser moment that is not finite writes nothing and
+        stops training, so the last checkpoint stays a good one. A write that fails (a full disk)
+        warns and lets training go on: the previous checkpoint is kept, and the trained model is
+        still returned at the end."""
+        folder = self.folder
+        if folder is None:
             return None
-    else:
-        path = Path(os.fspath(source))
-    ckpt, keep_saved = resume_defaults.taken(trainer, path)  # read once, by adopt()
-    if ckpt is None:
-        ckpt = checkpoint.read(path, trainer.device, training=True)
-    check_identity(ckpt.get("identity"), {**run_identity(trainer), **keep_saved}, path)
-    ema = trainer.ema.module if trainer.ema is not None else None
-    restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
-    if trainer.domain_stats is not None:
-        if ckpt.get("source_bn_stats") is not None:
+        try:
+            path = checkpoint.write(self.payload(), folder / name)
+        except checkpoint.NonFiniteError as exc:
+            config = self.trainer.config
+            raise TrainingError(
+                f"the weights, BatchNorm statistics or optimiser state became non-finite "
+                f"({exc.part}) by step {self.trainer.state.step}; training diverged, and no "
+                f"checkpoint was written from it. {self.note()} Try a lower lr (now {config.lr}), "
+                "grad_clip=1.0, or precision='fp32'."
+            ) from None
+        except SaveError as exc:
+            kept = (
+                f"the last good checkpoint is still {self.last}"
+                if self.last is not None
+                else "no checkpoint of this run is on disk yet"
+            )
+            warnings.warn(
+                f"{exc} Training goes on without it ({kept}); the trained model is returned at "
+                "the end.",
+                stacklevel=2,
+            )
+            return None
+        if name == "last.pt":
+            self.last = path
+        return path
+
+    def note(self) -> str:
+        """What a diverged run kept, for its error message."""
+        if self.folder is None:
+            return "No checkpoint was written (set checkpoint_dir= to keep one)."
+        if self.last is None:
+            return (
+                "No checkpoint had been written yet: they are written at the end of each epoch, "
+                "and every N steps with checkpoint_every=N."
+            )
+        return f"The last good checkpoint is kept at {self.last}."
+
+    def set_aside_earlier(self) -> Path | None:
+        """Move an earlier run's checkpoints (this run's or another's) out of the way, into
+        ``previous/`` (``previous-2/``...) inside the folder, and say so in one line. A new run
+        never silently replaces a checkpoint. Returns the folder they went to."""
+        folder = self.folder
+        if folder is None:
+            return None
+        found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
+        if not found:
+            return None
+        aside, k = folder / "previous", 1
+        while aside.exists():
+            k += 1
+            aside = folder / f"previous-{k}"
+        try:
+            aside.mkdir()
+            for path in found:
+                os.replace(path, aside / path.name)
+        except OSError as exc:
+            raise ConfigError(
+                f"checkpoint_dir '{folder}' holds an earlier run's checkpoints, and they could not "
+                f"be moved to '{aside}' ({exc.strerror or exc}). Move or delete them, give this "
+                "run its own checkpoint_dir, or pass resume=True to continue that run."
+            ) from None
+        fsync_folder(folder)
+        names = " and ".join(p.name for p in found)
+        print(
+            f"tlkit: checkpoint_dir '{folder}' held an earlier run's {names}; moved to '{aside}' "
+            "(pass resume=True to continue a run instead).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return aside
+
+    # -- resuming -----------------------------------------------------------------------------
+    def adopt_defaults(self, source: str | Path | bool | None) -> dict[str, Any]:
+        """Before the data feed is built: when resuming (``source`` set), the options the run
+        left at their defaults take the checkpoint's values (:mod:`tlkit.engine.resume_defaults`);
+        returns those it took. The checkpoint read is kept for :meth:`restore`."""
+        if not source:
+            return {}
+        self._adopted = resume_defaults.adopt(self.trainer, source)
+        return self._adopted.changes if self._adopted else {}
+
+    def restore(self, source: str | Path | bool) -> Path | None:
+        """Load a training checkpoint into the run (weights, strategies, position, logs, and
+        its ``optimisation``, which keeps the main optimiser's state until the run enters the
+        phase it was saved in); returns its path, or ``None`` when ``source`` is ``True`` and the
+        folder has no ``last.pt`` yet (the run starts fresh)."""
+        trainer = self.trainer
+        if source is True:
+            if self.folder is None:
+                raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
+            path = self.folder / "last.pt"
+            if not path.exists():  # a restart loop's first start: nothing to resume yet
+                if trainer.is_main:
+                    print(
+                        f"tlkit: resume=True, but '{path.parent}' holds no checkpoint yet: "
+                        "starting a new run.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self.set_aside_earlier()
+                return None
+        else:
+            path = Path(os.fspath(source))
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None and adopted.path == path:  # read once, by adopt_defaults()
+            ckpt, keep_saved = adopted.checkpoint, adopted.keep_saved
+        else:
+            ckpt, keep_saved = checkpoint.read(path, trainer.device, training=True), {}
+        check_identity(ckpt.get("identity"), {**self.identity(), **keep_saved}, path)
+        ema = trainer.ema.module if trainer.ema is not None else None
+        restore_weights(ckpt, path, trainer.model, trainer.extra_modules, ema)
+        if trainer.domain_stats is not None:
+            if ckpt.get("source_bn_stats") is None:
+                raise CheckpointError(
+                    f"checkpoint '{path}' has no per-domain BatchNorm statistics, which this "
+                    "run keeps (domain_bn='separate'); resume it with the domain_bn it was "
+                    "trained with."
+                )
             trainer.domain_stats.load_state_dict(ckpt["source_bn_stats"])
-        else:  # written before source statistics were saved: start both from what it has
-            trainer.domain_stats.copy_from_model()
-    saved_state = ckpt.get("strategy_state") or {}
-    for name, plugin in trainer.strategies.items():
-        if name in saved_state:
-            load_strategy_state(plugin, saved_state[name])
-    s = ckpt["state"]
-    trainer.state.epoch, trainer.state.step = s["epoch"], s["step"]
-    trainer.state.step_in_epoch = s["step_in_epoch"]
-    trainer.history, trainer.best = list(ckpt["history"]), dict(ckpt["best"])
-    trainer.stopping.load_state_dict(ckpt.get("early_stopping"), trainer)
-    try:
-        trainer.logs.load_state_dict(ckpt)
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(
-            f"checkpoint '{path}': its logs are damaged; use another one."
-        ) from None
-    trainer.optimisation.load_state_dict(ckpt)  # this run's lr; the main state for its phase
-    trainer.last_checkpoint = path if path.name == "last.pt" else None
-    return path
+        saved_state = ckpt.get("strategy_state") or {}
+        for name, plugin in trainer.strategies.items():
+            if name in saved_state:
+                load_strategy_state(plugin, saved_state[name])
+        s = ckpt["state"]
+        trainer.state.epoch, trainer.state.step = s["epoch"], s["step"]
+        trainer.state.step_in_epoch = s["step_in_epoch"]
+        trainer.history, trainer.best = list(ckpt["history"]), dict(ckpt["best"])
+        trainer.stopping.load_state_dict(ckpt.get("early_stopping"), trainer)
+        try:
+            trainer.logs.load_state_dict(ckpt)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"checkpoint '{path}': its logs are damaged; use another one."
+            ) from None
+        trainer.optimisation.load_state_dict(ckpt)  # this run's lr; the main state for its phase
+        self.last = path if path.name == "last.pt" else None
+        return path
 
 
 def restore_weights(

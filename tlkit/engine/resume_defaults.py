@@ -9,7 +9,8 @@ default takes the checkpoint's value, and the run says so in one line; an option
 value is compared as given, and :func:`tlkit.engine.resume.check_identity` refuses it.
 
 :func:`adopt` runs before the run's data feed is built (its batch size and image size depend on
-these options); it keeps the checkpoint it read for :func:`tlkit.engine.resume.restore`.
+these options); the run's :class:`~tlkit.engine.resume.RunCheckpoints` keeps the checkpoint it
+read for :meth:`~tlkit.engine.resume.RunCheckpoints.restore`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +27,34 @@ from tlkit.engine import checkpoint
 #: Options whose default the run resolves itself: name -> the default (``FitConfig``'s).
 FOLLOW_CHECKPOINT: dict[str, Any] = {"batch_size": "auto", "augment": "auto"}
 
-#: What :func:`adopt` read and decided, per trainer: (path, checkpoint, identity overrides).
-_ADOPTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+@dataclasses.dataclass(frozen=True)
+class Adopted:
+    """What :func:`adopt` read and decided, kept by the run's
+    :class:`~tlkit.engine.resume.RunCheckpoints` so the checkpoint is read once."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    changes: dict[str, Any]  # the options taken from the checkpoint
+    keep_saved: dict[str, Any]  # identity entries to compare as the checkpoint has them
 
 
 def checkpoint_path(trainer: Any, source: str | os.PathLike | bool) -> Path | None:
     """The file ``resume=`` names: ``checkpoint_dir/last.pt`` for ``True`` (``None`` without
-    a ``checkpoint_dir``, which :func:`tlkit.engine.resume.restore` explains)."""
+    a ``checkpoint_dir``, which :meth:`tlkit.engine.resume.RunCheckpoints.restore` explains)."""
     if source is True:
         folder = trainer.config.checkpoint_dir
         return Path(folder) / "last.pt" if folder else None
     return Path(os.fspath(source))
 
 
-def adopt(trainer: Any, source: str | os.PathLike | bool) -> dict[str, Any]:
+def adopt(trainer: Any, source: str | os.PathLike | bool) -> Adopted | None:
     """Give ``trainer`` the checkpoint's values of the options it left at their defaults (see
-    the module docstring); returns them, after printing them in one line."""
+    the module docstring), printing them in one line; returns what it read and took (``None``
+    when there is no checkpoint to read)."""
     path = checkpoint_path(trainer, source)
     if path is None or not path.is_file():
-        return {}  # restore() starts a new run or names the missing file
+        return None  # restore() starts a new run or names the missing file
     ckpt = checkpoint.read(path, trainer.device, training=True)
     saved = ckpt.get("identity")
     changes: dict[str, Any] = {}
@@ -61,7 +70,6 @@ def adopt(trainer: Any, source: str | os.PathLike | bool) -> dict[str, Any]:
             changes["image_size"] = size
             if saved.get("image_size") is None:  # unset there too: trained at another rule's
                 keep_saved["image_size"] = None
-    _ADOPTED[trainer] = (path, ckpt, keep_saved)
     if changes:
         _apply(trainer, changes)
         if trainer.is_main:
@@ -72,7 +80,7 @@ def adopt(trainer: Any, source: str | os.PathLike | bool) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
-    return changes
+    return Adopted(path, ckpt, changes, keep_saved)
 
 
 def _saved_image_size(trainer: Any, ckpt: dict[str, Any], saved: dict[str, Any]) -> int | None:
@@ -97,12 +105,3 @@ def _apply(trainer: Any, changes: dict[str, Any]) -> None:
         trainer.image_size = training_image_size(
             config.image_size, trainer.data, trainer.model.backbone
         )
-
-
-def taken(trainer: Any, path: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The checkpoint :func:`adopt` read for ``trainer`` (``None`` when it read another or
-    none), and the identity entries to compare as the checkpoint has them."""
-    path_read, ckpt, keep_saved = _ADOPTED.pop(trainer, (None, None, {}))
-    if path_read is None or Path(path_read) != Path(path):
-        return None, {}
-    return ckpt, keep_saved

@@ -146,7 +146,7 @@ class Trainer:
         self.generator: torch.Generator | None = None
         self.needs_target = any(getattr(p, "needs_target", False) for p in self.strategies.values())
         self._stop_requested = False
-        self.last_checkpoint: Path | None = None  # the last good last.pt, for error messages
+        self.checkpoints = resume.RunCheckpoints(self)  # where they go, the last good one
         self._unlabelled_target: Domain | None = None
 
     # -- construction ----------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Trainer:
         return self
 
     def _start(self, resume_from: str | Path | bool | None) -> None:
-        resume.adopt_defaults(self, resume_from)  # resuming: unset options follow the checkpoint
+        self.checkpoints.adopt_defaults(resume_from)  # unset options follow the checkpoint
         cfg = self.config
         distributed.setup(self.dist, self.device)
         self.model.to(self.device)
@@ -301,9 +301,9 @@ class Trainer:
         )  # fmt: skip
         self.state.total_steps = cfg.epochs * self.feeder.steps_per_epoch
         if resume_from:
-            resume.restore(self, resume_from)
+            self.checkpoints.restore(resume_from)
         elif self.config.checkpoint_dir and self.is_main:
-            resume.set_aside_earlier(self)
+            self.checkpoints.set_aside_earlier()
         hooks.notify(self.pm, "tlkit_on_fit_start", trainer=self)
 
     # -- phases: frozen backbone, then unfrozen -------------------------------------------
@@ -433,7 +433,7 @@ class Trainer:
             detail = ", ".join(f"{k}={v:.4g}" for k, v in bad.scalars.items())
             raise TrainingError(
                 f"the loss became {bad.value} at step {bad.step} (epoch {self.state.epoch + 1}; "
-                f"{detail}). {resume.note(self)} Try a lower lr (now {self.config.lr}), "
+                f"{detail}). {self.checkpoints.note()} Try a lower lr (now {self.config.lr}), "
                 "grad_clip=1.0, or precision='fp32'."
             ) from None
 
@@ -491,7 +491,5 @@ class Trainer:
 
     # -- checkpoints (see tlkit.engine.resume) ---------------------------------------------
     def _save(self, name: str) -> None:
-        if self.config.checkpoint_dir and self.is_main:
-            path = resume.save(self, name)
-            if name == "last.pt" and path is not None:
-                self.last_checkpoint = path
+        if self.is_main:
+            self.checkpoints.save(name)

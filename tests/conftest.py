@@ -11,6 +11,7 @@ import torch
 
 import tlkit
 from tlkit.datasets import Domain, DomainPair
+from tlkit.testing import PhotoFolder, make_photo_folder
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -110,30 +111,34 @@ def chromium() -> str:
     return path
 
 
-def write_photo_folder(root: Path, *, per_class: int = 24, seed: int = 0) -> Path:
-    """An ImageFolder tree of small colour photos of 4 learnable texture classes, at varied
-    sizes (40-72 px) and alternating JPEG/PNG, like a user's folder in miniature."""
-    from PIL import Image
+#: :func:`tlkit.testing.make_photo_folder`'s photos at thumbnail size (40-72 px), for tests that
+#: train on a folder many times: 4 classes (chelsea, coffee, rocket, astronaut), JPEGs and PNGs
+#: alternating, no broken files (the tests that want them write or ask for them). The folder
+#: still holds the generator's ``notes.txt`` and hidden file, which listings skip.
+THUMBNAILS = dict(
+    classes=4,
+    sizes=((72, 54), (64, 48), (48, 64), (56, 42)),
+    png_every=2,
+    png_size=(60, 45),
+    rotated=0,
+    corrupt=0,
+    nested=False,
+    csv=False,
+)
 
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.tensor([[200, 60, 60], [60, 180, 60], [60, 60, 200], [180, 180, 60]])
-    for c, cls in enumerate(("a", "b", "c", "d")):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = (int(v) for v in torch.randint(40, 73, (2,), generator=g))
-            yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-            py, px = (int(v) for v in torch.randint(0, 8, (2,), generator=g))
-            rows, cols = ((yy + py) // 4) % 2, ((xx + px) // 4) % 2
-            pattern = [rows, cols, (rows + cols) % 2, torch.zeros_like(rows)][c].float()
-            noise = torch.rand(h, w, generator=g) * 0.3
-            shade = (0.35 + 0.5 * pattern + noise).clamp(0, 1)
-            img = (shade[..., None] * colours[c]).clamp(0, 255).to(torch.uint8).numpy()
-            ext = "jpg" if i % 2 else "png"
-            Image.fromarray(img).save(root / cls / f"{i:03d}.{ext}")
-    return root
+
+def thumbnail_photos(root: Path, *, per_class: int = 24, seed: int = 0) -> PhotoFolder:
+    """The shared photo generator at thumbnail size (:data:`THUMBNAILS`)."""
+    return make_photo_folder(root, per_class=per_class, seed=seed, **THUMBNAILS)
 
 
 @pytest.fixture(scope="session")
-def photo_folder(tmp_path_factory) -> Path:
-    """A small ImageFolder tree of photos (4 classes x 24), written once per session."""
-    return write_photo_folder(tmp_path_factory.mktemp("photos"))
+def photos(tmp_path_factory) -> PhotoFolder:
+    """A folder of 4 classes x 24 thumbnail photos (:func:`thumbnail_photos`), written once."""
+    return thumbnail_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def photo_folder(photos) -> Path:
+    """The root of :func:`photos`."""
+    return photos.root

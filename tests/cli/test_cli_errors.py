@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import write_photo_folder
+from conftest import thumbnail_photos
 
 import tlkit
 from tlkit.cli import main
@@ -34,7 +34,7 @@ def _one_error(capsys, max_lines: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory) -> Path:
-    return write_photo_folder(tmp_path_factory.mktemp("cli-photos"), per_class=6)
+    return thumbnail_photos(tmp_path_factory.mktemp("cli-photos"), per_class=6).root
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +170,12 @@ def test_source_free_needs_a_trained_model(tiny_task, fast):
 
 # -- files that became unreadable after listing ------------------------------------------------
 def test_files_unreadable_after_listing_are_named(tmp_path):
-    root = write_photo_folder(tmp_path / "photos", per_class=3)
-    domain = tlkit.datasets.from_folder(root, progress=False)
+    photos = thumbnail_photos(tmp_path / "photos", per_class=3)
+    domain = tlkit.datasets.from_folder(photos.root, progress=False)
     train, test = domain.split(0.5, seed=0)
     run = tlkit.fit(DomainPair(train), "small_cnn", epochs=1, image_size=16, progress=False)
-    for file in root.rglob("*.*"):
-        file.write_bytes(b"not an image any more")
+    for rel in photos.images:
+        photos.path(rel).write_bytes(b"not an image any more")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(DataError, match=rf"all {len(test)} files of domain '{test.name}'"):
@@ -207,7 +207,8 @@ def test_fit_and_predict_on_a_csv(small_folder, saved_run, tmp_path, capsys):
         writer = csv.writer(f)
         writer.writerow(["path", "label"])
         for file in sorted(small_folder.rglob("*.*")):
-            writer.writerow([str(file), file.parent.name])
+            if file.suffix in (".jpg", ".png"):  # not the folder's notes.txt
+                writer.writerow([str(file), file.parent.name])
     argv = ["fit", "--data", str(manifest), "--backbone", "small_cnn", "--epochs", "1",
             "--image-size", "16", "--set", "progress=false"]  # fmt: skip
     assert main(argv) == 0
@@ -238,7 +239,7 @@ def test_evaluate_and_predict_take_folders_and_name_missing_paths(
 def test_predict_lists_unreadable_files_with_a_reason(saved_run, small_folder, tmp_path, capsys):
     folder = tmp_path / "new"
     shutil.copytree(small_folder, folder)
-    (folder / "a" / "broken.jpg").write_bytes(b"this is no jpeg")
+    (folder / "coffee" / "broken.jpg").write_bytes(b"this is no jpeg")
     out_csv = tmp_path / "pred.csv"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import write_photo_folder
+from conftest import thumbnail_photos
 
 import tlkit
 from tlkit.cli import main
@@ -105,11 +105,10 @@ def test_bad_values_get_one_line(flags, words, capsys):
 
 @pytest.fixture(scope="module")
 def regression_csv(tmp_path_factory) -> Path:
-    """Images with a number each: the share of the texture (a class id as a float)."""
-    root = write_photo_folder(tmp_path_factory.mktemp("cli-regression"), per_class=6)
-    rows = [(p.relative_to(root).as_posix(), f"{0.3 * 'abcd'.index(p.parent.name) + 0.05:.2f}")
-            for p in sorted(root.rglob("*.*"))]  # fmt: skip
-    path = root / "labels.csv"
+    """Images with a number each: their class id as a float (0.05, 0.35, 0.65, 0.95)."""
+    photos = thumbnail_photos(tmp_path_factory.mktemp("cli-regression"), per_class=6)
+    rows = [(rel, f"{0.3 * k + 0.05:.2f}") for rel, k in zip(photos.images, photos.labels)]
+    path = photos.root / "labels.csv"
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([("path", "label"), *rows])
     return path
@@ -132,13 +131,13 @@ def test_task_classification_on_a_csv_of_numbers(regression_csv, capsys):
 
 
 def test_task_regression_on_a_folder_reads_the_folder_names(regression_csv, capsys, tmp_path):
-    folder = regression_csv.parent  # class folders a, b, c, d: not numbers
+    folder = regression_csv.parent  # class folders named after their photos: not numbers
     assert main(["fit", "--data", str(folder), "--task", "regression", *FAST]) == 2
     err = _one_error(capsys)
-    assert "'a'" in err and "not a number" in err and "CSV" in err
+    assert "'astronaut'" in err and "not a number" in err and "CSV" in err
     values = tmp_path / "values"
-    for name in ("a", "b", "c"):
-        shutil.copytree(folder / name, values / f"{0.3 * 'abc'.index(name):.1f}")
+    for k, name in enumerate(("chelsea", "coffee", "rocket")):
+        shutil.copytree(folder / name, values / f"{0.3 * k:.1f}")
     argv = ["fit", "--data", str(values), "--task", "regression", *FAST, "--epochs", "1"]
     assert main([*argv, "--save", str(tmp_path / "v.pt")]) == 0
     assert "mae" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_photo_folder
+from conftest import thumbnail_photos
 
 import tlkit
 from tlkit.engine.checkpoint import save_checkpoint
@@ -118,8 +118,8 @@ def test_resuming_on_other_image_content_is_refused(fast, tmp_path):
 
 
 def test_resuming_on_another_folder_of_the_same_name_is_refused(fast, tmp_path):
-    one = write_photo_folder(tmp_path / "a" / "photos", per_class=3, seed=0)
-    two = write_photo_folder(tmp_path / "b" / "photos", per_class=3, seed=1)
+    one = thumbnail_photos(tmp_path / "a" / "photos", per_class=3, seed=0).root
+    two = thumbnail_photos(tmp_path / "b" / "photos", per_class=3, seed=1).root
     opts = dict(epochs=1, image_size=16, checkpoint_dir=str(tmp_path / "ckpt"), **fast)
     tlkit.fit(tlkit.datasets.from_folder(one, progress=False), max_steps=1, **opts)
     with pytest.raises(CheckpointError, match=r"differs in data \(source"):
@@ -131,7 +131,8 @@ def test_overwritten_images_are_not_served_from_the_feature_cache(fast, tmp_path
     from PIL import Image
 
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))
-    folder = write_photo_folder(tmp_path / "photos", per_class=4)
+    photos = thumbnail_photos(tmp_path / "photos", per_class=4)
+    folder = photos.root
     opts = dict(
         epochs=1, image_size=16, mode="feature_extraction", feature_ram_budget=0.0, **fast
     )
@@ -139,7 +140,7 @@ def test_overwritten_images_are_not_served_from_the_feature_cache(fast, tmp_path
     stores = tmp_path / "cache" / "features"
     before = {p.name for p in stores.iterdir()}
     assert before  # the features went to disk
-    for path in folder.rglob("*.*"):
+    for path in map(photos.path, photos.images):
         with Image.open(path) as img:
             size = img.size
         Image.new("RGB", size).save(path)  # every image black, same names
@@ -308,7 +309,7 @@ def test_cli_fit_save_on_a_full_disk_says_where_the_model_went(
 ):
     from tlkit.cli import main
 
-    folder = write_photo_folder(tmp_path / "photos", per_class=3)
+    folder = thumbnail_photos(tmp_path / "photos", per_class=3).root
     out = full_disk(tmp_path / "out")
     out.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -320,7 +321,7 @@ def test_cli_fit_save_on_a_full_disk_says_where_the_model_went(
     assert "no space left on device" in err
     rescued = list((tmp_path / "tmp").rglob("*.pt"))
     assert len(rescued) == 1 and str(rescued[0]) in err
-    assert tlkit.load(rescued[0]).classes == ["a", "b", "c", "d"]
+    assert tlkit.load(rescued[0]).classes == ["astronaut", "chelsea", "coffee", "rocket"]
 
 
 # -- 7. an earlier run's checkpoints are moved aside ------------------------------------------

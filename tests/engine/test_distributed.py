@@ -100,11 +100,11 @@ LAZY_SCRIPT = textwrap.dedent(
 
 @pytest.mark.distributed
 def test_ddp_over_a_lazy_folder_and_over_shards(tmp_path):
-    from conftest import write_photo_folder
+    from conftest import thumbnail_photos
 
     from tlkit.datasets import pack
 
-    photos = write_photo_folder(tmp_path / "photos")
+    photos = thumbnail_photos(tmp_path / "photos").root
     shards = pack(photos, tmp_path / "shards", shard_size=20, progress=False)
     script = tmp_path / "train_lazy.py"
     script.write_text(LAZY_SCRIPT)

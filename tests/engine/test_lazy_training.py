@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,11 +31,12 @@ def same(a, b):
 
 
 def test_a_photo_folder_trains_evaluates_predicts_and_exports(photo_task, photo_folder, tmp_path):
+    rocket = photo_folder / "rocket"
     run = tlkit.fit(photo_task, epochs=6, mode="full", num_workers=2, **LAZY)
     acc = run.last["source_accuracy"]
     assert acc > 0.9, run.history  # 4 classes: chance is 0.25
     assert run.evaluate(photo_task.source_test)["accuracy"] == pytest.approx(acc)
-    table = run.predict(photo_folder / "c", top_k=2)
+    table = run.predict(rocket, top_k=2)
     assert list(table.columns) == [
         "path",
         "label",
@@ -46,10 +48,10 @@ def test_a_photo_folder_trains_evaluates_predicts_and_exports(photo_task, photo_
     ]
     assert len(table) == 24 and table["path"].str.endswith((".jpg", ".png")).all()
     assert (table["error"] == "").all()
-    assert (table["label"] == "c").mean() > 0.9 and table["top_labels"].map(len).eq(2).all()
+    assert (table["label"] == "rocket").mean() > 0.9 and table["top_labels"].map(len).eq(2).all()
     again = tlkit.load(run.save(tmp_path / "run.pt"))
     assert (
-        again.predict(photo_folder / "c", progress=False)["label"].tolist()
+        again.predict(rocket, progress=False)["label"].tolist()
         == table["label"].tolist()
     )
     # the exported program reproduces the run's outputs on preprocessed images
@@ -75,7 +77,7 @@ def test_a_photo_folder_trains_evaluates_predicts_and_exports(photo_task, photo_
             got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
             info = json.loads((tmp_path / "model.onnx.json").read_text())
         assert torch.allclose(got, expected, atol=1e-4), suffix
-        assert info["classes"] == ["a", "b", "c", "d"] and info["input"]["shape"][2:] == [32, 32]
+        assert info["classes"] == ["astronaut", "chelsea", "coffee", "rocket"] and info["input"]["shape"][2:] == [32, 32]
 
 
 def test_workers_do_not_change_results_and_resume_is_exact(photo_task, tmp_path):
@@ -90,8 +92,9 @@ def test_workers_do_not_change_results_and_resume_is_exact(photo_task, tmp_path)
     assert same(resumed, none)
 
 
-def test_csv_and_path_lists_train_like_folders(photo_folder, tmp_path):
-    files = sorted(p for p in photo_folder.rglob("*") if p.is_file())
+def test_csv_and_path_lists_train_like_folders(photos, tmp_path):
+    photo_folder = photos.root
+    files = [photos.path(rel) for rel in photos.images]
     labels = [p.parent.name for p in files]
     csv = tmp_path / "photos.csv"
     csv.write_text(
@@ -100,18 +103,19 @@ def test_csv_and_path_lists_train_like_folders(photo_folder, tmp_path):
     )
     by_csv = from_csv(csv, path_column="file", label_column="kind", root=photo_folder)
     by_paths = from_paths(files, labels)
-    assert by_csv.classes == by_paths.classes == ("a", "b", "c", "d")
+    assert by_csv.classes == by_paths.classes == tuple(sorted(photos.classes))
     for domain in (by_csv, by_paths):
         run = tlkit.fit(domain, epochs=1, mode="full", num_workers=0, **LAZY)
         assert run.history[0]["train_loss"] > 0
 
 
-def test_an_unreadable_photo_is_skipped_counted_and_named(photo_folder, tmp_path):
+def test_an_unreadable_photo_is_skipped_counted_and_named(photos, tmp_path):
     folder = tmp_path / "photos"
-    shutil.copytree(photo_folder, folder)
-    (folder / "a" / "007.jpg").write_bytes(b"not a jpeg at all")
+    shutil.copytree(photos.root, folder)
+    broken = photos.jpegs[3]
+    (folder / broken).write_bytes(b"not a jpeg at all")
     domain = from_folder(folder)
-    with pytest.warns(Warning, match="007.jpg"):
+    with pytest.warns(Warning, match=Path(broken).name):
         run = tlkit.fit(domain, epochs=1, mode="full", num_workers=0, **LAZY)
     assert run.history and run.history[0]["skipped_files"] == 1
 
@@ -176,11 +180,11 @@ def test_the_command_line_trains_on_a_folder_predicts_and_packs(photo_folder, tm
             "--epochs", "6", "--batch-size", "8", "--lr", "3e-3", "--mode", "full",
             "--set", "progress=false", "--save", str(saved)]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
-    assert main(["predict", str(saved), str(photo_folder / "b"), "--out", str(table)]) == 0
+    assert main(["predict", str(saved), str(photo_folder / "coffee"), "--out", str(table)]) == 0
     import pandas as pd
 
     predictions = pd.read_csv(table)
-    assert len(predictions) == 24 and (predictions["label"] == "b").mean() > 0.9
+    assert len(predictions) == 24 and (predictions["label"] == "coffee").mean() > 0.9
     assert main(["datasets", "pack", str(photo_folder), str(tmp_path / "shards")]) == 0
     pattern = capsys.readouterr().out.split("wrote ", 1)[1].split(";")[0]
     assert len(tlkit.datasets.from_shards(pattern)) == 96
@@ -247,13 +251,14 @@ def test_sigkill_mid_epoch_with_workers_resumes_exactly(photo_task, photo_folder
     assert same(resumed, whole)
 
 
-def test_whole_batches_of_unreadable_files_are_skipped_and_counted_once(photo_folder, tmp_path):
+def test_whole_batches_of_unreadable_files_are_skipped_and_counted_once(photos, tmp_path):
     folder = tmp_path / "photos"
-    shutil.copytree(photo_folder, folder)
-    (folder / "b" / "003.jpg").write_bytes(b"broken")
+    shutil.copytree(photos.root, folder)
+    broken = photos.jpegs[14]
+    (folder / broken).write_bytes(b"broken")
     model = tlkit.backbones.create_model("small_cnn", 4, pretrained=False)
     model.backbone.pretrained = True  # fine_tune: a frozen (cached) epoch, then an unfrozen one
-    with pytest.warns(Warning, match="003.jpg"):
+    with pytest.warns(Warning, match=Path(broken).name):
         run = tlkit.fit(from_folder(folder), model=model, epochs=2, mode="fine_tune",
                         num_workers=0, **{**LAZY, "batch_size": 1})  # fmt: skip
     assert [row["skipped_files"] for row in run.history] == [1, 1]  # one file, counted once

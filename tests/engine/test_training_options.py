@@ -8,11 +8,12 @@ import math
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_task, pattern_domain, write_photo_folder
+from conftest import make_tiny_task, pattern_domain, thumbnail_photos
 
 import tlkit
 from tlkit.cli import main
@@ -170,10 +171,13 @@ def test_balanced_sampler_draws_classes_equally_in_memory(fast):
 
 
 def test_balanced_sampler_draws_classes_equally_from_files(fast, tmp_path):
-    root = write_photo_folder(tmp_path / "photos", per_class=4)
-    extra = write_photo_folder(tmp_path / "more", per_class=24, seed=1)
-    for i, f in enumerate(sorted((extra / "a").iterdir())):  # class 'a': 28 photos, others 4
-        f.rename(root / "a" / f"extra{i}{f.suffix}")
+    photos = thumbnail_photos(tmp_path / "photos", per_class=4)
+    extra = thumbnail_photos(tmp_path / "more", per_class=24, seed=1)
+    big = min(photos.classes)  # class 0 once sorted: 28 photos of it, 4 of each other
+    firsts = [rel for rel, k in zip(extra.images, extra.labels) if extra.classes[k] == big]
+    for i, rel in enumerate(firsts):
+        extra.path(rel).rename(photos.root / big / f"extra{i}{Path(rel).suffix}")
+    root = photos.root
     domain = tlkit.datasets.from_folder(root)
     assert not domain.in_memory
     counts = torch.bincount(domain.labels, minlength=4)

@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from tlkit.trainer_view import TrainState
+from tlkit.trainer_view import TrainerView, TrainState
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
-
-    from tlkit.trainer_view import TrainerView
 
 
 _FORWARD_DOMAIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(

@@ -3,7 +3,7 @@
 
 The trainer's type lives here, apart from :mod:`tlkit.step` and :mod:`tlkit.hookspecs`, so both
 can name it: this module imports no other part of tlkit. Plugins import these names from
-``tlkit.hookspecs`` (``TrainerView``) and ``tlkit`` (``tlkit.TrainState`` via ``tlkit.step``).
+``tlkit.hookspecs`` (``TrainerView``) and ``tlkit.step`` (``TrainState``).
 """
 
 from __future__ import annotations

@@ -78,14 +78,6 @@ class DomainStatistics:
             for name, value in loaded.items():
                 saved[name] = value.to(saved[name].device).clone()
 
-    @torch.no_grad()
-    def copy_from_model(self) -> None:
-        """Start the source copy from the layers' current statistics (a checkpoint written
-        before source statistics were saved: both domains then start from what it has)."""
-        for i, layer in enumerate(self.layers):
-            for name in self.source[i]:
-                self.source[i][name] = getattr(layer, name).detach().clone()
-
     def evaluating(self, model: nn.Module, domain: str) -> contextlib.AbstractContextManager:
         """Around the evaluation of ``model`` on ``domain``: the hooked model needs nothing; a
         copy without the hooks (the EMA model) gets the source copy for the source."""

@@ -360,9 +360,9 @@ class RunCheckpoints:
         if trainer.domain_stats is not None:
             if ckpt.get("source_bn_stats") is None:
                 raise CheckpointError(
-                    f"checkpoint '{path}' has no per-domain BatchNorm statistics, which this "
-                    "run keeps (domain_bn='separate'); resume it with the domain_bn it was "
-                    "trained with."
+                    f"checkpoint '{path}' has no source-domain BatchNorm statistics, which a "
+                    "run with separate domain passes keeps (written by an older tlkit?). Start a "
+                    "new run, or load its weights with tlkit.load(path)."
                 )
             trainer.domain_stats.load_state_dict(ckpt["source_bn_stats"])
         saved_state = ckpt.get("strategy_state") or {}

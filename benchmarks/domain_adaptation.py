@@ -25,10 +25,10 @@ is reported as it is. The oracle trains 8 epochs on the 1438 target training ima
 source-free starts from the source-only model of the same seed (1x) and trains 8 epochs over the
 target alone (no source data). The engine trains every sample each epoch (its last batch is
 short), so an epoch is 38 steps (37 of 32 images and one of 16): 1x = 304 steps, 4x = 1216, the
-oracle and source-free SHOT 360 (45 a pass over 1438 images). The runs stored in
-``results/domain_adaptation_runs.jsonl`` were measured when the last partial batch was dropped
-(37 steps an epoch: 296, 1184 and 352 steps); their key does not record the batch plan, so a
-re-run reuses them (see the results file for what the change is worth on one cell).
+oracle and source-free SHOT 360 (45 a pass over 1438 images). A run's key records this
+(``ENGINE``); the runs stored under keys without it were measured when the last partial batch
+was dropped (37 steps an epoch: 296, 1184 and 352 steps) and are no longer read; the results
+file compares them with the re-run, cell by cell.
 
 Trimmed to fit a shared 2-core CPU (see ``TRIM``): 16 px images (``load(pair, image_size=16)``);
 1200 source images per seed (a different subset per seed); no ``source_test``; the data splits are

@@ -14,9 +14,9 @@ engine's source evaluation see it; with ``ema`` the source copy is applied to th
 the source evaluation). After training, :class:`tlkit.Run` has the target's statistics only:
 ``run.evaluate(source_test)`` normalises source images as target ones. A strategy that keeps
 per-domain statistics itself (``keeps_domain_statistics = True``: DSBN) turns this off.
-Measured on synth-digits->digits (benchmarks/results/domain_adaptation.md, seeds 0-2, 1x / 4x):
-DANN 59.6 / 79.4 -> 63.2 / 81.2% target accuracy, CDAN 70.4 / 83.6 -> 73.0 / 84.9%, against one
-running average over both domains.
+On synth-digits->digits (benchmarks/results/domain_adaptation.md, seeds 0-2, 1x / 4x) separate
+passes with these statistics give DANN 61.9 / 83.3% target accuracy against 59.1 / 58.0% with
+both domains normalised together, CDAN 73.4 / 83.5% against 61.8 / 68.7%.
 
 The swap is :class:`tlkit.strategy_tools.DomainSwap` (DSBN's source branch uses the same): it
 exchanges the buffer *objects* (no copies), only inside a layer's forward call, so DDP, EMA and checkpoints always see the target's. A layer in

@@ -111,7 +111,7 @@ def chromium() -> str:
     return path
 
 
-#: :func:`tlkit.testing.make_photo_folder`'s photos at thumbnail size (40-72 px), for tests that
+#: :func:`tlkit.testing.make_photo_folder`'s photos at thumbnail size (42-72 px), for tests that
 #: train on a folder many times: 4 classes (chelsea, coffee, rocket, astronaut), JPEGs and PNGs
 #: alternating, no broken files (the tests that want them write or ask for them). The folder
 #: still holds the generator's ``notes.txt`` and hidden file, which listings skip.

@@ -2,8 +2,9 @@
 :class:`PseudoLabels`, :class:`TrainState`, :class:`OwnOptimizer`. Plugins import them from
 ``tlkit`` (``tlkit.Step``, ``tlkit.PseudoLabels``, ``tlkit.OwnOptimizer``).
 
-This module is the bottom of the engine: it imports no other part of tlkit, so the contract
-(:mod:`tlkit.hookspecs`) can describe these types without importing the training loop.
+This module is the bottom of the engine: of tlkit it imports only :mod:`tlkit.trainer_view`
+(``TrainState`` is defined there, beside the ``TrainerView`` that types ``Step.trainer``), so the
+contract (:mod:`tlkit.hookspecs`) can describe these types without importing the training loop.
 """
 
 from __future__ import annotations

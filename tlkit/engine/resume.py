@@ -69,12 +69,6 @@ def data_fingerprint(data: DomainPair) -> dict[str, Any]:
     return out
 
 
-def identity(config: FitConfig, data: DomainPair) -> dict[str, Any]:
-    """What makes a run this run: its defining options and its data."""
-    values = config.to_dict()
-    return {**{k: values[k] for k in IDENTITY_OPTIONS}, "data": data_fingerprint(data)}
-
-
 def check_identity(saved: Any, current: dict[str, Any], path: Any) -> None:
     """Refuse a checkpoint whose run differs from this one, naming the differences."""
     if not isinstance(saved, dict):
@@ -192,7 +186,8 @@ class RunCheckpoints:
         return Path(folder) if folder else None
 
     def identity(self) -> dict[str, Any]:
-        """:func:`identity` of this run (the data is fingerprinted on the first call)."""
+        """What makes this run this run: its defining options (:data:`IDENTITY_OPTIONS`) and
+        its data (:func:`data_fingerprint`, taken on the first call)."""
         if self._data is None:
             self._data = data_fingerprint(self.trainer.data)
         values = self.trainer.config.to_dict()
@@ -333,10 +328,10 @@ class RunCheckpoints:
         phase it was saved in); returns its path, or ``None`` when ``source`` is ``True`` and the
         folder has no ``last.pt`` yet (the run starts fresh)."""
         trainer = self.trainer
+        path = resume_defaults.checkpoint_path(trainer, source)
+        if path is None:
+            raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
         if source is True:
-            if self.folder is None:
-                raise ConfigError("resume=True needs checkpoint_dir= (where last.pt lives).")
-            path = self.folder / "last.pt"
             if not path.exists():  # a restart loop's first start: nothing to resume yet
                 if trainer.is_main:
                     print(
@@ -347,8 +342,6 @@ class RunCheckpoints:
                     )
                     self.set_aside_earlier()
                 return None
-        else:
-            path = Path(os.fspath(source))
         adopted, self._adopted = self._adopted, None
         if adopted is not None and adopted.path == path:  # read once, by adopt_defaults()
             ckpt, keep_saved = adopted.checkpoint, adopted.keep_saved

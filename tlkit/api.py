@@ -221,10 +221,10 @@ def lr_find(
 
     Trains a copy of the model for up to ``num_it`` steps while the rate grows exponentially
     from ``start_lr`` to ``end_lr``, stops when the loss runs away, and picks a rate: ``method``
-    is ``"edge"`` (a fifth of the lowest loss's rate; the default, within one std of a grid's
-    best rate on every task of ``benchmarks/results/lr_finder.md``), ``"steep"`` (the steepest
-    fall), ``"valley"`` (the middle of the longest fall, fastai's default; lower) or
-    ``"minimum"`` (a tenth of the lowest loss's rate). A ``fine_tune`` run is swept in its
+    is ``"edge"`` (a fifth of the lowest loss's rate; the default, closest to a grid's best
+    rate in ``benchmarks/results/lr_finder.md``: within one std on 3 of 5 tasks), ``"steep"``
+    (the steepest fall), ``"valley"`` (the middle of the longest fall, fastai's default; lower)
+    or ``"minimum"`` (a tenth of the lowest loss's rate). A ``fine_tune`` run is swept in its
     unfrozen phase, where a rate too high destroys the pretrained features. The model passed,
     the optimiser and the global random state are left as they were.
     Returns an :class:`~tlkit.engine.lr_finder.LRFinder`: ``.suggestion``, ``.lrs``,

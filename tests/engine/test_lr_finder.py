@@ -186,3 +186,16 @@ def test_a_fine_tune_sweeps_the_phase_that_trains_the_backbone(tiny_task, fast):
     head_only = tlkit.lr_find(tiny_task, mode="feature_extraction", **options)
     assert fine_tune.raw_losses == unfrozen.raw_losses
     assert fine_tune.raw_losses != head_only.raw_losses
+
+
+def test_a_sweep_saved_before_the_edge_pick_existed_loads_with_it(tiny_task, fast, tmp_path):
+    """Runs saved before ``"edge"`` was added keep three picks; the fourth is read off the
+    sweep's own curve, so the run loads whole instead of failing on a missing field."""
+    finder = tlkit.fit(tiny_task, epochs=1, mode="full", **{**fast, "lr": "find"}).lr_finder
+    older = finder.to_dict()
+    del older["edge"]
+    older["method"] = "steep"
+    older["suggestion"] = older["steep"]
+    loaded = LRFinder.from_dict(older)
+    assert loaded.edge == finder.edge  # the same pick, from the same curve
+    assert loaded.method == "steep" and loaded.suggestion == finder.steep

@@ -74,55 +74,31 @@ RUNS_FILE = common.RESULTS_DIR / "lr_finder_runs.jsonl"
 ENGINE = {"last_short_batch": "trained"}
 COMMON: dict[str, Any] = {"device": "cpu", "precision": "fp32", "progress": False}
 SCRATCH_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+FINE_TUNE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+SCRATCH: dict[str, Any] = {
+    "backbone": "small_cnn",
+    "mode": "full",
+    "image_size": 16,
+    "batch_size": 32,
+    "epochs": 4,
+}
+FINE_TUNE: dict[str, Any] = {
+    "backbone": "efficientnet_lite0",
+    "mode": "fine_tune",
+    "freeze_epochs": 2,
+    "lr_spread": 10.0,
+    "image_size": 64,
+    "batch_size": 20,
+    "epochs": 10,
+}
 #: name -> (bundled dataset, labels per class or None for all, fit options, lr grid)
 TASKS: dict[str, tuple[str, int | None, dict[str, Any], tuple[float, ...]]] = {
-    "digits": (
-        "digits",
-        None,
-        {"backbone": "small_cnn", "mode": "full", "image_size": 16, "batch_size": 32, "epochs": 4},
-        SCRATCH_GRID,
-    ),
-    "digits-m": (
-        "digits-m",
-        None,
-        {"backbone": "small_cnn", "mode": "full", "image_size": 16, "batch_size": 32, "epochs": 4},
-        SCRATCH_GRID,
-    ),
-    "digits-m fine-tune": (
-        "digits-m",
-        10,
-        {
-            "backbone": "efficientnet_lite0",
-            "mode": "fine_tune",
-            "freeze_epochs": 2,
-            "lr_spread": 10.0,
-            "image_size": 64,
-            "batch_size": 20,
-            "epochs": 10,
-        },
-        (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    ),
+    "digits": ("digits", None, SCRATCH, SCRATCH_GRID),
+    "digits-m": ("digits-m", None, SCRATCH, SCRATCH_GRID),
+    "digits-m fine-tune": ("digits-m", 10, FINE_TUNE, FINE_TUNE_GRID),
     # Held out: added after the "edge" divisor (5) was read off the two tasks above.
-    "synth-digits": (
-        "synth-digits",
-        None,
-        {"backbone": "small_cnn", "mode": "full", "image_size": 16, "batch_size": 32, "epochs": 4},
-        SCRATCH_GRID,
-    ),
-    "synth-digits fine-tune": (
-        "synth-digits",
-        10,
-        {
-            "backbone": "efficientnet_lite0",
-            "mode": "fine_tune",
-            "freeze_epochs": 2,
-            "lr_spread": 10.0,
-            "image_size": 64,
-            "batch_size": 20,
-            "epochs": 10,
-        },
-        (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    ),
+    "synth-digits": ("synth-digits", None, SCRATCH, SCRATCH_GRID),
+    "synth-digits fine-tune": ("synth-digits", 10, FINE_TUNE, FINE_TUNE_GRID),
 }
 #: Tasks the "edge" pick's divisor was not chosen on (the module docstring says how it was).
 HELD_OUT = ("synth-digits", "synth-digits fine-tune")

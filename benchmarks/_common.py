@@ -8,6 +8,7 @@ other sections of that file alone.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
@@ -168,3 +169,27 @@ def results_path(arg: str | None, script: str, quick: bool) -> Path | None:
     if quick:
         return None
     return RESULTS_DIR / f"{script}.md"
+
+
+# -- stored runs: a JSON-lines file of finished runs, so a re-run trains only what is missing --
+def key_text(key: dict[str, Any]) -> str:
+    """A run key as the text the runs file is looked up by (sorted, so key order is free)."""
+    return json.dumps(key, sort_keys=True)
+
+
+def load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """``{key_text(record["key"]): record}`` of a runs file (empty when it does not exist); a
+    later line for the same key wins."""
+    runs: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                runs[key_text(record["key"])] = record
+    return runs
+
+
+def append_run(path: Path, record: dict[str, Any]) -> None:
+    """Add one finished run (a dict with its ``"key"``) to the runs file."""
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")

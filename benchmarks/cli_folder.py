@@ -171,7 +171,9 @@ def run_variant(
     rows = []
     for step, cmd in steps:
         result = measure(cmd, work / f"{save.stem}-{step}.log", timeout)
-        result["output"] = result["output"].replace(str(save), "run.pt").replace(str(folder), "photos")
+        result["output"] = (
+            result["output"].replace(str(save), "run.pt").replace(str(folder), "photos")
+        )
         shown = {str(folder): "photos/", str(save): "run.pt", str(work / "p.csv"): "p.csv"}
         words = ["tlkit", *(shown.get(w, w) for w in cmd[len(tlkit) :])]
         result.update(variant=name, step=step, command=shlex.join(words))
@@ -215,7 +217,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="12 photos, 1 epoch")
     parser.add_argument("--results", help="write the results here (default: a full run only)")
     parser.add_argument("--keep", help="build the folder here and keep it (default: a temp dir)")
-    parser.add_argument("--tlkit", help="the tlkit command to measure (default: this environment's)")
+    parser.add_argument(
+        "--tlkit", help="the tlkit command to measure (default: this environment's)"
+    )
     args = parser.parse_args()
     per_class = 4 if args.quick else args.per_class
     info = machine_info("cpu")

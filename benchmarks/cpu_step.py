@@ -153,14 +153,22 @@ def measure(name: str, rounds: int, variants: tuple[str, ...] = VARIANTS) -> lis
     rows = []
     for variant in variants:
         if variant in failed:
-            rows.append(dict(model=name, size=size, batch=batch, variant=variant, failed=failed[variant]))
+            rows.append(
+                dict(model=name, size=size, batch=batch, variant=variant, failed=failed[variant])
+            )
             continue
         ratios = [t / b for t, b in zip(times[variant], times["fp32"])]
         med = statistics.median(times[variant])
         rows.append(
             dict(
-                model=name, size=size, batch=batch, variant=variant, gflop=gflop,
-                ms=med * 1e3, ratio=statistics.median(ratios), gflops=gflop / med,
+                model=name,
+                size=size,
+                batch=batch,
+                variant=variant,
+                gflop=gflop,
+                ms=med * 1e3,
+                ratio=statistics.median(ratios),
+                gflops=gflop / med,
                 first_s=first[variant],
             )
         )
@@ -181,16 +189,41 @@ def table(rows: list[dict], ceiling: float) -> str:
     body = []
     for r in rows:
         if "failed" in r:
-            body.append([r["model"], f"{r['size']} px, bs {r['batch']}", r["variant"],
-                         "failed", "", "", "", r["failed"]])
+            body.append(
+                [
+                    r["model"],
+                    f"{r['size']} px, bs {r['batch']}",
+                    r["variant"],
+                    "failed",
+                    "",
+                    "",
+                    "",
+                    r["failed"],
+                ]
+            )
             continue
-        body.append([
-            r["model"], f"{r['size']} px, bs {r['batch']}", r["variant"], f"{r['ms']:.1f}",
-            f"{r['ratio']:.2f}", f"{r['gflops']:.1f}", f"{100 * r['gflops'] / ceiling:.1f}%",
-            f"{r['first_s']:.1f} s",
-        ])
-    headers = ["model", "input", "variant", "median step ms", "time / fp32 (paired)",
-               "GFLOP/s", "% of ceiling", "first step"]
+        body.append(
+            [
+                r["model"],
+                f"{r['size']} px, bs {r['batch']}",
+                r["variant"],
+                f"{r['ms']:.1f}",
+                f"{r['ratio']:.2f}",
+                f"{r['gflops']:.1f}",
+                f"{100 * r['gflops'] / ceiling:.1f}%",
+                f"{r['first_s']:.1f} s",
+            ]
+        )
+    headers = [
+        "model",
+        "input",
+        "variant",
+        "median step ms",
+        "time / fp32 (paired)",
+        "GFLOP/s",
+        "% of ceiling",
+        "first step",
+    ]
     return markdown_table(headers, body)
 
 
@@ -208,12 +241,25 @@ def demo_one(seed: int, layout: bool, quick: bool) -> dict:
     test = pair.source_test
     data = replace(pair, source_test=None, target=None, target_test=None)
     start = time.perf_counter()
-    run = tlkit.fit(data, backbone, batch_size=20, seed=seed, channels_last=layout,
-                    device="cpu", progress=False, **options)
+    run = tlkit.fit(
+        data,
+        backbone,
+        batch_size=20,
+        seed=seed,
+        channels_last=layout,
+        device="cpu",
+        progress=False,
+        **options,
+    )
     seconds = time.perf_counter() - start
-    return dict(seed=seed, layout=layout, acc=run.evaluate(test)["accuracy"], seconds=seconds,
-                backbone=backbone, options={k: options[k] for k in ("image_size", "epochs",
-                                                                    "freeze_epochs")})
+    return dict(
+        seed=seed,
+        layout=layout,
+        acc=run.evaluate(test)["accuracy"],
+        seconds=seconds,
+        backbone=backbone,
+        options={k: options[k] for k in ("image_size", "epochs", "freeze_epochs")},
+    )
 
 
 def demo_fine_tune(seeds: list[int], quick: bool) -> str:
@@ -225,8 +271,11 @@ def demo_fine_tune(seeds: list[int], quick: bool) -> str:
         for layout in (False, True):
             cmd = [sys.executable, __file__, "--demo-one", str(seed), str(int(layout))]
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            procs.append(subprocess.Popen(cmd + (["--quick"] if quick else []), env=env,
-                                          stdout=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd + (["--quick"] if quick else []), env=env, stdout=subprocess.PIPE, text=True
+                )
+            )
     got = []
     for proc in procs:
         out, _ = proc.communicate()
@@ -239,13 +288,21 @@ def demo_fine_tune(seeds: list[int], quick: bool) -> str:
         acc = [g["acc"] for g in got if g["layout"] == layout]
         secs = [g["seconds"] for g in got if g["layout"] == layout]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        body.append([
-            "channels_last" if layout else "NCHW", " / ".join(f"{a:.3f}" for a in acc),
-            f"{statistics.mean(acc):.3f} +- {std:.3f}", f"{statistics.mean(secs):.0f}",
-        ])
+        body.append(
+            [
+                "channels_last" if layout else "NCHW",
+                " / ".join(f"{a:.3f}" for a in acc),
+                f"{statistics.mean(acc):.3f} +- {std:.3f}",
+                f"{statistics.mean(secs):.0f}",
+            ]
+        )
     o = got[0]["options"]
-    headers = ["layout", "test accuracy per seed", "mean +- std",
-               "mean fit s (all six fits at once, 1 thread each)"]
+    headers = [
+        "layout",
+        "test accuracy per seed",
+        "mean +- std",
+        "mean fit s (all six fits at once, 1 thread each)",
+    ]
     return (
         f"### the demo's fine-tune phase\n\n`{got[0]['backbone']}`, {o['image_size']} px, "
         f"{o['epochs']} epochs ({o['freeze_epochs']} head-only), 10 labels per class of "
@@ -260,13 +317,19 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--results", default=None)
     parser.add_argument(
-        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
         help="which variants to time (fp32, the reference of the ratios, is always included)",
     )
     parser.add_argument("--rounds", type=int, help="lock-step rounds (default 12, quick 3)")
     parser.add_argument("--demo-one", type=int, nargs=2, help=argparse.SUPPRESS)  # seed layout
     parser.add_argument(
-        "--demo", type=int, nargs="+", metavar="SEED",
+        "--demo",
+        type=int,
+        nargs="+",
+        metavar="SEED",
         help="instead: the demo's fine-tune phase, NCHW vs channels-last, for these seeds",
     )
     args = parser.parse_args()
@@ -284,8 +347,13 @@ def main() -> None:
         path = Path(args.results) if args.results else None
         if path:
             body = machine_block(machine_info("cpu"), command_line()) + "\n\n" + section
-            update_results(path, "demo", "Channels-last in the demo's fine-tune phase", body,
-                           file_title="The CPU training step against its ceiling")
+            update_results(
+                path,
+                "demo",
+                "Channels-last in the demo's fine-tune phase",
+                body,
+                file_title="The CPU training step against its ceiling",
+            )
         return
     if args.child:
         rows = [row for name in names for row in measure(name, rounds, tuple(variants))]
@@ -304,7 +372,9 @@ def main() -> None:
     body = machine_block(info, command_line()) + "\n\n" + "\n\n".join(sections)
     path = results_path(args.results, "cpu_step", args.quick)
     if path:
-        write_run(path, body, quick=args.quick, file_title="The CPU training step against its ceiling")
+        write_run(
+            path, body, quick=args.quick, file_title="The CPU training step against its ceiling"
+        )
 
 
 if __name__ == "__main__":

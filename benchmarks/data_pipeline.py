@@ -278,7 +278,9 @@ def tlkit_training_pass(folder: Path) -> float:
             ends.append(time.perf_counter())
 
     domain = from_folder(folder, progress=False)
-    tlkit.fit(domain, model=_small_cnn(), **_fit_options(), max_steps=FIT_STEPS, observers=[Clock()])
+    tlkit.fit(
+        domain, model=_small_cnn(), **_fit_options(), max_steps=FIT_STEPS, observers=[Clock()]
+    )
     return BATCH * (len(ends) - 1) / (ends[-1] - ends[0])
 
 
@@ -543,19 +545,37 @@ def main() -> None:
     parser.add_argument("--no-fit", action="store_true", help="the data layer only")
     parser.add_argument("--camera", action="store_true", help="camera-size JPEG rows")
     parser.add_argument("--camera-one", nargs=2, help=argparse.SUPPRESS)  # child: side WxH
-    parser.add_argument("--camera-model", choices=list(CAMERA_MODELS), default="feather",
-                        help="the model the camera rows train (default: the featherweight)")
-    parser.add_argument("--camera-sizes", nargs="+", metavar="WxH",
-                        help="camera photo sizes (default 3000x2000 4000x3000)")
-    parser.add_argument("--camera-rounds", type=int, default=CAMERA_ROUNDS,
-                        help="passes per side and size (A B C, C B A, ...)")
-    parser.add_argument("--camera-n", type=int, default=CAMERA_N,
-                        help=f"photos per camera folder (default {CAMERA_N})")
+    parser.add_argument(
+        "--camera-model",
+        choices=list(CAMERA_MODELS),
+        default="feather",
+        help="the model the camera rows train (default: the featherweight)",
+    )
+    parser.add_argument(
+        "--camera-sizes",
+        nargs="+",
+        metavar="WxH",
+        help="camera photo sizes (default 3000x2000 4000x3000)",
+    )
+    parser.add_argument(
+        "--camera-rounds",
+        type=int,
+        default=CAMERA_ROUNDS,
+        help="passes per side and size (A B C, C B A, ...)",
+    )
+    parser.add_argument(
+        "--camera-n",
+        type=int,
+        default=CAMERA_N,
+        help=f"photos per camera folder (default {CAMERA_N})",
+    )
     args = parser.parse_args()
     least = CAMERA_BATCH * CAMERA_STEPS  # the hand loops time one epoch's first steps
     if args.camera_n < least or args.camera_n % CAMERA_CLASSES:
-        parser.error(f"--camera-n must be a multiple of {CAMERA_CLASSES} (the classes) and at "
-                     f"least {least} ({CAMERA_STEPS} timed steps of {CAMERA_BATCH})")
+        parser.error(
+            f"--camera-n must be a multiple of {CAMERA_CLASSES} (the classes) and at "
+            f"least {least} ({CAMERA_STEPS} timed steps of {CAMERA_BATCH})"
+        )
     CAMERA_N = args.camera_n
     if args.camera_one:
         side, wh = args.camera_one

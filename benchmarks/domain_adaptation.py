@@ -389,14 +389,11 @@ def load_runs(path: Path) -> dict[str, dict[str, Any]]:
     """``{key: result}`` of the runs file; a later line for the same key wins. A result keeps
     the fingerprint of the code that measured it under ``"code"`` (absent on old lines)."""
     runs: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                result = dict(record["result"])
-                if record.get("code"):
-                    result["code"] = record["code"]
-                runs[json.dumps(record["key"], sort_keys=True)] = result
+    for text, record in common.load_runs(path).items():
+        result = dict(record["result"])
+        if record.get("code"):
+            result["code"] = record["code"]
+        runs[text] = result
     return runs
 
 
@@ -419,7 +416,7 @@ def sweep(
                     if budget not in method.budgets or pair not in method.pairs:
                         continue
                     key = run_key(method, pair, seed, budget, quick)
-                    text = json.dumps(key, sort_keys=True)
+                    text = common.key_text(key)
                     res = done.get(text)
                     code = code_fingerprint(method.adapt)
                     if res is not None and res.get("code") not in (None, code):
@@ -427,9 +424,7 @@ def sweep(
                     if res is None:
                         res = run_one(method, pair, seed, budget, quick)
                         if cache is not None:
-                            record = {"key": key, "result": res, "code": code}
-                            with cache.open("a") as fh:
-                                fh.write(json.dumps(record) + "\n")
+                            common.append_run(cache, {"key": key, "result": res, "code": code})
                             done[text] = {**res, "code": code}
                         curve = " ".join(f"{100 * a:.0f}" for a in res["curve"])
                         print(

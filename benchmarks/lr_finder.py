@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from typing import Any
 
@@ -119,19 +118,9 @@ def accuracy(task: Any, options: dict[str, Any], seed: int, lr: float) -> float:
     return float(run.history[-1]["source_accuracy"])
 
 
-def run_key(name: str, options: dict[str, Any], seed: int, lr: float) -> str:
-    return json.dumps(
-        {"task": name, "options": options, "seed": seed, "lr": repr(float(lr)), "engine": ENGINE},
-        sort_keys=True,
-    )
-
-
-def stored_runs() -> dict[str, float]:
-    """Accuracy by :func:`run_key` of every fit a full run stored."""
-    if not RUNS_FILE.exists():
-        return {}
-    rows = (json.loads(line) for line in RUNS_FILE.read_text().splitlines() if line.strip())
-    return {row["key"]: row["accuracy"] for row in rows}
+def run_key(name: str, options: dict[str, Any], seed: int, lr: float) -> dict[str, Any]:
+    """Everything that decides one fit's accuracy, as plain values (its runs-file key)."""
+    return {"task": name, "options": options, "seed": seed, "lr": repr(float(lr)), "engine": ENGINE}
 
 
 def mean_pm_std(values: list[float]) -> str:
@@ -150,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-    stored = {} if args.quick else stored_runs()
+    stored = (
+        {} if args.quick else {k: r["accuracy"] for k, r in common.load_runs(RUNS_FILE).items()}
+    )
     trained = 0  # fits this invocation trained (the rest were read from RUNS_FILE)
     common.setup_torch("cpu", threads=args.threads)
     info = common.machine_info("cpu")
@@ -173,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         def acc(seed: int, lr: float, name=name, task=task, options=options, runs=runs) -> float:
             if (seed, lr) not in runs:
                 key = run_key(name, options, seed, lr)
-                if key not in stored:
+                text = common.key_text(key)
+                if text not in stored:
                     nonlocal trained
                     trained += 1
-                    stored[key] = accuracy(task, options, seed, lr)
+                    stored[text] = accuracy(task, options, seed, lr)
                     if not args.quick:
-                        with RUNS_FILE.open("a") as out:
-                            out.write(json.dumps({"key": key, "accuracy": stored[key]}) + "\n")
-                runs[seed, lr] = stored[key]
+                        common.append_run(RUNS_FILE, {"key": key, "accuracy": stored[text]})
+                runs[seed, lr] = stored[text]
             return runs[seed, lr]
 
         by_lr = {lr: [acc(s, lr) for s in seeds] for lr in grid}

@@ -134,12 +134,15 @@ class LRFinder:
         fields = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) - fields:
             raise ValueError(f"expected a dict with the fields {sorted(fields)}")
-        if "edge" not in data and isinstance(data.get("lrs"), list):  # saved before "edge"
-            try:
-                data = {**data, "edge": _picks(data["lrs"], data["losses"])["edge"]}
+        missing = [m for m in METHODS if m not in data]  # a pick added after it was saved
+        if missing and isinstance(data.get("lrs"), list):
+            try:  # every pick is a function of the curve: read the missing ones off it
+                derived = _picks(data["lrs"], data["losses"])
             except (KeyError, TypeError, ValueError) as exc:
-                problem = f"no edge pick, and none can be read off the curve ({exc})"
-                raise ValueError(problem) from None
+                raise ValueError(
+                    f"no {missing} pick, and none read off the curve ({exc})"
+                ) from None
+            data = {**{m: derived[m] for m in missing}, **data}
         try:
             finder = cls(**data)
         except TypeError as exc:
@@ -226,8 +229,8 @@ def steep(lrs: list[float], losses: list[float]) -> int:
 
 
 def minimum(lrs: list[float], losses: list[float], divisor: float = 10.0) -> int:
-    """The index of the sweep's rate nearest a tenth (``1 / divisor``) of the rate with the
-    lowest loss."""
+    """The index of the sweep's rate nearest the lowest loss's rate over ``divisor`` (a
+    tenth by default)."""
     target = math.log(lrs[int(np.argmin(losses))] / divisor)
     return int(np.argmin([abs(math.log(lr) - target) for lr in lrs]))
 
